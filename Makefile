@@ -1,0 +1,54 @@
+# gpupin — every target sets up what it needs; a fresh clone needs only python3 (≥ 3.11).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+GPUPIN := $(BIN)/gpupin
+
+.PHONY: help venv test lint typecheck unit generate examples bench cluster-tools constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+venv: $(STAMP) ## create .venv with gpupin and the test tools
+
+test: lint typecheck unit ## everything CI runs: lint, types, the whole test suite
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+generate: $(STAMP) ## regenerate the CRD (and every committed copy) from the pydantic models
+	$(BIN)/python -m gpupin.api.crdgen --write
+
+examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 4070 + RTX 2060)
+	@for f in examples/seed/*.yaml; do \
+	  echo "$$ gpupin plan -f $$f --inventory examples/inventory/workstation.yaml"; \
+	  $(GPUPIN) plan -f $$f --inventory examples/inventory/workstation.yaml; echo; \
+	done; true
+
+bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and peak memory)
+	$(BIN)/python benchmarks/plan_scaling.py
+
+cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
+	@hack/build-cluster-tools.sh
+
+constraints: $(STAMP) ## re-pin constraints.txt from the current .venv
+	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(gpupin|setuptools|wheel|pip)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

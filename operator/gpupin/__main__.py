@@ -1,0 +1,5 @@
+"""``python -m gpupin`` is the ``gpupin`` command."""
+
+from gpupin.cli import main
+
+raise SystemExit(main())
