@@ -1,0 +1,1 @@
+"""The LLMDeployment API (pydantic models) and the CRD generated from it."""

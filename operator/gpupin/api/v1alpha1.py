@@ -1,0 +1,387 @@
+"""The LLMDeployment API, ``gpupin.dev/v1alpha1``: the single source of truth.
+
+The CRD YAML in ``crds/`` (and the chart) is generated from these models by
+``gpupin.api.crdgen``; a test fails when the committed YAML drifts. Rules that need
+only the spec are :data:`SPEC_RULES`: each is written once as CEL for the API server
+and once as Python for ``gpupin plan`` (which has no API server), and a test checks
+that the two agree on generated specs. Rules that need cluster facts (the GPUs) live
+in the planner with a named reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from gpupin.quantity import Quantity
+
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
+# A Hugging Face repo id: exactly one slash, no tag. `auto` picks vLLM for these.
+HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
+_HF_REPO_RE = re.compile(HF_REPO_PATTERN)
+CC_PATTERN = r"^[0-9]+\.[0-9]+$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+DURATION_PATTERN = r"^-?[0-9]+(ns|us|µs|ms|s|m|h)?([0-9]+(ns|us|µs|ms|s|m|h))*$"
+
+Engine = Literal["vllm", "ollama", "auto"]
+ResolvedEngine = Literal["vllm", "ollama"]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are an error, not ignored
+    (a typo such as ``tensorParalelSize`` must not silently plan with the default)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class ModelRef(ApiModel):
+    """A model to serve."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME_PATTERN)
+    """An Ollama tag (qwen2.5:14b) or a Hugging Face repo id (microsoft/phi-4)."""
+    vram: Quantity | None = None
+    """GPU memory the model needs in total (e.g. 9Gi), overriding gpupin's estimate. With tensor
+    parallelism it is divided equally over the ranks."""
+
+
+class GPUSelector(ApiModel):
+    """Restricts which GPUs the deployment may use. Every field given must match."""
+
+    products: list[str] | None = Field(default=None, min_length=1, max_length=32)
+    """NVML product names, e.g. "NVIDIA GeForce RTX 3060" (exact, as `gpupin inventory` prints them)."""
+    min_memory: Quantity | None = None
+    """Only GPUs with at least this much total memory."""
+    min_compute_capability: str | None = Field(default=None, pattern=CC_PATTERN)
+    """Only GPUs with at least this CUDA compute capability, e.g. "8.0"."""
+    nodes: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    """Only GPUs on these nodes."""
+
+
+class VLLMOptions(ApiModel):
+    """vLLM settings (engine vllm)."""
+
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    """Fraction of each GPU's memory vLLM takes (--gpu-memory-utilization)."""
+    max_model_len: int | None = Field(default=None, ge=16)
+    """Context length (--max-model-len); default the model's own. Sizes the KV cache gpupin budgets."""
+    dtype: Literal["auto", "bfloat16", "float16", "half", "float32"] = "auto"
+    """Weight dtype (--dtype). auto serves bf16 models as float16 on GPUs below compute capability 8.0;
+    bfloat16 restricts the deployment to GPUs of 8.0 and above."""
+    shm_size: Quantity = "2Gi"
+    """Size of the in-memory /dev/shm volume that tensor parallelism needs."""
+    args: list[str] = Field(default_factory=list, max_length=64)
+    """Extra arguments appended to `vllm serve`."""
+
+
+class OllamaOptions(ApiModel):
+    """Ollama settings (engine ollama). gpupin sets them explicitly so the memory it plans is the
+    memory Ollama uses."""
+
+    keep_alive: str = Field(default="-1", pattern=DURATION_PATTERN)
+    """OLLAMA_KEEP_ALIVE; -1 keeps planned models loaded, so the memory budget stays true."""
+    context_length: int = Field(default=4096, ge=256, le=1048576)
+    """OLLAMA_CONTEXT_LENGTH: tokens of context per request; sizes the KV cache gpupin budgets."""
+    num_parallel: int = Field(default=1, ge=1, le=64)
+    """OLLAMA_NUM_PARALLEL: requests served at once per model; multiplies the KV cache."""
+    flash_attention: bool = False
+    """OLLAMA_FLASH_ATTENTION."""
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    """OLLAMA_KV_CACHE_TYPE; q8_0 and q4_0 halve and quarter the KV cache (they need flashAttention)."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> OllamaOptions:
+        return _check_scope("ollama", self)  # type: ignore[no-any-return]
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the server container (e.g. HF_TOKEN from a Secret)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN)
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+    """A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, …), passed through as written."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> EnvVar:
+        return _check_scope("env", self)  # type: ignore[no-any-return]
+
+
+class Resources(ApiModel):
+    """CPU and memory for the server container. GPUs are gpupin's to choose: nvidia.com/gpu is refused here."""
+
+    requests: dict[str, Quantity] | None = Field(default=None, max_length=32)
+    limits: dict[str, Quantity] | None = Field(default=None, max_length=32)
+
+    @model_validator(mode="after")
+    def _rules(self) -> Resources:
+        return _check_scope("resources", self)  # type: ignore[no-any-return]
+
+
+class Storage(ApiModel):
+    """Where the server keeps model files. Default: an emptyDir (models are pulled again when the
+    pod is recreated)."""
+
+    size: Quantity | None = None
+    """Size of the cache: the emptyDir's sizeLimit, or the ephemeral volume's request."""
+    storage_class_name: str | None = None
+    """Give each pod its own ephemeral PersistentVolumeClaim of this StorageClass (needs size)."""
+    existing_claim: str | None = None
+    """Mount this existing PersistentVolumeClaim (ReadWriteMany when pods share it)."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Storage:
+        return _check_scope("storage", self)  # type: ignore[no-any-return]
+
+
+class LLMDeploymentSpec(ApiModel):
+    """What to serve and on which GPUs it may run. gpupin decides the GPU of each pod."""
+
+    engine: Engine = "auto"
+    """vllm, ollama, or auto: vllm when exactly one model is listed and its name is a Hugging Face
+    repo id (org/name); otherwise ollama."""
+    models: list[ModelRef] = Field(
+        min_length=1,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Models to serve (names unique). vLLM serves exactly one."""
+    replicas: int = Field(default=1, ge=1, le=128)
+    """Independent copies: vLLM pods, or for Ollama the number of distinct GPUs holding each model."""
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
+    """GPUs per vLLM pod (--tensor-parallel-size), all on one node and of one kind unless
+    allowMixedGPUs. vLLM only."""
+    allow_mixed_gpus: bool = Field(default=False, alias="allowMixedGPUs")
+    """Permit a tensor-parallel group over mismatched GPUs; every rank is then sized to the smallest."""
+    gpu_selector: GPUSelector | None = Field(default=None, alias="gpuSelector")
+    image: str | None = Field(default=None, min_length=1)
+    """Server image; default the operator's image for the engine."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    resources: Resources | None = None
+    storage: Storage | None = None
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    """Pod tolerations, e.g. for GPU nodes tainted nvidia.com/gpu:NoSchedule."""
+    vllm: VLLMOptions | None = None
+    ollama: OllamaOptions | None = None
+
+    @model_validator(mode="after")
+    def _spec_rules(self) -> LLMDeploymentSpec:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:  # the CRD enforces this with x-kubernetes-list-type: map
+            raise ValueError(f"models: {', '.join(duplicates)} listed more than once")
+        return _check_scope("spec", self)  # type: ignore[no-any-return]
+
+    @property
+    def resolved_engine(self) -> ResolvedEngine:
+        return resolve_engine(self.engine, [m.name for m in self.models])
+
+    @property
+    def vllm_options(self) -> VLLMOptions:
+        return self.vllm or VLLMOptions()
+
+    @property
+    def ollama_options(self) -> OllamaOptions:
+        return self.ollama or OllamaOptions()
+
+
+def resolve_engine(engine: Engine, model_names: list[str]) -> ResolvedEngine:
+    """What ``engine: auto`` means: vLLM for exactly one Hugging Face repo id, else Ollama."""
+    if engine != "auto":
+        return engine
+    if len(model_names) == 1 and _HF_REPO_RE.match(model_names[0]):
+        return "vllm"
+    return "ollama"
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata gpupin reads; the rest is kept but ignored."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    namespace: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
+    generation: int | None = None
+    uid: str | None = None
+
+
+class Condition(ApiModel):
+    """A Kubernetes condition (metav1.Condition)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class GPUStatus(ApiModel):
+    index: int
+    uuid: str
+    name: str
+    vram_bytes: int
+    """Memory this placement reserves on the GPU."""
+
+
+class PlacementStatus(ApiModel):
+    pod: str
+    node: str
+    models: list[str]
+    gpus: list[GPUStatus]
+
+
+class LLMDeploymentStatus(ApiModel):
+    """Written by the operator; observedGeneration says which spec it describes."""
+
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    placements: list[PlacementStatus] = Field(default_factory=list)
+    engine: ResolvedEngine | None = None
+    """The engine serving the deployment (auto resolved)."""
+    model_list: str | None = Field(default=None, alias="models")
+    """The models, comma-separated (for kubectl get)."""
+    gpus: int | None = None
+    """GPUs held by the deployment's pods."""
+    ready: str | None = None
+    """Ready pods / planned pods, e.g. 2/2."""
+    reason: str | None = None
+    """The Placed condition's reason."""
+    message: str | None = None
+    """What happened and, when something is wrong, what to do about it."""
+    replicas: int | None = None
+    """Replicas placed (for the scale subresource)."""
+    selector: str | None = None
+    """Label selector of the deployment's pods (for the scale subresource)."""
+
+
+class LLMDeployment(BaseModel):
+    """An LLMDeployment object as read from a file or the API."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    api_version: Literal["gpupin.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["LLMDeployment"]
+    metadata: ObjectMeta
+    spec: LLMDeploymentSpec
+    status: LLMDeploymentStatus | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+@dataclass(frozen=True)
+class SpecRule:
+    """A rule that needs only the spec: CEL for the API server, Python for `gpupin plan`.
+
+    ``scope`` is the schema node the rule hangs on (spec, ollama, storage, env, resources);
+    ``cel`` sees that node as ``self`` and ``check`` receives the same node as a model.
+    """
+
+    scope: str
+    field: str
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+
+
+def _cel_resolves_vllm() -> str:
+    return (
+        "(self.engine == 'vllm' || (self.engine == 'auto' && size(self.models) == 1"
+        f" && self.models[0].name.matches('{HF_REPO_PATTERN}')))"
+    )
+
+
+_VLLM = _cel_resolves_vllm()
+
+SPEC_RULES: tuple[SpecRule, ...] = (
+    SpecRule(
+        scope="spec",
+        field="spec.models",
+        cel=f"!{_VLLM} || size(self.models) == 1",
+        message="vLLM serves exactly one model; list one, or use engine: ollama to serve several",
+        check=lambda s: s.resolved_engine != "vllm" or len(s.models) == 1,
+    ),
+    SpecRule(
+        scope="spec",
+        field="spec.tensorParallelSize",
+        cel=f"self.tensorParallelSize == 1 || {_VLLM}",
+        message="tensorParallelSize is for vLLM only; Ollama spreads a model over GPUs by itself",
+        check=lambda s: s.tensor_parallel_size == 1 or s.resolved_engine == "vllm",
+    ),
+    SpecRule(
+        scope="spec",
+        field="spec.vllm",
+        cel=f"!has(self.vllm) || {_VLLM}",
+        message="vllm settings need engine: vllm (auto picks vLLM only for one Hugging Face repo id)",
+        check=lambda s: s.vllm is None or s.resolved_engine == "vllm",
+    ),
+    SpecRule(
+        scope="spec",
+        field="spec.ollama",
+        cel=f"!has(self.ollama) || !{_VLLM}",
+        message="ollama settings need engine: ollama",
+        check=lambda s: s.ollama is None or s.resolved_engine == "ollama",
+    ),
+    SpecRule(
+        scope="ollama",
+        field="spec.ollama.kvCacheType",
+        cel="self.kvCacheType == 'f16' || self.flashAttention",
+        message="a quantized KV cache (q8_0, q4_0) needs flashAttention: true",
+        check=lambda o: o.kv_cache_type == "f16" or o.flash_attention,
+    ),
+    SpecRule(
+        scope="storage",
+        field="spec.storage",
+        cel="!has(self.existingClaim) || (!has(self.storageClassName) && !has(self.size))",
+        message="existingClaim mounts a claim you made; it takes neither storageClassName nor size",
+        check=lambda st: st.existing_claim is None or (st.storage_class_name is None and st.size is None),
+    ),
+    SpecRule(
+        scope="storage",
+        field="spec.storage",
+        cel="!has(self.storageClassName) || has(self.size)",
+        message="storageClassName needs size: the size of each pod's model cache volume",
+        check=lambda st: st.storage_class_name is None or st.size is not None,
+    ),
+    SpecRule(
+        scope="env",
+        field="spec.env",
+        cel="!(has(self.value) && has(self.valueFrom))",
+        message="an env var takes value or valueFrom, not both",
+        check=lambda e: not (e.value is not None and e.value_from is not None),
+    ),
+    SpecRule(
+        scope="resources",
+        field="spec.resources",
+        cel="(!has(self.limits) || !('nvidia.com/gpu' in self.limits))"
+        " && (!has(self.requests) || !('nvidia.com/gpu' in self.requests))",
+        message="nvidia.com/gpu is gpupin's to set: choose GPUs with models, tensorParallelSize and gpuSelector",
+        check=lambda r: (
+            "nvidia.com/gpu" not in (r.limits or {}) and "nvidia.com/gpu" not in (r.requests or {})
+        ),
+    ),
+)
+
+
+def _scoped_rules(scope: str) -> list[SpecRule]:
+    return [rule for rule in SPEC_RULES if rule.scope == scope]
+
+
+def _check_scope(scope: str, node: Any) -> Any:
+    broken = [rule for rule in _scoped_rules(scope) if not rule.check(node)]
+    if broken:
+        raise ValueError("; ".join(rule.message for rule in broken))
+    return node

@@ -1,0 +1,44 @@
+"""Condition types and reasons: the one place they are spelled.
+
+Reasons are CamelCase, as Kubernetes conventions ask; scripts match on them, so
+they are part of the API.
+"""
+
+from typing import Final
+
+# Condition types
+PLACED: Final = "Placed"
+READY: Final = "Ready"
+DEGRADED: Final = "Degraded"
+
+# Placed=True
+PLACED_OK: Final = "Placed"
+# Placed=True, with a warning the user should read
+MIXED_GPUS_ALLOWED: Final = "MixedGPUsAllowed"
+DTYPE_FALLBACK: Final = "DtypeFallback"
+
+# Placed=False: what the planner refused and why
+INVALID_SPEC: Final = "InvalidSpec"
+UNKNOWN_MODEL_SIZE: Final = "UnknownModelSize"
+NO_MATCHING_GPU: Final = "NoMatchingGPU"
+UNSUPPORTED_COMPUTE_CAPABILITY: Final = "UnsupportedComputeCapability"
+HETEROGENEOUS_TENSOR_PARALLEL: Final = "HeterogeneousTensorParallel"
+TOO_FEW_GPUS: Final = "TooFewGPUs"
+INSUFFICIENT_VRAM: Final = "InsufficientVRAM"
+INSUFFICIENT_GPUS: Final = "InsufficientGPUs"
+PINNING_UNSUPPORTED: Final = "PinningUnsupported"
+
+REFUSALS: Final = frozenset(
+    {
+        INVALID_SPEC,
+        UNKNOWN_MODEL_SIZE,
+        NO_MATCHING_GPU,
+        UNSUPPORTED_COMPUTE_CAPABILITY,
+        HETEROGENEOUS_TENSOR_PARALLEL,
+        TOO_FEW_GPUS,
+        INSUFFICIENT_VRAM,
+        INSUFFICIENT_GPUS,
+        PINNING_UNSUPPORTED,
+    }
+)
+WARNINGS: Final = frozenset({MIXED_GPUS_ALLOWED, DTYPE_FALLBACK})

@@ -1,0 +1,75 @@
+"""Builders shared by the tests: GPUs, nodes, inventories and deployments in one line each."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.inventory import GPU, Inventory, NodeInventory
+from gpupin.planner import Plan
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SHARED = REPO.parent / "shared"
+
+_uuids = itertools.count()
+
+# name, memory, compute capability — as NVML reports them
+RTX_4070 = ("NVIDIA GeForce RTX 4070", "12282Mi", "8.9")
+RTX_2060 = ("NVIDIA GeForce RTX 2060", "6144Mi", "7.5")
+RTX_4090 = ("NVIDIA GeForce RTX 4090", "24564Mi", "8.9")
+RTX_3060 = ("NVIDIA GeForce RTX 3060", "12288Mi", "8.6")
+A100_80 = ("NVIDIA A100-SXM4-80GB", "81920Mi", "8.0")
+A10 = ("NVIDIA A10", "23028Mi", "8.6")
+L4 = ("NVIDIA L4", "23034Mi", "8.9")
+T4 = ("Tesla T4", "15360Mi", "7.5")
+GTX_1080TI = ("NVIDIA GeForce GTX 1080 Ti", "11264Mi", "6.1")
+
+
+def gpu(index: int, product: tuple[str, str, str], uuid: str | None = None, **extra: Any) -> GPU:
+    name, memory, cc = product
+    return GPU.model_validate(
+        {
+            "index": index,
+            "uuid": uuid or f"GPU-{next(_uuids):08x}-0000-4000-8000-000000000000",
+            "name": name,
+            "memory": memory,
+            "computeCapability": cc,
+            **extra,
+        }
+    )
+
+
+def node(name: str, *products: tuple[str, str, str]) -> NodeInventory:
+    return NodeInventory(name=name, gpus=[gpu(i, p, uuid=f"GPU-{name}-{i}") for i, p in enumerate(products)])
+
+
+def inventory(*nodes: NodeInventory) -> Inventory:
+    return Inventory(nodes=list(nodes))
+
+
+def workstation() -> Inventory:
+    """The seed's node: RTX 4070 (GPU 0) + RTX 2060 (GPU 1)."""
+    return inventory(node("workstation", RTX_4070, RTX_2060))
+
+
+def deployment(name: str = "d", namespace: str = "default", **spec: Any) -> LLMDeployment:
+    return LLMDeployment.model_validate(
+        {
+            "apiVersion": "gpupin.dev/v1alpha1",
+            "kind": "LLMDeployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
+
+
+def models(*names: str) -> list[dict[str, str]]:
+    return [{"name": n} for n in names]
+
+
+def layout(plan: Plan) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
+    """A plan's placements as (node, GPU indices, models), sorted: what tables assert on."""
+    return sorted((p.node, tuple(g.index for g in p.gpus), tuple(sorted(p.models))) for p in plan.placements)

@@ -1,0 +1,263 @@
+"""The LLMDeployment API: models, spec rules, and the CRD generated from them.
+
+Aspects: defaults and what `engine: auto` resolves to; invalid specs rejected with the
+field named; every spec rule's CEL (what the API server runs) agrees with its Python
+twin (what `gpupin plan` runs) on generated specs; the committed CRD is exactly what the
+models generate (drift); the CRD is structural and carries status, scale, printer columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gpupin.api import crdgen
+from gpupin.api.v1alpha1 import (
+    SPEC_RULES,
+    EnvVar,
+    LLMDeploymentSpec,
+    ModelRef,
+    OllamaOptions,
+    Resources,
+    Storage,
+    VLLMOptions,
+    resolve_engine,
+)
+
+from helpers import REPO
+
+
+def test_defaults() -> None:
+    spec = LLMDeploymentSpec.model_validate({"models": [{"name": "qwen2.5:14b"}]})
+    assert (spec.engine, spec.replicas, spec.tensor_parallel_size, spec.allow_mixed_gpus) == (
+        "auto",
+        1,
+        1,
+        False,
+    )
+    assert spec.vllm_options.gpu_memory_utilization == 0.9
+    assert spec.ollama_options.keep_alive == "-1"
+
+
+@pytest.mark.parametrize(
+    ("names", "engine"),
+    [
+        (["qwen2.5:14b"], "ollama"),
+        (["nomic-embed-text"], "ollama"),
+        (["microsoft/phi-4"], "vllm"),
+        (["user/model:tag"], "ollama"),
+        (["hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"], "ollama"),
+        (["microsoft/phi-4", "qwen2.5:14b"], "ollama"),
+    ],
+)
+def test_auto_engine(names: list[str], engine: str) -> None:
+    assert resolve_engine("auto", names) == engine
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "fragment"),
+    [
+        ({"models": []}, "models", "at least 1"),
+        (
+            {"models": [{"name": "a"}], "tensorParallelSize": 0},
+            "tensorParallelSize",
+            "greater than or equal to 1",
+        ),
+        ({"models": [{"name": "a"}], "engine": "tgi"}, "engine", "'vllm', 'ollama' or 'auto'"),
+        ({"models": [{"name": "a", "vram": "lots"}]}, "vram", "not a Kubernetes quantity"),
+        ({"models": [{"name": "a b"}]}, "name", "pattern"),
+        ({"models": [{"name": "a"}], "replicas": 0}, "replicas", "greater than or equal to 1"),
+        ({"models": [{"name": "a"}, {"name": "a"}]}, "models", "more than once"),
+        ({"engine": "vllm", "models": [{"name": "a/b"}, {"name": "c/d"}]}, "", "exactly one model"),
+        ({"engine": "ollama", "models": [{"name": "a"}], "tensorParallelSize": 2}, "", "vLLM only"),
+        ({"engine": "ollama", "models": [{"name": "a"}], "vllm": {}}, "", "engine: vllm"),
+        ({"models": [{"name": "a"}], "tensorParalelSize": 2}, "tensorParalelSize", "Extra inputs"),
+        ({"models": [{"name": "a"}], "vllm": {"gpuMemoryUtilization": 1.5}}, "gpuMemoryUtilization", "1"),
+        (
+            {"models": [{"name": "a"}], "gpuSelector": {"minComputeCapability": "eight"}},
+            "minComputeCapability",
+            "pattern",
+        ),
+        (
+            {"models": [{"name": "a"}], "resources": {"limits": {"nvidia.com/gpu": 1}}},
+            "resources",
+            "gpupin's to set",
+        ),
+        ({"models": [{"name": "a"}], "storage": {"storageClassName": "fast"}}, "storage", "needs size"),
+        ({"models": [{"name": "a"}], "ollama": {"kvCacheType": "q8_0"}}, "ollama", "flashAttention"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str, fragment: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        LLMDeploymentSpec.model_validate(spec)
+    text = str(info.value)
+    assert field in text and fragment in text
+
+
+# --- CEL and Python agree ------------------------------------------------------------------
+
+_env = celpy.Environment()
+_programs = {rule.cel: _env.program(_env.compile(rule.cel)) for rule in SPEC_RULES}
+
+
+def _cel(rule_cel: str, node: dict[str, Any]) -> bool:
+    return bool(_programs[rule_cel].evaluate({"self": celpy.json_to_cel(node)}))
+
+
+model_names = st.sampled_from(
+    ["qwen2.5:14b", "microsoft/phi-4", "user/model:tag", "nomic-embed-text", "Qwen/Qwen2.5-3B"]
+)
+
+
+@st.composite
+def spec_nodes(draw: st.DrawFn) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "engine": draw(st.sampled_from(["auto", "vllm", "ollama"])),
+        "models": [{"name": n} for n in draw(st.lists(model_names, min_size=1, max_size=3, unique=True))],
+        "tensorParallelSize": draw(st.sampled_from([1, 2, 4])),
+    }
+    if draw(st.booleans()):
+        node["vllm"] = {}
+    if draw(st.booleans()):
+        node["ollama"] = {}
+    return node
+
+
+def _spec_model(node: dict[str, Any]) -> LLMDeploymentSpec:
+    return LLMDeploymentSpec.model_construct(
+        engine=node["engine"],
+        models=[ModelRef.model_construct(name=m["name"]) for m in node["models"]],
+        tensor_parallel_size=node["tensorParallelSize"],
+        vllm=VLLMOptions.model_construct() if "vllm" in node else None,
+        ollama=OllamaOptions.model_construct() if "ollama" in node else None,
+    )
+
+
+@given(spec_nodes())
+def test_spec_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
+    model = _spec_model(node)
+    for rule in (r for r in SPEC_RULES if r.scope == "spec"):
+        assert _cel(rule.cel, node) == rule.check(model), rule.field
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "size": st.just("10Gi"),
+            "storageClassName": st.just("fast"),
+            "existingClaim": st.just("models"),
+        },
+    )
+)
+def test_storage_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
+    model = Storage.model_construct(
+        size=node.get("size"),
+        storage_class_name=node.get("storageClassName"),
+        existing_claim=node.get("existingClaim"),
+    )
+    for rule in (r for r in SPEC_RULES if r.scope == "storage"):
+        assert _cel(rule.cel, node) == rule.check(model)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"name": st.just("X")}, optional={"value": st.just("1"), "valueFrom": st.just({"a": {}})}
+    )
+)
+def test_env_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
+    model = EnvVar.model_construct(name="X", value=node.get("value"), value_from=node.get("valueFrom"))
+    for rule in (r for r in SPEC_RULES if r.scope == "env"):
+        assert _cel(rule.cel, node) == rule.check(model)
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "limits": st.dictionaries(
+                st.sampled_from(["cpu", "memory", "nvidia.com/gpu"]), st.just("1"), max_size=2
+            ),
+            "requests": st.dictionaries(st.sampled_from(["cpu", "nvidia.com/gpu"]), st.just("1"), max_size=2),
+        },
+    )
+)
+def test_resources_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
+    model = Resources.model_construct(limits=node.get("limits"), requests=node.get("requests"))
+    for rule in (r for r in SPEC_RULES if r.scope == "resources"):
+        assert _cel(rule.cel, node) == rule.check(model)
+
+
+@given(
+    st.fixed_dictionaries(
+        {"kvCacheType": st.sampled_from(["f16", "q8_0", "q4_0"]), "flashAttention": st.booleans()}
+    )
+)
+def test_ollama_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
+    model = OllamaOptions.model_construct(
+        kv_cache_type=node["kvCacheType"], flash_attention=node["flashAttention"]
+    )
+    for rule in (r for r in SPEC_RULES if r.scope == "ollama"):
+        assert _cel(rule.cel, node) == rule.check(model)
+
+
+# --- the CRD ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", crdgen.TARGETS, ids=lambda p: str(p.relative_to(REPO)))
+def test_committed_crd_matches_the_models(target: Any) -> None:
+    """Fails when someone changed the models without `make generate` (or edited the YAML by hand)."""
+    assert target.read_text() == crdgen.render(), f"{target} is stale: run `make generate`"
+
+
+def _walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = [(path, schema)]
+    for name, sub in schema.get("properties", {}).items():
+        found += _walk(sub, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        found += _walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        found += _walk(schema["additionalProperties"], f"{path}{{}}")
+    return found
+
+
+def test_crd_schema_is_structural() -> None:
+    """Every node has a type (or is int-or-string / preserve-unknown); no refs, no JSON-Schema-only keys."""
+    crd = yaml.safe_load(crdgen.render())
+    version = crd["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node and "title" not in node and "$defs" not in node, path
+        if node.get("x-kubernetes-int-or-string"):
+            continue
+        assert "type" in node, f"{path} has no type"
+        assert node.get("additionalProperties") is not False, path
+        if (
+            node["type"] == "object"
+            and "properties" not in node
+            and "additionalProperties" not in node
+            and path != ".metadata"
+        ):
+            assert node.get("x-kubernetes-preserve-unknown-fields"), path
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
+    assert [c["name"] for c in version["additionalPrinterColumns"]][:6] == [
+        "Engine",
+        "Models",
+        "GPUs",
+        "Ready",
+        "Reason",
+        "Age",
+    ]
+    spec = schema["properties"]["spec"]
+    assert spec["properties"]["models"]["x-kubernetes-list-type"] == "map"
+    assert spec["properties"]["engine"]["default"] == "auto"
+    rules = {r["rule"] for r in spec["x-kubernetes-validations"]}
+    assert rules == {r.cel for r in SPEC_RULES if r.scope == "spec"}
+    assert crd["spec"]["names"]["shortNames"] == ["llmd"]
