@@ -1,0 +1,245 @@
+"""The GPU inventory: which GPUs each node has.
+
+One format everywhere: the ``gpupin plan --inventory`` file, the node annotation the
+agent publishes (``gpupin.dev/gpu-inventory``, one node's entry as compact JSON) and
+the fake inventories of tests and demos::
+
+    nodes:
+    - name: workstation
+      gpus:
+      - {index: 0, uuid: GPU-…, name: NVIDIA GeForce RTX 4070, memory: 12282Mi, computeCapability: "8.9"}
+
+This module also reads Node objects (``kubectl get nodes -o yaml``): the annotation
+first, else GPU Feature Discovery labels where — and only where — they describe every
+card on the node.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from gpupin import constants
+from gpupin.quantity import ByteQuantity, MiB, format_gib, format_quantity
+
+_CC_RE = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
+class _InventoryModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class GPU(_InventoryModel):
+    """One physical GPU as NVML reports it."""
+
+    index: int = Field(ge=0, description="NVML index (PCI bus order).")
+    uuid: str = Field(min_length=1, description="NVML UUID, GPU-xxxxxxxx-….")
+    name: str = Field(min_length=1, description="NVML product name, e.g. NVIDIA GeForce RTX 4070.")
+    memory: ByteQuantity = Field(description="Total memory in bytes (files may write 12282Mi).")
+    compute_capability: str = Field(description='CUDA compute capability, e.g. "8.9".')
+    pci_bus_id: str | None = None
+    mig_enabled: bool = False
+
+    @field_validator("compute_capability", mode="before")
+    @classmethod
+    def _cc(cls, value: Any) -> str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = f"{float(value):.1f}"
+        if not isinstance(value, str) or not _CC_RE.match(value):
+            raise ValueError(f'{value!r} is not a compute capability; write it as "MAJOR.MINOR", e.g. "8.9"')
+        return value
+
+    @property
+    def cc(self) -> tuple[int, int]:
+        major, minor = self.compute_capability.split(".")
+        return int(major), int(minor)
+
+    @property
+    def pinnable_by_uuid(self) -> bool:
+        """False for GPUs known only from GFD labels, which carry no UUID."""
+        return self.uuid.startswith(("GPU-", "MIG-"))
+
+    @property
+    def product_key(self) -> tuple[str, int, str]:
+        """GPUs with the same key are interchangeable ranks of a tensor-parallel group."""
+        return (self.name, self.memory, self.compute_capability)
+
+    def describe(self) -> str:
+        return f"{short_name(self.name)} {format_gib(self.memory)}"
+
+
+class NodeInventory(_InventoryModel):
+    """One node's GPUs; the agent's annotation is this object without ``name``."""
+
+    name: str = Field(default="", description="Node name (implied by the Node in the annotation).")
+    gpus: list[GPU] = Field(default_factory=list)
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> NodeInventory:
+        seen_index: set[int] = set()
+        seen_uuid: set[str] = set()
+        for gpu in self.gpus:
+            if gpu.index in seen_index:
+                raise ValueError(f"GPU index {gpu.index} appears twice on node {self.name or '(this node)'}")
+            if gpu.uuid in seen_uuid:
+                raise ValueError(f"GPU uuid {gpu.uuid} appears twice on node {self.name or '(this node)'}")
+            seen_index.add(gpu.index)
+            seen_uuid.add(gpu.uuid)
+        return self
+
+    @property
+    def mixed(self) -> bool:
+        return len({gpu.product_key for gpu in self.gpus}) > 1
+
+    def to_annotation(self) -> str:
+        """Compact JSON for the Node annotation; stable key order so an unchanged inventory
+        gives byte-identical text and the agent can skip the patch."""
+        body = self.model_dump(by_alias=True, exclude_none=True, exclude={"name"})
+        body["gpus"] = [{**gpu, "memory": format_quantity(gpu["memory"])} for gpu in body["gpus"]]
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+class Inventory(_InventoryModel):
+    """Every node gpupin can place on."""
+
+    nodes: list[NodeInventory] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Inventory:
+        names: set[str] = set()
+        uuids: dict[str, str] = {}
+        for node in self.nodes:
+            if not node.name:
+                raise ValueError("every node needs a name")
+            if node.name in names:
+                raise ValueError(f"node {node.name} appears twice")
+            names.add(node.name)
+            for gpu in node.gpus:
+                if gpu.uuid in uuids:
+                    raise ValueError(
+                        f"GPU uuid {gpu.uuid} is on node {uuids[gpu.uuid]} and on node {node.name}"
+                    )
+                uuids[gpu.uuid] = node.name
+        return self
+
+
+def short_name(product: str) -> str:
+    """``NVIDIA GeForce RTX 4070`` → ``RTX 4070``: what people call the card in messages."""
+    for prefix in ("NVIDIA GeForce ", "NVIDIA ", "Tesla "):
+        if product.startswith(prefix):
+            return product[len(prefix) :]
+    return product
+
+
+class NodeReadError(ValueError):
+    """A Node's GPU facts exist but cannot be trusted (bad annotation, GFD that cannot describe it)."""
+
+
+def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
+    """Parse the agent's annotation; raise ``NodeReadError`` saying what is wrong with it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NodeReadError(
+            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not JSON ({exc.msg})"
+        ) from exc
+    if not isinstance(data, dict):
+        raise NodeReadError(f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not an object")
+    data = {**data, "name": node_name}
+    try:
+        return NodeInventory.model_validate(data)
+    except ValueError as exc:
+        raise NodeReadError(
+            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is invalid: {exc}"
+        ) from exc
+
+
+def node_inventory_from_gfd(
+    node_name: str, labels: Mapping[str, str], gpu_capacity: str | None
+) -> NodeInventory:
+    """Build a node's GPUs from GFD labels, only where they describe every card.
+
+    GFD keeps one label set per node; on a node with two GPU models it describes one of
+    them, chosen at random, and ``nvidia.com/gpu.count`` counts only that model. So the
+    labels are trusted only when that count equals the node's ``nvidia.com/gpu``
+    capacity: then every card is that model. Anything else raises ``NodeReadError``.
+    GFD gives no UUIDs, so these GPUs are pinned by index (``uuid`` is ``GFD-<node>-<i>``).
+    """
+    product = labels.get(constants.GFD_PRODUCT_LABEL)
+    if not product:
+        raise NodeReadError(
+            f"node {node_name}: no {constants.INVENTORY_ANNOTATION} annotation and no GFD labels"
+        )
+    try:
+        count = int(labels[constants.GFD_COUNT_LABEL])
+        memory_mib = int(labels[constants.GFD_MEMORY_LABEL])
+        major = int(labels[constants.GFD_CC_MAJOR_LABEL])
+        minor = int(labels[constants.GFD_CC_MINOR_LABEL])
+    except (KeyError, ValueError) as exc:
+        raise NodeReadError(f"node {node_name}: GFD labels are incomplete ({exc})") from exc
+    if product.endswith("-SHARED"):
+        raise NodeReadError(
+            f"node {node_name}: GPUs are time-sliced (-SHARED); GFD cannot describe each card"
+        )
+    if gpu_capacity is None or str(gpu_capacity) != str(count):
+        raise NodeReadError(
+            f"node {node_name}: GFD describes {count} × {product} but the node advertises "
+            f"{gpu_capacity or 'no'} nvidia.com/gpu; GFD labels describe one GPU model per node, so the "
+            "node is treated as unknown — run the gpupin agent there"
+        )
+    name = product.replace("-", " ")
+    return NodeInventory(
+        name=node_name,
+        gpus=[
+            GPU(
+                index=i,
+                uuid=f"GFD-{node_name}-{i}",
+                name=name,
+                memory=memory_mib * MiB,
+                compute_capability=f"{major}.{minor}",
+            )
+            for i in range(count)
+        ],
+    )
+
+
+def node_inventory_from_node(node: Mapping[str, Any]) -> NodeInventory | None:
+    """A Node object's GPUs: the annotation if present, else GFD where trustworthy.
+
+    Returns None for a node with no GPU facts at all (a CPU node). Raises
+    ``NodeReadError`` when facts exist but cannot be used.
+    """
+    metadata = node.get("metadata") or {}
+    name = metadata.get("name") or ""
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    text = annotations.get(constants.INVENTORY_ANNOTATION)
+    if text is not None:
+        return node_inventory_from_annotation(name, text)
+    if constants.GFD_PRODUCT_LABEL not in labels:
+        return None
+    status = node.get("status") or {}
+    capacity = (status.get("allocatable") or status.get("capacity") or {}).get(constants.GPU_RESOURCE)
+    return node_inventory_from_gfd(name, labels, capacity)
+
+
+def inventory_from_nodes(nodes: Iterable[Mapping[str, Any]]) -> tuple[Inventory, list[str]]:
+    """Inventory from Node objects, plus one problem line per node that had to be skipped."""
+    result: list[NodeInventory] = []
+    problems: list[str] = []
+    for node in nodes:
+        try:
+            inventory = node_inventory_from_node(node)
+        except NodeReadError as exc:
+            problems.append(str(exc))
+            continue
+        if inventory is not None:
+            result.append(inventory)
+    return Inventory(nodes=sorted(result, key=lambda n: n.name)), problems
