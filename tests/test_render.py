@@ -1,0 +1,275 @@
+"""Rendering plans into Pods, Services and ResourceClaimTemplates.
+
+Aspects: each pinning mode pins the planned GPU (env + runtime class; DRA claim by UUID;
+device-plugin count); vLLM and Ollama containers (args, probes, /dev/shm, model pull and
+preload, the env that keeps Ollama's memory what was planned); Services per engine; the
+placement annotation and labels the operator reads back; deterministic names and spec
+hashes; every rendered object is valid Kubernetes v1.37 (strict schema).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from gpupin import constants, naming
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.inventory import Inventory, NodeInventory
+from gpupin.loading import load_deployments, load_inventory
+from gpupin.planner import PINNING_MODES, PinningMode, Planner, plan
+from gpupin.render import RenderConfig, render, spec_hash
+
+from helpers import A10, EXAMPLES, T4, deployment, inventory, models, node, workstation
+
+SEED_OLLAMA = deployment(
+    "assistant", engine="ollama", models=models("qwen2.5:14b", "llama3.1:8b", "nomic-embed-text")
+)
+TP2 = deployment("chat", models=models("Qwen/Qwen2.5-3B-Instruct"), tensorParallelSize=2)
+
+
+def _render(
+    item: LLMDeployment, cluster: Inventory, pinning: PinningMode = "visible-devices"
+) -> list[dict[str, Any]]:
+    result = plan(item, cluster, pinning=pinning)
+    assert result.placed, result.message
+    return render(item, result, RenderConfig(pinning=pinning))
+
+
+def _of(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_visible_devices_pins_by_uuid_without_a_gpu_request() -> None:
+    pods = _of(_render(SEED_OLLAMA, workstation()), "Pod")
+    by_gpu = {
+        json.loads(p["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])["gpus"][0]["index"]: p
+        for p in pods
+    }
+    pod = by_gpu[0]
+    env = _env(pod["spec"]["containers"][0])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == env["CUDA_VISIBLE_DEVICES"] == "GPU-workstation-0"
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert pod["spec"]["runtimeClassName"] == "nvidia"
+    assert "nvidia.com/gpu" not in json.dumps(pod["spec"]["containers"][0].get("resources", {}))
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["workstation"]}]}]
+    assert pod["metadata"]["labels"][naming.gpu_label_key("GPU-workstation-0")] == "true"
+    assert _env(by_gpu[1]["spec"]["containers"][0])["NVIDIA_VISIBLE_DEVICES"] == "GPU-workstation-1"
+
+
+def test_dra_claims_exactly_the_planned_gpus() -> None:
+    objects = _render(TP2, inventory(node("n", A10, A10, A10)), pinning="dra")
+    (template,) = _of(objects, "ResourceClaimTemplate")
+    (pod,) = _of(objects, "Pod")
+    expressions = [
+        r["exactly"]["selectors"][0]["cel"]["expression"]
+        for r in template["spec"]["spec"]["devices"]["requests"]
+    ]
+    assert expressions == [
+        "device.attributes['gpu.nvidia.com'].uuid == 'GPU-n-0'",
+        "device.attributes['gpu.nvidia.com'].uuid == 'GPU-n-1'",
+    ]
+    assert all(
+        r["exactly"]["deviceClassName"] == "gpu.nvidia.com"
+        for r in template["spec"]["spec"]["devices"]["requests"]
+    )
+    assert pod["spec"]["resourceClaims"] == [
+        {"name": "gpus", "resourceClaimTemplateName": template["metadata"]["name"]}
+    ]
+    assert pod["spec"]["containers"][0]["resources"]["claims"] == [{"name": "gpus"}]
+    assert "NVIDIA_VISIBLE_DEVICES" not in _env(pod["spec"]["containers"][0])
+    assert "runtimeClassName" not in pod["spec"]
+
+
+def test_device_plugin_requests_the_count() -> None:
+    (pod,) = _of(_render(TP2, inventory(node("n", A10, A10)), pinning="device-plugin"), "Pod")
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "NVIDIA_VISIBLE_DEVICES" not in _env(pod["spec"]["containers"][0])
+
+
+def test_vllm_pod() -> None:
+    item = deployment(
+        "chat",
+        models=models("Qwen/Qwen2.5-1.5B-Instruct"),
+        tensorParallelSize=2,
+        vllm={"args": ["--enable-prefix-caching"], "maxModelLen": 8192},
+        env=[{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+        resources={"limits": {"memory": "32Gi"}},
+    )
+    objects = _render(item, inventory(node("t4", T4, T4)))
+    (pod,) = _of(objects, "Pod")
+    container = pod["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert args[args.index("--max-model-len") + 1] == "8192"
+    assert args[args.index("--dtype") + 1] == "half", "bf16 model on compute capability 7.5"
+    assert args[-1] == "--enable-prefix-caching"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"]["volumes"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert _env(container)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+    assert container["resources"]["limits"] == {"memory": "32Gi"}
+    (service,) = _of(objects, "Service")
+    assert service["metadata"]["name"] == "chat"
+    assert service["spec"]["selector"] == {constants.DEPLOYMENT_LABEL: "chat"}
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+
+def test_assumed_context_is_rendered_so_vllm_runs_what_was_planned() -> None:
+    (pod,) = _of(_render(deployment("x", models=models("acme/Custom-3B")), inventory(node("n", A10))), "Pod")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-model-len") + 1] == "8192"
+
+
+def test_ollama_pod_keeps_the_planned_memory_true() -> None:
+    pods = _of(_render(SEED_OLLAMA, workstation()), "Pod")
+    pod = next(
+        p
+        for p in pods
+        if "qwen2.5:14b" in json.loads(p["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])["models"]
+    )
+    container = pod["spec"]["containers"][0]
+    env = _env(container)
+    assert env["OLLAMA_CONTEXT_LENGTH"] == "4096" and env["OLLAMA_NUM_PARALLEL"] == "1"
+    assert env["OLLAMA_KEEP_ALIVE"] == "-1" and env["OLLAMA_MAX_LOADED_MODELS"] == "2"
+    preload = container["lifecycle"]["postStart"]["exec"]["command"][-1]
+    assert "qwen2.5:14b" in preload and "nomic-embed-text:latest" in preload
+    ready = container["readinessProbe"]["exec"]["command"][-1]
+    assert "ollama ps" in ready and "nomic-embed-text:latest" in ready
+    (pull,) = pod["spec"]["initContainers"]
+    assert _env(pull)["NVIDIA_VISIBLE_DEVICES"] == "void", "pulling models needs no GPU"
+    assert "ollama pull" in pull["command"][-1]
+
+
+def test_ollama_service_per_model_selects_only_its_pods() -> None:
+    objects = _render(SEED_OLLAMA, workstation())
+    services = {s["metadata"]["name"]: s for s in _of(objects, "Service")}
+    assert set(services) == {"assistant-qwen2-5-14b", "assistant-llama3-1-8b", "assistant-nomic-embed-text"}
+    selector = services["assistant-llama3-1-8b"]["spec"]["selector"]
+    matching = [
+        p
+        for p in _of(objects, "Pod")
+        if all(p["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    ]
+    assert len(matching) == 1
+    assert "llama3.1:8b" in matching[0]["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION]
+
+
+def test_gfd_known_gpus_are_pinned_by_index() -> None:
+    cluster = inventory(
+        NodeInventory.model_validate(
+            {
+                "name": "n",
+                "gpus": [
+                    {
+                        "index": i,
+                        "uuid": f"GFD-n-{i}",
+                        "name": "NVIDIA A10",
+                        "memory": "23028Mi",
+                        "computeCapability": "8.6",
+                    }
+                    for i in range(2)
+                ],
+            }
+        )
+    )
+    objects = _render(
+        deployment("x", models=models("Qwen/Qwen2.5-3B-Instruct"), tensorParallelSize=2), cluster
+    )
+    env = _env(_of(objects, "Pod")[0]["spec"]["containers"][0])
+    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("0,1", "0,1")
+
+
+def test_spec_hash_is_stable_and_tracks_the_spec() -> None:
+    first = _render(SEED_OLLAMA, workstation())
+    again = _render(SEED_OLLAMA, workstation())
+    assert first == again
+    for obj in first:
+        assert obj["metadata"]["labels"][constants.SPEC_HASH_LABEL] == spec_hash(obj)
+    changed = deployment(
+        "assistant",
+        engine="ollama",
+        models=models("qwen2.5:14b", "llama3.1:8b", "nomic-embed-text"),
+        ollama={"flashAttention": True},
+    )
+    hashes = {o["metadata"]["name"]: o["metadata"]["labels"][constants.SPEC_HASH_LABEL] for o in first}
+    new_hashes = {
+        o["metadata"]["name"]: o["metadata"]["labels"][constants.SPEC_HASH_LABEL]
+        for o in _render(changed, workstation())
+    }
+    pod_names = {o["metadata"]["name"] for o in first if o["kind"] == "Pod"}
+    assert all(hashes[n] != new_hashes[n] for n in pod_names)
+
+
+def test_refused_plan_renders_nothing() -> None:
+    item = deployment(engine="ollama", models=models("qwen2.5:32b"))
+    assert render(item, plan(item, workstation()), RenderConfig()) == []
+
+
+def test_storage_options() -> None:
+    cluster = inventory(node("n", A10))
+    pvc = _of(
+        _render(
+            deployment("a", models=models("Qwen/Qwen2.5-3B-Instruct"), storage={"existingClaim": "hf-cache"}),
+            cluster,
+        ),
+        "Pod",
+    )[0]
+    assert pvc["spec"]["volumes"][0] == {"name": "models", "persistentVolumeClaim": {"claimName": "hf-cache"}}
+    eph = _of(
+        _render(
+            deployment(
+                "b",
+                models=models("Qwen/Qwen2.5-3B-Instruct"),
+                storage={"storageClassName": "fast", "size": "50Gi"},
+            ),
+            cluster,
+        ),
+        "Pod",
+    )[0]
+    template = eph["spec"]["volumes"][0]["ephemeral"]["volumeClaimTemplate"]
+    assert template["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    sized = _of(
+        _render(
+            deployment("c", models=models("Qwen/Qwen2.5-3B-Instruct"), storage={"size": "20Gi"}), cluster
+        ),
+        "Pod",
+    )[0]
+    assert sized["spec"]["volumes"][0] == {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}}
+
+
+def _example_cases() -> list[tuple[str, str]]:
+    cases = [
+        (str(p.relative_to(EXAMPLES)), "inventory/workstation.yaml")
+        for p in sorted((EXAMPLES / "seed").glob("*.yaml"))
+    ]
+    cases.append(("rules/fleet.yaml", "inventory/cluster.yaml"))
+    return cases
+
+
+@pytest.mark.parametrize("pinning", PINNING_MODES)
+@pytest.mark.parametrize(("example", "inventory_file"), _example_cases())
+def test_every_rendered_object_is_valid_kubernetes(
+    example: str, inventory_file: str, pinning: PinningMode
+) -> None:
+    """Strict schema validation (kubernetes-validate, v1.37 OpenAPI) of every object, every mode."""
+    items = load_deployments([EXAMPLES / example])
+    cluster, _ = load_inventory(EXAMPLES / inventory_file)
+    planner = Planner(cluster, pinning=pinning)
+    for item in items:
+        for obj in render(item, planner.plan(item), RenderConfig(pinning=pinning)):
+            kubernetes_validate.validate(obj, "1.37.0", strict=True)
+            name = obj["metadata"]["name"]
+            assert len(name) <= 63 and naming.dns_label(name) == name, name
+            for key, value in obj["metadata"]["labels"].items():
+                assert len(key.split("/")[-1]) <= 63 and len(value) <= 63, key
