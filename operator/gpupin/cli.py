@@ -1,0 +1,209 @@
+"""The ``gpupin`` command.
+
+``gpupin plan`` shows where deployments would go without a cluster. Exit codes: 0 all
+placed, 1 any refused, 2 invalid input (with a message naming file and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+import yaml
+
+from gpupin import __version__
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.inventory import short_name
+from gpupin.loading import InputError, load_deployments, load_inventory
+from gpupin.planner import PINNING_MODES, Plan, Planner
+from gpupin.quantity import format_gib
+from gpupin.render import RenderConfig, render
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_INVALID = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_INVALID
+    try:
+        return int(args.run(args))
+    except InputError as exc:
+        print(f"gpupin: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:  # `gpupin plan … | head`
+        return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Usage errors are invalid input: exit 2 with one line naming the problem."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, f"gpupin: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="gpupin", description="Place LLM servers on the right GPU of mixed-GPU Kubernetes nodes."
+    )
+    parser.add_argument("--version", action="version", version=f"gpupin {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    plan = sub.add_parser(
+        "plan",
+        help="show where LLMDeployments would be placed, without a cluster",
+        description="Plan every LLMDeployment in the files, in order (later ones see the GPUs earlier ones took). "
+        "Exit 0 when all are placed, 1 when any is refused, 2 on invalid input.",
+    )
+    plan.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="YAML file with LLMDeployments (repeatable)",
+    )
+    plan.add_argument(
+        "--inventory",
+        required=True,
+        metavar="FILE",
+        help="GPU inventory file, or the output of `kubectl get nodes -o yaml`",
+    )
+    plan.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json", "yaml"),
+        default="table",
+        help="table (default), json (plans and manifests) or yaml (the manifests)",
+    )
+    plan.add_argument(
+        "--pinning",
+        choices=PINNING_MODES,
+        default="visible-devices",
+        help="how pods are pinned to their GPUs (default visible-devices)",
+    )
+    plan.add_argument(
+        "--runtime-class",
+        default=RenderConfig.runtime_class_name,
+        metavar="NAME",
+        help="runtimeClassName for visible-devices pinning (default %(default)s; '' for none)",
+    )
+    plan.add_argument("--ollama-image", default=RenderConfig.ollama_image, metavar="IMAGE")
+    plan.add_argument("--vllm-image", default=RenderConfig.vllm_image, metavar="IMAGE")
+    plan.set_defaults(run=_plan)
+
+    crd = sub.add_parser(
+        "crd", help="print the LLMDeployment CustomResourceDefinition (for kubectl apply -f -)"
+    )
+    crd.set_defaults(run=_crd)
+    return parser
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from gpupin.api import crdgen
+
+    sys.stdout.write(crdgen.render())
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    deployments = load_deployments(args.filename)
+    inventory, problems = load_inventory(args.inventory)
+    for problem in problems:
+        print(f"gpupin: warning: {args.inventory}: skipped {problem}", file=sys.stderr)
+    config = RenderConfig(
+        pinning=args.pinning,
+        runtime_class_name=args.runtime_class or None,
+        ollama_image=args.ollama_image,
+        vllm_image=args.vllm_image,
+    )
+    planner = Planner(inventory, pinning=args.pinning)
+    results: list[tuple[LLMDeployment, Plan]] = []
+    seen: set[str] = set()
+    for deployment in deployments:
+        if deployment.key in seen:
+            raise InputError(f"LLMDeployment {deployment.key} appears twice in {', '.join(args.filename)}")
+        seen.add(deployment.key)
+        results.append((deployment, planner.plan(deployment)))
+    manifests = [obj for deployment, result in results for obj in render(deployment, result, config)]
+    if args.output == "json":
+        json.dump(plan_json(results, manifests), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.output == "yaml":
+        for _, result in results:
+            if not result.placed:
+                sys.stdout.write(f"# {result.key}: Refused ({result.reason}): {result.message}\n")
+        yaml.safe_dump_all(manifests, sys.stdout, sort_keys=False, width=1000)
+    else:
+        print_table(results, sys.stdout)
+    return EXIT_OK if all(result.placed for _, result in results) else EXIT_REFUSED
+
+
+def plan_json(
+    results: Sequence[tuple[LLMDeployment, Plan]], manifests: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``-o json`` shape; scripts depend on it, so it changes only additively."""
+    return {
+        "deployments": [
+            {
+                "name": result.name,
+                "namespace": result.namespace,
+                "engine": result.engine,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "message": result.message,
+                "placements": [
+                    {
+                        "pod": p.pod,
+                        "node": p.node,
+                        "models": list(p.models),
+                        "gpus": [
+                            {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
+                            for g in p.gpus
+                        ],
+                    }
+                    for p in result.placements
+                ],
+            }
+            for _, result in results
+        ],
+        "manifests": manifests,
+    }
+
+
+def print_table(results: Sequence[tuple[LLMDeployment, Plan]], out: TextIO, width: int = 110) -> None:
+    """One row per deployment, then its pods (node, GPUs, memory, models) or why it was refused."""
+    rows = [("DEPLOYMENT", "ENGINE", "OUTCOME", "REASON", "PODS", "GPUS")]
+    for _, result in results:
+        rows.append(
+            (
+                result.key,
+                result.engine,
+                result.outcome,
+                result.reason,
+                str(len(result.placements)),
+                str(sum(len(p.gpus) for p in result.placements)),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+    for _, result in results:
+        status = result.outcome if result.reason == result.outcome else f"{result.outcome}, {result.reason}"
+        out.write(f"\n{result.key} ({result.engine}): {status}\n")
+        for p in result.placements:
+            gpus = " + ".join(
+                f"GPU {g.index} {short_name(g.name)} [{format_gib(g.vram_bytes)}]" for g in p.gpus
+            )
+            out.write(f"  pod {p.pod} on {p.node}: {gpus} ← {', '.join(p.models)}\n")
+        out.write(
+            textwrap.fill(result.message, width=width, initial_indent="  ", subsequent_indent="    ") + "\n"
+        )

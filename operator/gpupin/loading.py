@@ -1,0 +1,189 @@
+"""Read deployment and inventory files, turning every problem into one clear line.
+
+A user who mistypes a field should read which file, which document, which field and
+what is allowed — never a traceback. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gpupin import constants
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.inventory import Inventory, NodeReadError, inventory_from_nodes
+
+
+class InputError(Exception):
+    """Bad input: the message names the file, the document, the field and what is allowed."""
+
+
+def read_documents(path: str | Path) -> list[tuple[int, Any]]:
+    """Every YAML document in a file (``-`` is not supported: name a file) as (1-based index, data)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory; name a YAML file") from None
+    except (PermissionError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    try:
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" line {mark.line + 1}, column {mark.column + 1}:"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InputError(f"{path}:{where} not valid YAML ({problem})") from None
+    return [(i, doc) for i, doc in enumerate(documents, start=1) if doc is not None]
+
+
+def _items(path: Path, documents: list[tuple[int, Any]]) -> Iterator[tuple[str, Any]]:
+    for index, doc in documents:
+        if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
+            for j, item in enumerate(doc.get("items") or [], start=1):
+                yield f"document {index}, item {j}", item
+        else:
+            yield f"document {index}", doc
+
+
+def load_deployments(paths: Sequence[str | Path]) -> list[LLMDeployment]:
+    """Every LLMDeployment in the files, in order. Other kinds (a Namespace, a Secret) are skipped;
+    a file with no LLMDeployment at all is an error."""
+    result: list[LLMDeployment] = []
+    for raw_path in paths:
+        path = Path(raw_path)
+        found = 0
+        for where, doc in _items(path, read_documents(path)):
+            if not isinstance(doc, dict):
+                raise InputError(
+                    f"{path}: {where}: expected a Kubernetes object (a mapping), got {_kind_of(doc)}"
+                )
+            api_version, kind = doc.get("apiVersion"), doc.get("kind")
+            if kind != constants.KIND and not str(api_version or "").startswith(constants.GROUP + "/"):
+                continue
+            found += 1
+            name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
+            label = f"{kind or 'object'} {name}" if name else (kind or "object")
+            try:
+                result.append(LLMDeployment.model_validate(doc))
+            except ValidationError as exc:
+                raise InputError(
+                    f"{path}: {where} ({label}): {describe_errors(exc, LLMDeployment)}"
+                ) from None
+        if not found:
+            raise InputError(
+                f"{path}: no LLMDeployment in it (apiVersion: {constants.API_VERSION}, kind: {constants.KIND})"
+            )
+    return result
+
+
+def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
+    """An inventory file, or the output of ``kubectl get nodes -o yaml``; plus one line per node
+    that had to be skipped (and why)."""
+    path = Path(path)
+    documents = read_documents(path)
+    if not documents:
+        raise InputError(
+            f"{path}: empty; expected an inventory (nodes: [...]) or `kubectl get nodes -o yaml` output"
+        )
+    if len(documents) == 1 and isinstance(documents[0][1], dict) and "nodes" in documents[0][1]:
+        try:
+            return Inventory.model_validate(documents[0][1]), []
+        except ValidationError as exc:
+            raise InputError(f"{path}: {describe_errors(exc, Inventory)}") from None
+    nodes = []
+    for where, doc in _items(path, documents):
+        if not isinstance(doc, dict) or doc.get("kind") != "Node":
+            raise InputError(
+                f"{path}: {where}: expected an inventory (a mapping with nodes: [...]) or Node objects "
+                f"(kubectl get nodes -o yaml), got {doc.get('kind') if isinstance(doc, dict) else _kind_of(doc)}"
+            )
+        nodes.append(doc)
+    try:
+        return inventory_from_nodes(nodes)
+    except (ValueError, NodeReadError) as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _kind_of(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
+    """Pydantic's errors as ``spec.models[0].vram: 'lots' is not a Kubernetes quantity …``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        path = _path(loc)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_fields(root, loc[:-1])
+            message = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+        elif kind == "missing":
+            message = "required field is missing"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if (
+                kind not in ("value_error", "assertion_error")
+                and "input" in error
+                and not isinstance(error["input"], (dict, list))
+            ):
+                message += f" (got {error['input']!r})"
+        lines.append(f"{path}: {message}" if path else message)
+    return "; ".join(lines)
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("function-after[_to_bytes(), int]", "function-before[_to_bytes(), int]") or (
+            "[" in str(part) and "(" in str(part)
+        ):
+            continue
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def _allowed_fields(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed at ``loc`` (by alias), walking the models."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = next(
+            (f for name, f in model.model_fields.items() if (f.alias or name) == part or name == part), None
+        )
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, list):
+        for arg in typing.get_args(annotation):
+            inner = _inner_model(arg)
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+        return None
+    return annotation
