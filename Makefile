@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit generate examples bench cluster-tools constraints clean
+.PHONY: help venv test lint typecheck unit generate examples bench bench-operator cluster-tools constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create .venv with gpupin and the test tools
 
-test: lint typecheck unit ## everything CI runs: lint, types, the whole test suite
+test: lint typecheck cluster-tools unit ## everything CI runs: lint, types, the whole test suite (builds the cluster tools once)
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks
@@ -29,7 +29,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/pytest $(PYTEST_ARGS)
 
 generate: $(STAMP) ## regenerate the CRD (and every committed copy) from the pydantic models
 	$(BIN)/python -m gpupin.api.crdgen --write
@@ -42,6 +42,9 @@ examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 40
 
 bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and peak memory)
 	$(BIN)/python benchmarks/plan_scaling.py
+
+bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operator on a real API server (~2 min)
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_latency.py
 
 cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
 	@hack/build-cluster-tools.sh

@@ -11,3 +11,43 @@ settings.register_profile(
     "thorough", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+# --- a real control plane (kwokctl, binary runtime) shared by the operator and e2e tests ---
+
+import uuid  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kwok import Cluster, missing_tools, start_cluster, stop_cluster  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"control-plane binaries not built ({', '.join(missing)}): run `make cluster-tools`")
+    workdir = tmp_path_factory.mktemp("kwok")
+    running = start_cluster(workdir, f"gpupin-test-{uuid.uuid4().hex[:6]}")
+    try:
+        running.kubectl(
+            "apply",
+            "-f",
+            str(Path(__file__).resolve().parents[1] / "crds" / "llmdeployments.gpupin.dev.yaml"),
+        )
+        running.kubectl(
+            "wait", "--for=condition=Established", "crd/llmdeployments.gpupin.dev", "--timeout=60s"
+        )
+        yield running
+    finally:
+        stop_cluster(running)
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can print logs only for failures."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)

@@ -104,7 +104,47 @@ def _parser() -> argparse.ArgumentParser:
         "crd", help="print the LLMDeployment CustomResourceDefinition (for kubectl apply -f -)"
     )
     crd.set_defaults(run=_crd)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the operator against the cluster of the current kubeconfig (or in-cluster)",
+        description="Reconcile LLMDeployments into GPU-pinned pods. Every flag has an environment variable.",
+    )
+    from gpupin.controller import config as operator_config
+
+    operator_config.add_arguments(operator)
+    operator.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    operator.add_argument(
+        "--log-format",
+        default="auto",
+        choices=("auto", "json", "console"),
+        help="auto: JSON when stderr is not a terminal",
+    )
+    operator.set_defaults(run=_operator)
     return parser
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from gpupin import logs
+    from gpupin.controller import config as operator_config
+    from gpupin.controller import handlers, metrics
+
+    try:
+        config = operator_config.from_arguments(args)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    logs.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
+    handlers.configure(config)
+    metrics.serve(config.metrics_port)
+    kopf.run(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+    )
+    return EXIT_OK
 
 
 def _crd(args: argparse.Namespace) -> int:

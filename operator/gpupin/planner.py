@@ -413,6 +413,10 @@ class _Filter:
         return cache[key]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"a {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _discard(sorted_list: list[int], value: int) -> None:
     i = bisect.bisect_left(sorted_list, value)
     if i < len(sorted_list) and sorted_list[i] == value:
@@ -759,10 +763,15 @@ class _VLLMPlan(_EnginePlan):
         fitting = [s for members in groups.values() if len(members) >= self.tp for s in members]
         return _Refusal(
             reasons.INSUFFICIENT_GPUS,
-            f"{self.est.model} needs {self.spec.replicas} × {self.tp} free GPU(s) with ≥ "
-            f"{format_gib(self.per_rank / self.util)} each (vLLM owns its GPUs); GPUs that big exist but "
+            f"{self.est.model} needs {_count(self.spec.replicas * self.tp, 'free GPU')} with ≥ "
+            f"{format_gib(self.per_rank / self.util)} each (vLLM owns its GPUs){self._grouping()}; GPUs that big exist but "
             f"others hold them: {_holders_text(fitting)}. It is placed when they are freed",
         )
+
+    def _grouping(self) -> str:
+        if self.tp == 1:
+            return ""
+        return f", in {_count(self.spec.replicas, 'group')} of {self.tp} matching GPUs on one node"
 
     def _heterogeneous(self, by_node: dict[str, list[_Slot]], mixed_fit: bool) -> _Refusal:
         # describe the best mixed group: the tp largest GPUs on the node where they are largest

@@ -1,0 +1,251 @@
+"""Watch-fed state: what the operator knows of the cluster without asking the API server.
+
+kopf's watches deliver every LLMDeployment, every gpupin-managed Pod, Service and
+ResourceClaimTemplate (server-side label selector) and every Node; handlers put them
+here. A reconcile reads only this cache, so it makes no API reads of its own.
+
+The operator also writes into the cache what it has just created or deleted, before
+the watch echoes it back. That is what keeps the allocation step honest: the next
+deployment planned already sees the GPUs the previous one took, even if the watch
+event for the new pod has not arrived yet. The watch stays the truth: a newer
+resourceVersion from it replaces ours, and a deleted uid is never resurrected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupin import constants
+from gpupin.inventory import Inventory, NodeInventory, NodeReadError, node_inventory_from_node
+from gpupin.planner import CurrentPod, Hold
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj["metadata"]
+    return meta.get("namespace") or "", meta["name"]
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def placement_of(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The placement annotation a gpupin pod carries (None if absent or unreadable)."""
+    text = (pod["metadata"].get("annotations") or {}).get(constants.PLACEMENT_ANNOTATION)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("gpus"), list) else None
+
+
+def is_terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj["metadata"].get("deletionTimestamp"))
+
+
+def is_finished(pod: dict[str, Any]) -> bool:
+    """A pod whose containers are gone for good holds no GPU memory."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+class Store:
+    """Objects of one kind by (namespace, name), newest resourceVersion wins."""
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self._deleted_uids: set[str] = set()
+
+    def upsert(self, obj: dict[str, Any]) -> bool:
+        """Store an object; False when it is older than what we have or was deleted."""
+        uid = obj["metadata"].get("uid")
+        if uid and uid in self._deleted_uids:
+            return False
+        key = key_of(obj)
+        old = self.objects.get(key)
+        if old is not None and old["metadata"].get("uid") == uid and _rv(old) > _rv(obj):
+            return False
+        self.objects[key] = obj
+        return True
+
+    def remove(self, obj: dict[str, Any]) -> None:
+        key = key_of(obj)
+        uid = obj["metadata"].get("uid")
+        if uid:
+            self._deleted_uids.add(uid)
+            if len(self._deleted_uids) > 100_000:
+                self._deleted_uids.clear()
+        old = self.objects.get(key)
+        if old is not None and (not uid or old["metadata"].get("uid") == uid):
+            del self.objects[key]
+
+    def mark_deleting(self, obj: dict[str, Any]) -> None:
+        """Our delete call succeeded: it is terminating until the watch says it is gone."""
+        old = self.objects.get(key_of(obj))
+        if old is not None and not is_terminating(old):
+            copy = {
+                **old,
+                "metadata": {**old["metadata"], "deletionTimestamp": datetime.now(UTC).isoformat()},
+            }
+            self.objects[key_of(obj)] = copy
+
+    def get(self, key: Key) -> dict[str, Any] | None:
+        return self.objects.get(key)
+
+    def values(self) -> Iterable[dict[str, Any]]:
+        return self.objects.values()
+
+
+class ClusterCache:
+    def __init__(self) -> None:
+        self.deployments = Store()
+        self.pods = Store()
+        self.services = Store()
+        self.claim_templates = Store()
+        self.nodes: dict[str, NodeInventory | None] = {}
+        self.node_problems: dict[str, str] = {}
+        self._inventory: Inventory | None = None
+
+    # -- nodes -----------------------------------------------------------------------------
+
+    def set_node(self, node: dict[str, Any]) -> bool:
+        """Update a node's GPUs; True when what gpupin can place on changed."""
+        name = node["metadata"]["name"]
+        problem = None
+        try:
+            parsed = node_inventory_from_node(node)
+        except NodeReadError as exc:
+            parsed, problem = None, str(exc)
+        changed = self.nodes.get(name, "absent") != parsed or self.node_problems.get(name) != problem
+        self.nodes[name] = parsed
+        if problem:
+            self.node_problems[name] = problem
+        else:
+            self.node_problems.pop(name, None)
+        if changed:
+            self._inventory = None
+        return changed
+
+    def remove_node(self, name: str) -> bool:
+        had = self.nodes.pop(name, None) is not None
+        self.node_problems.pop(name, None)
+        if had:
+            self._inventory = None
+        return had
+
+    def inventory(self) -> Inventory:
+        """Every node's GPUs (rebuilt only after a node's inventory changed)."""
+        if self._inventory is None:
+            nodes = [n for n in self.nodes.values() if n is not None and n.gpus]
+            self._inventory = _unique_uuids(sorted(nodes, key=lambda n: n.name))
+        return self._inventory
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def pods_by_deployment(self) -> dict[Key, list[dict[str, Any]]]:
+        result: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+        for pod in self.pods.values():
+            owner = (pod["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL)
+            if owner:
+                result[(pod["metadata"]["namespace"], owner)].append(pod)
+        return result
+
+    def pods_of(self, key: Key) -> list[dict[str, Any]]:
+        namespace, name = key
+        return [
+            pod
+            for pod in self.pods.values()
+            if pod["metadata"].get("namespace") == namespace and _owner_name(pod) == name
+        ]
+
+    def holds(self, exclude: Key | None = None) -> list[Hold]:
+        """GPU memory every gpupin pod but ``exclude``'s holds. Terminating pods still hold
+        theirs (the process may still be on the GPU); finished pods do not."""
+        result = []
+        for pod in self.pods.values():
+            if is_finished(pod):
+                continue
+            key = (pod["metadata"].get("namespace", ""), _owner_name(pod))
+            if key == exclude:
+                continue
+            placement = placement_of(pod)
+            if placement is None:
+                continue
+            owner = f"{key[0]}/{key[1]}"
+            for gpu in placement["gpus"]:
+                result.append(
+                    Hold(
+                        uuid=str(gpu.get("uuid")),
+                        vram_bytes=int(gpu.get("vramBytes") or 0),
+                        exclusive=bool(placement.get("exclusive")),
+                        owner=owner,
+                    )
+                )
+        return result
+
+    def gpus_per_node(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for pod in self.pods.values():
+            placement = placement_of(pod)
+            if placement is not None and not is_finished(pod):
+                counts[str(placement.get("node"))] += len(placement["gpus"])
+        return counts
+
+
+def _owner_name(pod: dict[str, Any]) -> str:
+    labels = pod["metadata"].get("labels") or {}
+    # the label value is the deployment's name, hashed only when longer than 63 characters;
+    # the owner reference has the exact name
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == constants.KIND and ref.get("controller"):
+            return str(ref["name"])
+    return str(labels.get(constants.DEPLOYMENT_LABEL, ""))
+
+
+def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
+    """This deployment's live pods as the planner's stability hints."""
+    result = []
+    for pod in pods:
+        if is_terminating(pod) or is_finished(pod):
+            continue
+        placement = placement_of(pod)
+        if placement is None:
+            continue
+        result.append(
+            CurrentPod(
+                gpu_uuids=tuple(str(g.get("uuid")) for g in placement["gpus"]),
+                models=tuple(str(m) for m in placement.get("models") or []),
+            )
+        )
+    return result
+
+
+def _unique_uuids(nodes: list[NodeInventory]) -> Inventory:
+    """Drop a node whose GPU UUID another node already reported (a copied fake inventory,
+    say) rather than fail to plan for the whole cluster."""
+    seen: set[str] = set()
+    kept = []
+    for node in nodes:
+        uuids = {gpu.uuid for gpu in node.gpus}
+        if uuids & seen:
+            continue
+        seen |= uuids
+        kept.append(node)
+    return Inventory(nodes=kept)

@@ -1,0 +1,138 @@
+"""Operator configuration: flags and environment variables, with documented defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gpupin.planner import PINNING_MODES, PinningMode
+from gpupin.render import RenderConfig
+
+_DEFAULTS = RenderConfig()
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    pinning: PinningMode = "visible-devices"
+    runtime_class_name: str | None = _DEFAULTS.runtime_class_name
+    ollama_image: str = _DEFAULTS.ollama_image
+    vllm_image: str = _DEFAULTS.vllm_image
+    namespaces: tuple[str, ...] = ()
+    """Namespaces whose LLMDeployments are served; empty: all (cluster-wide)."""
+    resync_seconds: float = 600.0
+    """Every deployment is reconciled at least this often, whatever the watches say."""
+    metrics_port: int = 8000
+    """Prometheus /metrics; 0 disables."""
+    health_port: int = 8080
+    """kopf's liveness endpoint /healthz; 0 disables."""
+    concurrency: int = 8
+    """API writes of different deployments in flight at once (allocation itself is serial)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def render(self) -> RenderConfig:
+        return RenderConfig(
+            pinning=self.pinning,
+            runtime_class_name=self.runtime_class_name,
+            ollama_image=self.ollama_image,
+            vllm_image=self.vllm_image,
+        )
+
+
+ENV = {
+    "pinning": "GPUPIN_PINNING",
+    "runtime_class_name": "GPUPIN_RUNTIME_CLASS",
+    "ollama_image": "GPUPIN_OLLAMA_IMAGE",
+    "vllm_image": "GPUPIN_VLLM_IMAGE",
+    "namespaces": "GPUPIN_NAMESPACES",
+    "resync_seconds": "GPUPIN_RESYNC_SECONDS",
+    "metrics_port": "GPUPIN_METRICS_PORT",
+    "health_port": "GPUPIN_HEALTH_PORT",
+    "concurrency": "GPUPIN_CONCURRENCY",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`gpupin operator` flags; each defaults to its environment variable, then to the built-in default."""
+    env = os.environ
+    parser.add_argument(
+        "--pinning",
+        choices=PINNING_MODES,
+        default=env.get(ENV["pinning"], "visible-devices"),
+        help=f"how pods are pinned to GPUs (env {ENV['pinning']}; default visible-devices)",
+    )
+    parser.add_argument(
+        "--runtime-class",
+        default=env.get(ENV["runtime_class_name"], _DEFAULTS.runtime_class_name),
+        help=f"runtimeClassName for visible-devices pinning, '' for none (env {ENV['runtime_class_name']}; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
+        "--ollama-image",
+        default=env.get(ENV["ollama_image"], _DEFAULTS.ollama_image),
+        help=f"default Ollama image (env {ENV['ollama_image']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--vllm-image",
+        default=env.get(ENV["vllm_image"], _DEFAULTS.vllm_image),
+        help=f"default vLLM image (env {ENV['vllm_image']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[n for n in env.get(ENV["namespaces"], "").split(",") if n],
+        help=f"serve LLMDeployments of this namespace (repeatable; env {ENV['namespaces']}, "
+        "comma-separated; default all namespaces)",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env.get(ENV["resync_seconds"], "600")),
+        help=f"reconcile every deployment at least this often (env {ENV['resync_seconds']}; default 600)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env.get(ENV["metrics_port"], "8000")),
+        help=f"port of the Prometheus /metrics endpoint, 0 to disable (env {ENV['metrics_port']}; default 8000)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(env.get(ENV["health_port"], "8080")),
+        help=f"port of the liveness endpoint /healthz, 0 to disable (env {ENV['health_port']}; default 8080)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env.get(ENV["concurrency"], "8")),
+        help=f"API writes of different deployments in flight at once (env {ENV['concurrency']}; default 8)",
+    )
+
+
+def from_arguments(args: argparse.Namespace) -> OperatorConfig:
+    if args.resync_seconds <= 0:
+        raise ValueError("--resync-seconds must be positive")
+    if args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    return OperatorConfig(
+        pinning=args.pinning,
+        runtime_class_name=args.runtime_class or None,
+        ollama_image=args.ollama_image,
+        vllm_image=args.vllm_image,
+        namespaces=tuple(dict.fromkeys(args.namespaces)),
+        resync_seconds=args.resync_seconds,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        concurrency=args.concurrency,
+    )
+
+
+def from_environment(argv: Sequence[str] = ()) -> OperatorConfig:
+    """The configuration `kopf run -m gpupin.controller.handlers` uses: environment variables only."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    return from_arguments(parser.parse_args(list(argv)))

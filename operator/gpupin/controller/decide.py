@@ -1,0 +1,387 @@
+"""Pure: from a deployment, its existing children, the inventory and a plan, to the writes.
+
+No kopf, no kubernetes imports, no I/O. :func:`decide` returns what to create, what to
+delete, the status to write and the Events to post; the runtime applies them. The rules:
+
+- a pod whose GPUs (or node) left the inventory is deleted, whatever the plan says;
+- placed: pods not in the plan, or whose spec hash changed, are deleted; planned pods
+  that do not exist are created — unless a pod of that name is still terminating (the
+  replacement waits for it: both would hold the same GPU);
+- refused: nothing is created and the deployment's remaining pods keep running (a
+  refusal is a state, not a teardown), so a spec change that cannot be placed does not
+  take down what serves now;
+- Services follow the plan; claim templates are created before their pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupin import constants, reasons
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.controller.cache import is_finished, is_ready, is_terminating, placement_of
+from gpupin.inventory import Inventory, short_name
+from gpupin.planner import Plan
+from gpupin.render import RenderConfig, render, selector
+
+READY_OK = "PodsReady"
+READY_WAITING = "PodsNotReady"
+READY_NOT_PLACED = "NotPlaced"
+DEGRADED_NO = "AsExpected"
+DEGRADED_LOST = "PlacementLost"
+DEGRADED_GPU_GONE = "GPULost"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Actions:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[dict[str, Any], int | None]] = field(default_factory=list)
+    """(object, grace period): 0 for pods whose node is gone (no kubelet will ever confirm)."""
+    status: dict[str, Any] | None = None
+    """The full status to write, or None when it is unchanged."""
+    events: list[EventSpec] = field(default_factory=list)
+    waiting: bool = False
+    """A planned pod waits for its terminating namesake: reconcile again when that is gone."""
+    pods_complete: bool = False
+    """Every planned pod exists with the current spec (for the spec-to-pods metric)."""
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _hash(obj: dict[str, Any]) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(constants.SPEC_HASH_LABEL)
+
+
+def _gpu_text(placement: dict[str, Any]) -> str:
+    return " + ".join(
+        f"GPU {g.get('index')} {short_name(str(g.get('name')))}" for g in placement.get("gpus") or []
+    )
+
+
+def lost_gpus(pod: dict[str, Any], inventory: Inventory) -> str | None:
+    """Why a pod's GPUs are gone (None when they are all still there, on its node)."""
+    placement = placement_of(pod)
+    if placement is None:
+        return None
+    node_name = placement.get("node")
+    node = next((n for n in inventory.nodes if n.name == node_name), None)
+    if node is None:
+        return f"node {node_name} has left the GPU inventory"
+    present = {g.uuid for g in node.gpus}
+    missing = [str(g.get("uuid")) for g in placement["gpus"] if g.get("uuid") not in present]
+    if missing:
+        return f"GPU {', '.join(missing)} has left node {node_name}'s inventory"
+    return None
+
+
+def decide(
+    body: dict[str, Any],
+    deployment: LLMDeployment | None,
+    invalid: str | None,
+    plan: Plan | None,
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    claim_templates: list[dict[str, Any]],
+    inventory: Inventory,
+    render_config: RenderConfig,
+    now: datetime | None = None,
+) -> Actions:
+    """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse."""
+    now = now or datetime.now(UTC)
+    actions = Actions()
+    node_names = {n.name for n in inventory.nodes}
+    live: list[dict[str, Any]] = []
+    lost: list[str] = []
+    for pod in pods:
+        if is_terminating(pod):
+            continue
+        why = lost_gpus(pod, inventory)
+        if why is not None:
+            placement = placement_of(pod) or {}
+            gone_node = placement.get("node") not in node_names
+            actions.delete.append((pod, 0 if gone_node else None))
+            lost.append(f"{pod['metadata']['name']}: {why}")
+            actions.events.append(
+                EventSpec(
+                    "Warning", DEGRADED_GPU_GONE, f"Deleted pod {pod['metadata']['name']}: {why}; re-planning"
+                )
+            )
+            continue
+        live.append(pod)
+
+    placed = plan is not None and plan.placed
+    desired: list[dict[str, Any]] = []
+    if placed and deployment is not None and plan is not None:
+        owner = owner_reference(body)
+        for obj in render(deployment, plan, render_config):
+            obj["metadata"]["ownerReferences"] = [owner]
+            desired.append(obj)
+        actions.create, deletes, waiting = _converge(desired, live, pods, services, claim_templates)
+        actions.delete.extend(deletes)
+        actions.waiting = waiting
+        for obj, _ in deletes:
+            if obj["kind"] == "Pod":
+                actions.events.append(
+                    EventSpec(
+                        "Normal",
+                        "ReplacingPod",
+                        f"Deleting pod {obj['metadata']['name']}: no longer in the plan or its spec changed",
+                    )
+                )
+        for obj in actions.create:
+            if obj["kind"] == "Pod":
+                placement = placement_of(obj) or {}
+                actions.events.append(
+                    EventSpec(
+                        "Normal",
+                        "CreatedPod",
+                        f"Created pod {obj['metadata']['name']} on {placement.get('node')} "
+                        f"({_gpu_text(placement)}) for {', '.join(placement.get('models') or [])}",
+                    )
+                )
+        desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
+        existing = {p["metadata"]["name"]: p for p in live}
+        actions.pods_complete = all(
+            name in existing and _hash(existing[name]) == _hash(obj) for name, obj in desired_pods.items()
+        )
+    actions.status = _status(body, deployment, invalid, plan, live, desired, lost, now)
+    previous = body.get("status") or {}
+    old_placed = _condition(previous, reasons.PLACED)
+    new_placed = _condition(actions.status, reasons.PLACED)
+    if new_placed and (
+        not old_placed
+        or (old_placed["status"], old_placed["reason"]) != (new_placed["status"], new_placed["reason"])
+    ):
+        kind = "Normal" if new_placed["status"] == "True" else "Warning"
+        actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
+    if _same_status(previous, actions.status):
+        actions.status = None
+    return actions
+
+
+def _converge(
+    desired: list[dict[str, Any]],
+    live_pods: list[dict[str, Any]],
+    all_pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    claim_templates: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int | None]], bool]:
+    create: list[dict[str, Any]] = []
+    delete: list[tuple[dict[str, Any], int | None]] = []
+    waiting = False
+    wanted = {(o["kind"], o["metadata"]["name"]): o for o in desired}
+    terminating = {p["metadata"]["name"] for p in all_pods if is_terminating(p)}
+    existing: dict[tuple[str, str], dict[str, Any]] = {}
+    for obj in [*live_pods, *services, *claim_templates]:
+        kind = obj.get("kind") or ("Pod" if obj in live_pods else "")
+        existing[(kind, obj["metadata"]["name"])] = obj
+    replaced_pods = set()
+    for (kind, name), obj in existing.items():
+        target = wanted.get((kind, name))
+        if target is None or _hash(target) != _hash(obj) or (kind == "Pod" and is_finished(obj)):
+            delete.append((obj, None))
+            if kind == "Pod":
+                replaced_pods.add(name)
+    for (kind, name), obj in wanted.items():
+        if (kind, name) in existing and (kind, name) not in {
+            (o.get("kind"), o["metadata"]["name"]) for o, _ in delete
+        }:
+            continue
+        if kind == "Pod" and (name in terminating or name in replaced_pods):
+            waiting = True  # the old pod must be gone first: both would hold the same GPU
+            continue
+        if kind == "ResourceClaimTemplate" and (kind, name) in existing:
+            waiting = True  # recreated once the old template is gone
+            continue
+        if kind == "Service" and (kind, name) in existing:
+            waiting = True
+            continue
+        create.append(obj)
+    # claim templates before their pods
+    create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
+    return create, delete, waiting
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
+
+
+def _new_condition(
+    previous: dict[str, Any],
+    kind: str,
+    value: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    status = "True" if value else "False"
+    old = _condition(previous, kind)
+    since = (
+        old["lastTransitionTime"]
+        if old and old.get("status") == status and old.get("lastTransitionTime")
+        else (now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    )
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def _status(
+    body: dict[str, Any],
+    deployment: LLMDeployment | None,
+    invalid: str | None,
+    plan: Plan | None,
+    live: list[dict[str, Any]],
+    desired: list[dict[str, Any]],
+    lost: list[str],
+    now: datetime,
+) -> dict[str, Any]:
+    previous = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    placed = plan is not None and plan.placed
+    if plan is None:
+        reason, message = reasons.INVALID_SPEC, invalid or "the spec could not be read"
+    else:
+        reason, message = plan.reason, plan.message
+    placed_condition = _new_condition(previous, reasons.PLACED, placed, reason, message, generation, now)
+
+    desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
+    by_name = {p["metadata"]["name"]: p for p in live}
+    if placed:
+        total = len(desired_pods)
+        ready = sum(
+            1
+            for name, obj in desired_pods.items()
+            if name in by_name and _hash(by_name[name]) == _hash(obj) and is_ready(by_name[name])
+        )
+    else:
+        total = len(live)
+        ready = sum(1 for p in live if is_ready(p))
+    if not placed and not live:
+        ready_condition = _new_condition(
+            previous, reasons.READY, False, READY_NOT_PLACED, "no pods: not placed", generation, now
+        )
+    elif ready == total and placed:
+        ready_condition = _new_condition(
+            previous, reasons.READY, True, READY_OK, f"{ready}/{total} pods ready", generation, now
+        )
+    else:
+        ready_condition = _new_condition(
+            previous, reasons.READY, False, READY_WAITING, f"{ready}/{total} pods ready", generation, now
+        )
+
+    was_placed = (_condition(previous, reasons.PLACED) or {}).get("status") == "True"
+    if lost:
+        degraded = _new_condition(
+            previous,
+            reasons.DEGRADED,
+            True,
+            DEGRADED_GPU_GONE,
+            "; ".join(lost) + ("; re-planned" if placed else f"; cannot re-place: {message}"),
+            generation,
+            now,
+        )
+    elif not placed and (
+        was_placed
+        or (
+            _condition(previous, reasons.DEGRADED)
+            and (_condition(previous, reasons.DEGRADED) or {}).get("status") == "True"
+        )
+    ):
+        degraded = _new_condition(
+            previous,
+            reasons.DEGRADED,
+            True,
+            DEGRADED_LOST,
+            f"was placed, cannot be placed now: {message}",
+            generation,
+            now,
+        )
+    else:
+        degraded = _new_condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
+
+    if placed and plan is not None:
+        placements = [
+            {
+                "pod": p.pod,
+                "node": p.node,
+                "models": list(p.models),
+                "gpus": [
+                    {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
+                    for g in p.gpus
+                ],
+            }
+            for p in plan.placements
+        ]
+    else:
+        placements = []
+        for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
+            placement = placement_of(pod) or {}
+            placements.append(
+                {
+                    "pod": pod["metadata"]["name"],
+                    "node": str(placement.get("node", "")),
+                    "models": [str(m) for m in placement.get("models") or []],
+                    "gpus": [
+                        {
+                            "index": int(g.get("index", 0)),
+                            "uuid": str(g.get("uuid")),
+                            "name": str(g.get("name")),
+                            "vramBytes": int(g.get("vramBytes") or 0),
+                        }
+                        for g in placement.get("gpus") or []
+                    ],
+                }
+            )
+    if not placed and live:
+        message += f" ({len(live)} pod(s) of an earlier placement keep running)"
+    engine = plan.engine if plan else (deployment.spec.resolved_engine if deployment else None)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": [placed_condition, ready_condition, degraded],
+        "placements": placements,
+        "engine": engine,
+        "models": ", ".join(m.name for m in deployment.spec.models) if deployment else None,
+        "gpus": sum(len(p["gpus"]) for p in placements),
+        "ready": f"{ready}/{total}",
+        "reason": reason,
+        "message": message,
+        "replicas": (deployment.spec.replicas if placed and deployment else 0),
+        "selector": ",".join(f"{k}={v}" for k, v in selector(deployment).items()) if deployment else None,
+    }
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def _same_status(old: dict[str, Any], new: dict[str, Any] | None) -> bool:
+    return (
+        new is not None
+        and all(old.get(k) == v for k, v in new.items())
+        and not (set(old) - set(new) - {"kopf"})
+    )

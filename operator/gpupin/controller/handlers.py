@@ -1,0 +1,222 @@
+"""kopf wiring: watches feed the cache and the work queue; the reconciler does the rest.
+
+Run it with ``gpupin operator`` (flags), or as a plain kopf operator configured by
+environment variables (see :mod:`gpupin.controller.config`)::
+
+    kopf run --standalone --all-namespaces -m gpupin.controller.handlers
+
+Only ``on.event`` handlers are used, all ``async`` so that they run on the event loop
+the work queue lives on (kopf runs sync handlers in threads, and an asyncio queue fed
+from another thread would not wake its consumer). kopf watches and calls back, and never writes to
+the watched objects (no finalizers, no progress annotations). Every trigger — a new
+spec, a pod that became ready or vanished, a node whose GPUs changed, the resync timer —
+only queues a key; the reconcile reads the cache, so triggers can be many and cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import structlog
+
+from gpupin import constants
+from gpupin.controller.cache import ClusterCache, is_ready, is_terminating, key_of
+from gpupin.controller.config import OperatorConfig, from_environment
+from gpupin.controller.kube import Kube
+from gpupin.controller.runtime import Reconciler
+
+log = structlog.get_logger("gpupin.operator")
+
+MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
+
+
+class _State:
+    def __init__(self) -> None:
+        self.config: OperatorConfig | None = None
+        self.cache = ClusterCache()
+        self.reconciler: Reconciler | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+STATE = _State()
+
+
+def configure(config: OperatorConfig) -> None:
+    """Set the configuration before kopf starts (``gpupin operator`` does; ``kopf run`` reads the env)."""
+    STATE.config = config
+
+
+def _owner_key(obj: dict[str, Any]) -> tuple[str, str] | None:
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == constants.KIND and ref.get("controller"):
+            return obj["metadata"].get("namespace", ""), ref["name"]
+    return None
+
+
+def _served(namespace: str | None) -> bool:
+    config = STATE.config
+    return not config or not config.namespaces or namespace in config.namespaces
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    config = STATE.config = STATE.config or from_environment()
+    settings.posting.level = 40  # kopf's own Events only for errors; gpupin posts its own
+    settings.watching.label_selectors["v1", "pods"] = MANAGED
+    settings.watching.label_selectors["v1", "services"] = MANAGED
+    settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    kube = Kube()
+    reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
+    await _initial_lists(kube, STATE.cache)
+    reconciler.enqueue_all()
+    reconciler.ready.set()
+    STATE.tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(reconciler.resync())]
+    log.info(
+        "gpupin operator started",
+        pinning=config.pinning,
+        namespaces=list(config.namespaces) or "all",
+        nodes=len(STATE.cache.inventory().nodes),
+        deployments=len(list(STATE.cache.deployments.values())),
+    )
+
+
+async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
+    """List once before the first reconcile, so the first plans see every GPU already held
+    (the watches then keep the cache current)."""
+    selector = {"labelSelector": MANAGED}
+    pods = await asyncio.to_thread(kube.request, "GET", "/api/v1/pods", None, selector)
+    for pod in pods.get("items") or []:
+        cache.pods.upsert({**pod, "kind": "Pod"})
+    services = await asyncio.to_thread(kube.request, "GET", "/api/v1/services", None, selector)
+    for service in services.get("items") or []:
+        cache.services.upsert({**service, "kind": "Service"})
+    nodes = await asyncio.to_thread(kube.request, "GET", "/api/v1/nodes")
+    for node in nodes.get("items") or []:
+        cache.set_node(node)
+    deployments = await asyncio.to_thread(
+        kube.request, "GET", f"/apis/{constants.API_VERSION}/{constants.PLURAL}"
+    )
+    for item in deployments.get("items") or []:
+        if _served(item["metadata"].get("namespace")):
+            cache.deployments.upsert({**item, "kind": constants.KIND, "apiVersion": constants.API_VERSION})
+    if STATE.config and STATE.config.pinning == "dra":
+        templates = await asyncio.to_thread(
+            kube.request, "GET", "/apis/resource.k8s.io/v1/resourceclaimtemplates", None, selector
+        )
+        for template in templates.get("items") or []:
+            cache.claim_templates.upsert({**template, "kind": "ResourceClaimTemplate"})
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    for task in STATE.tasks:
+        task.cancel()
+    if STATE.reconciler is not None:
+        await STATE.reconciler.stop()
+
+
+@kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
+async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    kind = event.get("type")
+    reconciler = STATE.reconciler
+    if not obj or reconciler is None or not _served(obj["metadata"].get("namespace")):
+        return
+    key = key_of(obj)
+    if kind == "DELETED":
+        STATE.cache.deployments.remove(obj)
+        return  # its pods go with it (ownerReferences); their DELETED events wake the waiting ones
+    old = STATE.cache.deployments.get(key)
+    if not STATE.cache.deployments.upsert(obj):
+        return
+    generation = obj["metadata"].get("generation")
+    reconciler.saw_generation(key, generation)
+    status_generation = (obj.get("status") or {}).get("observedGeneration")
+    if (
+        old is None
+        or old["metadata"].get("generation") != generation
+        or status_generation != generation
+        or obj["metadata"].get("deletionTimestamp")
+    ):
+        reconciler.enqueue(key)
+
+
+@kopf.on.event("v1", "pods", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})
+async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    kind = event.get("type")
+    reconciler = STATE.reconciler
+    if not obj or reconciler is None:
+        return
+    obj = {**obj, "kind": "Pod"}
+    owner = _owner_key(obj)
+    if kind == "DELETED":
+        STATE.cache.pods.remove(obj)
+        if owner:
+            reconciler.enqueue(owner)
+        reconciler.enqueue_all(only_unplaced=True)  # its GPUs are free now
+        return
+    old = STATE.cache.pods.get(key_of(obj))
+    if not STATE.cache.pods.upsert(obj):
+        return
+    changed = old is None or (is_ready(old), is_terminating(old), (old.get("status") or {}).get("phase")) != (
+        is_ready(obj),
+        is_terminating(obj),
+        (obj.get("status") or {}).get("phase"),
+    )
+    if owner and changed:
+        reconciler.enqueue(owner)
+
+
+def _child_event(store_name: str, kind_name: str) -> Any:
+    async def handler(event: kopf.RawEvent, **_: Any) -> None:
+        obj: dict[str, Any] = dict(event.get("object") or {})
+        kind = event.get("type")
+        if not obj or STATE.reconciler is None:
+            return
+        obj = {**obj, "kind": kind_name}
+        store = getattr(STATE.cache, store_name)
+        if kind == "DELETED":
+            store.remove(obj)
+        elif not store.upsert(obj):
+            return
+        owner = _owner_key(obj)
+        if owner and kind in ("DELETED", "MODIFIED"):
+            STATE.reconciler.enqueue(owner)
+
+    return handler
+
+
+kopf.on.event("v1", "services", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})(
+    _child_event("services", "Service")
+)
+kopf.on.event(
+    "resource.k8s.io",
+    "v1",
+    "resourceclaimtemplates",
+    labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY},
+)(_child_event("claim_templates", "ResourceClaimTemplate"))
+
+
+@kopf.on.event("v1", "nodes")
+async def node_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    kind = event.get("type")
+    reconciler = STATE.reconciler
+    if not obj or reconciler is None:
+        return
+    if kind == "DELETED":
+        changed = STATE.cache.remove_node(obj["metadata"]["name"])
+    else:
+        changed = STATE.cache.set_node(obj)
+    if changed:
+        log.info(
+            "Node GPU inventory changed",
+            node=obj["metadata"]["name"],
+            problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
+        )
+        reconciler.enqueue_all()

@@ -1,0 +1,166 @@
+"""The thin REST client the operator writes with (kopf does the watching).
+
+It uses the official client's configuration loading (kubeconfig or in-cluster service
+account, token refresh included) and its HTTP layer, but speaks plain JSON dicts: the
+renderer produces dicts and the cache holds dicts, so nothing is converted to typed
+models and back. Calls block; the runtime runs them in threads. Every request is
+counted by verb and resource for the metrics and the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+from gpupin.controller import metrics
+
+CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events"}
+GROUP_KINDS = {"ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates")}
+
+
+class ApiError(Exception):
+    """A non-2xx answer from the API server."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(f"{status} {reason}: {body[:300]}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+
+    @property
+    def retriable(self) -> bool:
+        return self.status in (409, 429) or self.status >= 500
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    plural: str
+    namespace: str | None
+    name: str | None = None
+
+    def path(self, subresource: str | None = None) -> str:
+        prefix = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        parts = [prefix]
+        if self.namespace:
+            parts.append(f"namespaces/{quote(self.namespace)}")
+        parts.append(self.plural)
+        if self.name:
+            parts.append(quote(self.name))
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+def ref_of(obj: dict[str, Any]) -> ObjectRef:
+    kind = obj["kind"]
+    if kind in CORE_KINDS:
+        api_version, plural = "v1", CORE_KINDS[kind]
+    elif kind in GROUP_KINDS:
+        api_version, plural = GROUP_KINDS[kind]
+    else:
+        raise ValueError(f"gpupin does not manage {kind}")
+    meta = obj["metadata"]
+    return ObjectRef(api_version, plural, meta.get("namespace"), meta.get("name"))
+
+
+def _resource(path: str) -> str:
+    """``/api/v1/namespaces/ns/pods/x`` → ``pods``; ``/api/v1/namespaces/ns`` → ``namespaces``."""
+    parts = [p for p in path.split("/") if p]
+    parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(parts) >= 3 and parts[0] == "namespaces":
+        return parts[2]
+    return parts[0] if parts else ""
+
+
+def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """``kubeconfig`` if given, else in-cluster service account when running in a pod, else
+    $KUBECONFIG (read now: the client reads it only once, at import) or ~/.kube/config."""
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return configuration
+        except ConfigException:
+            kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+class Kube:
+    """JSON in, JSON out; raises :class:`ApiError` on failure."""
+
+    def __init__(self, configuration: client.Configuration | None = None) -> None:
+        self.configuration = configuration or load_configuration()
+        self.api = client.ApiClient(self.configuration)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> Any:
+        url = self.configuration.host + path + (f"?{urlencode(params)}" if params else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        # the client's auth settings: a bearer token (kubeconfig token, exec plugin or the
+        # in-cluster service account, refreshed by the client as it rotates)
+        settings: dict[str, dict[str, Any]] = dict(self.configuration.auth_settings())  # type: ignore[arg-type]
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"]).title()] = str(setting["value"])
+        resource = _resource(path)
+        metrics.API_REQUESTS.labels(verb=method, resource=resource).inc()
+        try:
+            response = self.api.rest_client.request(  # type: ignore[no-untyped-call]
+                method, url, headers=headers, body=body, _request_timeout=timeout
+            )
+        except client.exceptions.ApiException as exc:  # the HTTP layer raises for some statuses
+            raise ApiError(exc.status or 0, exc.reason or "", str(exc.body or "")) from None
+        data = response.read() if hasattr(response, "read") else response.data
+        text = data.decode() if isinstance(data, bytes) else str(data or "")
+        if not 200 <= response.status < 300:
+            raise ApiError(response.status, getattr(response, "reason", "") or "", text)
+        return json.loads(text) if text else None
+
+    # -- the calls the operator makes ---------------------------------------------------
+
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ref = ref_of(obj)
+        result: dict[str, Any] = self.request(
+            "POST", ObjectRef(ref.api_version, ref.plural, ref.namespace).path(), obj
+        )
+        return result
+
+    def delete(self, obj: dict[str, Any], grace_period_seconds: int | None = None) -> None:
+        """Delete by name, preconditioned on the uid we saw, so a namesake created since is safe."""
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "propagationPolicy": "Background",
+        }
+        uid = obj["metadata"].get("uid")
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if grace_period_seconds is not None:
+            body["gracePeriodSeconds"] = grace_period_seconds
+        try:
+            self.request("DELETE", ref_of(obj).path(), body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef("gpupin.dev/v1alpha1", "llmdeployments", namespace, name)
+        result: dict[str, Any] = self.request(
+            "PATCH", ref.path("status"), {"status": status}, content_type="application/merge-patch+json"
+        )
+        return result

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the operator, served on /metrics (``--metrics-port``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter("gpupin_reconciles_total", "Reconciles of LLMDeployments, by result", ["result"])
+REFUSALS = Counter("gpupin_refusals_total", "Plans refused, by reason", ["reason"])
+RECONCILE_SECONDS = Histogram(
+    "gpupin_reconcile_duration_seconds",
+    "Time to reconcile one LLMDeployment (plan and writes)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SPEC_TO_PODS_SECONDS = Histogram(
+    "gpupin_spec_to_pods_seconds",
+    "From the operator seeing a new spec generation to all its pods created",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+GPUS_ALLOCATED = Gauge("gpupin_gpus_allocated", "GPUs held by gpupin pods, by node", ["node"])
+API_REQUESTS = Counter(
+    "gpupin_api_requests_total",
+    "Requests the operator sent (writes), by verb and resource",
+    ["verb", "resource"],
+)
+QUEUE_DEPTH = Gauge("gpupin_queue_depth", "LLMDeployments waiting to be reconciled")
+
+
+def serve(port: int) -> None:
+    """Start the /metrics endpoint in a background thread (0: disabled)."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,323 @@
+"""The reconcile loop: a work queue, one allocation step at a time, writes in parallel.
+
+Why no two deployments ever take the same GPU: planning is a *single-writer* step. One
+worker takes keys off the queue and, for each, plans against the cache and records the
+pods it is about to create in that cache *before* any API call. The next deployment is
+planned only after that, so it sees those GPUs as held even though the watch has not
+echoed the new pods yet. The API writes then run concurrently (``--concurrency``),
+at most one batch per deployment at a time. If a write fails, the recorded pods are
+dropped from the cache and the deployment is reconciled again with backoff. After a
+restart nothing is lost: pods carry their placement as an annotation and are listed by
+the watches before the first reconcile, and pod names are derived from the GPUs they
+hold, so a pod that exists is found, never made twice.
+
+Several operator processes would each be a single writer: run one replica (the chart
+does), or run several with kopf peering so that only one is active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from gpupin import constants, reasons
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.controller import metrics
+from gpupin.controller.cache import ClusterCache, Key, current_pods
+from gpupin.controller.config import OperatorConfig
+from gpupin.controller.decide import Actions, EventSpec, decide
+from gpupin.controller.kube import ApiError, Kube
+from gpupin.loading import describe_errors
+from gpupin.planner import Plan, Planner
+
+log = structlog.get_logger("gpupin.operator")
+
+
+@dataclass
+class WorkQueue:
+    """Deduplicating queue of deployment keys with delayed re-adds (level-based: a key queued
+    twice is reconciled once, from the latest cached state)."""
+
+    queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    pending: set[Key] = field(default_factory=set)
+    failures: dict[Key, int] = field(default_factory=dict)
+
+    def add(self, key: Key) -> None:
+        if key not in self.pending:
+            self.pending.add(key)
+            self.queue.put_nowait(key)
+            metrics.QUEUE_DEPTH.set(len(self.pending))
+
+    def add_after(self, key: Key, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    def backoff(self, key: Key) -> float:
+        count = self.failures.get(key, 0) + 1
+        self.failures[key] = count
+        return float(min(60.0, 0.2 * 2 ** min(count, 9)) * (0.8 + 0.4 * random.random()))
+
+    async def get(self) -> Key:
+        key = await self.queue.get()
+        self.pending.discard(key)
+        metrics.QUEUE_DEPTH.set(len(self.pending))
+        return key
+
+
+class Reconciler:
+    def __init__(self, cache: ClusterCache, kube: Kube, config: OperatorConfig) -> None:
+        self.cache = cache
+        self.kube = kube
+        self.config = config
+        self.queue = WorkQueue()
+        self.busy: set[Key] = set()
+        self.dirty: set[Key] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.semaphore = asyncio.Semaphore(config.concurrency)
+        self.generation_seen: dict[Key, tuple[int, float]] = {}
+        self.ready = asyncio.Event()
+
+    # -- triggers ----------------------------------------------------------------------
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+
+    def enqueue_all(self, only_unplaced: bool = False) -> None:
+        for obj in list(self.cache.deployments.values()):
+            if only_unplaced and _placed(obj):
+                continue
+            self.queue.add((obj["metadata"]["namespace"], obj["metadata"]["name"]))
+
+    def saw_generation(self, key: Key, generation: int | None) -> None:
+        if generation is not None and self.generation_seen.get(key, (None, 0.0))[0] != generation:
+            self.generation_seen[key] = (generation, time.monotonic())
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Consume the queue forever; waits until the watches have listed everything once."""
+        await self.ready.wait()
+        log.info("Reconciler started", pinning=self.config.pinning, concurrency=self.config.concurrency)
+        while True:
+            key = await self.queue.get()
+            if key in self.busy:
+                self.dirty.add(key)  # reconciled again once its writes finish
+                continue
+            try:
+                actions = self.allocate(key)
+            except Exception:  # a bug must not stop the loop for every other deployment
+                log.exception("Reconcile failed", namespace=key[0], name=key[1])
+                metrics.RECONCILES.labels(result="error").inc()
+                self.queue.add_after(key, self.queue.backoff(key))
+                continue
+            if actions is None:
+                continue
+            self.busy.add(key)
+            task = asyncio.create_task(self._write(key, actions))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync_seconds)
+            self.enqueue_all()
+
+    def allocate(self, key: Key) -> Actions | None:
+        """The single-writer step: plan against the cache and record the new pods in it."""
+        started = time.perf_counter()
+        body = self.cache.deployments.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # the garbage collector removes its children through ownerReferences
+        deployment: LLMDeployment | None = None
+        invalid = None
+        plan: Plan | None = None
+        try:
+            deployment = LLMDeployment.model_validate(
+                {k: v for k, v in body.items() if k in ("apiVersion", "kind", "metadata", "spec")}
+            )
+        except ValidationError as exc:
+            invalid = describe_errors(exc, LLMDeployment)
+        pods = self.cache.pods_of(key)
+        inventory = self.cache.inventory()
+        if deployment is not None:
+            planner = Planner(inventory, self.cache.holds(exclude=key), self.config.pinning)
+            plan = planner.plan(deployment, current_pods(pods))
+            if not plan.placed:
+                metrics.REFUSALS.labels(reason=plan.reason).inc()
+        namespace, name = key
+        actions = decide(
+            body,
+            deployment,
+            invalid,
+            plan,
+            pods,
+            [s for s in self.cache.services.values() if _owned_by(s, body)],
+            [c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
+            inventory,
+            self.config.render,
+        )
+        for obj in actions.create:  # the reservation: visible to the next plan at once
+            store = self._store(obj)
+            store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "0"}})
+        for obj, _ in actions.delete:
+            self._store(obj).mark_deleting(obj)
+        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if not (actions.create or actions.delete or actions.status or actions.events):
+            self._done(key, actions)
+            metrics.RECONCILES.labels(result="unchanged").inc()
+            return None
+        log.debug(
+            "Planned",
+            namespace=namespace,
+            name=name,
+            creates=len(actions.create),
+            deletes=len(actions.delete),
+            outcome=plan.outcome if plan else "Invalid",
+            reason=plan.reason if plan else reasons.INVALID_SPEC,
+            message=plan.message if plan else invalid,
+        )
+        return actions
+
+    async def _write(self, key: Key, actions: Actions) -> None:
+        namespace, name = key
+        logger = log.bind(namespace=namespace, name=name)
+        body = self.cache.deployments.get(key) or {}
+        try:
+            async with self.semaphore:
+                # deletes first (a replaced pod must be gone before its successor exists), then
+                # every create and the status patch at once: they do not depend on each other
+                await asyncio.gather(*(self._delete(obj, grace, logger) for obj, grace in actions.delete))
+                writes = [self._create(obj, logger) for obj in actions.create]
+                if actions.status is not None:
+                    writes.append(self._patch_status(key, body, actions.status))
+                await asyncio.gather(*writes)
+            for event in actions.events:  # news for people: off the critical path
+                self._spawn(asyncio.to_thread(self._post_event, body, event))
+        except ApiError as exc:
+            self._forget(actions)
+            delay = self.queue.backoff(key)
+            level = logger.info if exc.status in (404, 409) else logger.warning
+            level("Write failed, will retry", status=exc.status, reason=exc.reason, retry_in=round(delay, 2))
+            metrics.RECONCILES.labels(result="retry").inc()
+            self.busy.discard(key)
+            self.queue.add_after(key, delay)
+            return
+        except Exception:
+            self._forget(actions)
+            logger.exception("Write failed unexpectedly, will retry")
+            metrics.RECONCILES.labels(result="error").inc()
+            self.busy.discard(key)
+            self.queue.add_after(key, self.queue.backoff(key))
+            return
+        metrics.RECONCILES.labels(result="applied").inc()
+        self._done(key, actions)
+        self.busy.discard(key)
+        if key in self.dirty:
+            self.dirty.discard(key)
+            self.queue.add(key)
+        for node, count in self.cache.gpus_per_node().items():
+            metrics.GPUS_ALLOCATED.labels(node=node).set(count)
+
+    async def _delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
+        await asyncio.to_thread(self.kube.delete, obj, grace)
+        logger.info(f"Deleted {obj['kind']}", object=obj["metadata"]["name"])
+
+    async def _create(self, obj: dict[str, Any], logger: Any) -> None:
+        created = await asyncio.to_thread(self.kube.create, obj)
+        self._store(obj).upsert(created)
+        logger.info(f"Created {obj['kind']}", object=obj["metadata"]["name"])
+
+    async def _patch_status(self, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
+        patch = dict(status)
+        for stale in set(body.get("status") or {}) - set(patch) - {"kopf"}:
+            patch[stale] = None  # a merge patch removes only what it names
+        updated = await asyncio.to_thread(self.kube.patch_status, key[0], key[1], patch)
+        self.cache.deployments.upsert(updated)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _done(self, key: Key, actions: Actions) -> None:
+        self.queue.failures.pop(key, None)
+        if actions.pods_complete:
+            seen = self.generation_seen.pop(key, None)
+            if seen is not None:
+                metrics.SPEC_TO_PODS_SECONDS.observe(time.monotonic() - seen[1])
+        if actions.waiting:
+            # the pod DELETED event re-queues it; this is the fallback if that event is missed
+            self.queue.add_after(key, 5.0)
+
+    def _forget(self, actions: Actions) -> None:
+        """Drop reservations whose create did not happen (the watch re-adds anything that exists),
+        and let the deployments that were refused for those GPUs try again."""
+        released = False
+        for obj in actions.create:
+            store = self._store(obj)
+            cached = store.get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+            if cached is not None and cached["metadata"].get("resourceVersion") == "0":
+                store.remove({"metadata": {**obj["metadata"], "uid": None}})
+                released = released or obj["kind"] == "Pod"
+        if released:
+            self.enqueue_all(only_unplaced=True)
+
+    def _store(self, obj: dict[str, Any]) -> Any:
+        return {
+            "Pod": self.cache.pods,
+            "Service": self.cache.services,
+            "ResourceClaimTemplate": self.cache.claim_templates,
+        }[obj["kind"]]
+
+    def _post_event(self, body: dict[str, Any], event: EventSpec) -> None:
+        meta = body.get("metadata") or {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            self.kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+                    "involvedObject": {
+                        "apiVersion": constants.API_VERSION,
+                        "kind": constants.KIND,
+                        "name": meta.get("name"),
+                        "namespace": meta.get("namespace"),
+                        "uid": meta.get("uid"),
+                    },
+                    "type": event.type,
+                    "reason": event.reason,
+                    "message": event.message[:1024],
+                    "source": {"component": "gpupin-operator"},
+                    "reportingComponent": "gpupin.dev/operator",
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "count": 1,
+                }
+            )
+        except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
+            log.warning("Could not post Event", reason=event.reason, status=exc.status)
+
+    async def stop(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def _placed(body: dict[str, Any]) -> bool:
+    for condition in (body.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == reasons.PLACED:
+            return bool(condition.get("status") == "True")
+    return False

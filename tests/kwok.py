@@ -1,0 +1,291 @@
+"""A real Kubernetes v1.37 control plane with KWOK fake GPU nodes, for the tests.
+
+kwokctl runs etcd, kube-apiserver, kube-controller-manager (the garbage collector),
+kube-scheduler and the kwok controller as local processes from the binaries that
+``make cluster-tools`` built (``hack/build-cluster-tools.sh``). KWOK stands in for the
+kubelet only: it marks scheduled pods Running and Ready without running containers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gpupin import constants
+from gpupin.controller.kube import ApiError, Kube, load_configuration
+from gpupin.inventory import NodeInventory
+
+T = TypeVar("T")
+K8S_VERSION = "v1.37.2"
+
+
+def tools_bin() -> Path:
+    default = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "gpupin"
+        / f"k8s-{K8S_VERSION}"
+        / "bin"
+    )
+    return Path(os.environ.get("GPUPIN_TOOLS_BIN", default))
+
+
+def missing_tools() -> list[str]:
+    names = [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "etcd",
+        "kwok",
+        "kwokctl",
+        "kubectl",
+    ]
+    return [n for n in names if not (tools_bin() / n).exists()]
+
+
+def wait_for(
+    check: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll until ``check`` returns something truthy (no fixed sleeps in tests)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (ApiError, KeyError, IndexError, TypeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Cluster:
+    name: str
+    workdir: Path
+    kubeconfig: Path
+    kube: Kube = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kube = Kube(_configuration(self.kubeconfig))
+
+    # -- kubectl and raw REST --------------------------------------------------------------
+
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(tools_bin() / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            check=False,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def apply(self, manifest: str) -> None:
+        self.kubectl("apply", "-f", "-", input=manifest)
+
+    def get(self, path: str) -> Any:
+        return self.kube.request("GET", path)
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get(f"/apis/{constants.API_VERSION}/namespaces/{namespace}/{constants.PLURAL}/{name}")  # type: ignore[no-any-return]
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        items = self.kube.request("GET", f"/api/v1/namespaces/{namespace}/pods").get("items") or []
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        items = self.kube.request("GET", f"/api/v1/namespaces/{namespace}/events").get("items") or []
+        return [
+            e
+            for e in items
+            if e["involvedObject"].get("name") == name and e["involvedObject"]["kind"] == constants.KIND
+        ]
+
+    def condition(self, namespace: str, name: str, kind: str) -> dict[str, Any] | None:
+        body = self.deployment(namespace, name)
+        for condition in (body.get("status") or {}).get("conditions") or []:
+            if (
+                condition["type"] == kind
+                and (body.get("status") or {}).get("observedGeneration") == body["metadata"]["generation"]
+            ):
+                return condition  # type: ignore[no-any-return]
+        return None
+
+    # -- fake GPU nodes ------------------------------------------------------------------------
+
+    def add_node(self, inventory: NodeInventory, gpu_capacity: bool = False) -> None:
+        """A KWOK node carrying the gpupin inventory annotation (as the agent would write it)."""
+        capacity: dict[str, str] = {"cpu": "64", "memory": "512Gi", "pods": "110"}
+        if gpu_capacity:
+            capacity[constants.GPU_RESOURCE] = str(len(inventory.gpus))
+        self.kube.request(
+            "POST",
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": inventory.name,
+                    "annotations": {
+                        "kwok.x-k8s.io/node": "fake",
+                        constants.INVENTORY_ANNOTATION: inventory.to_annotation(),
+                    },
+                    "labels": {"kubernetes.io/hostname": inventory.name, "type": "kwok"},
+                },
+                "status": {"capacity": capacity, "allocatable": capacity},
+            },
+        )
+
+    def set_inventory(self, inventory: NodeInventory) -> None:
+        self.kube.request(
+            "PATCH",
+            f"/api/v1/nodes/{inventory.name}",
+            {"metadata": {"annotations": {constants.INVENTORY_ANNOTATION: inventory.to_annotation()}}},
+            content_type="application/merge-patch+json",
+        )
+
+    def delete_node(self, name: str) -> None:
+        try:
+            self.kube.request("DELETE", f"/api/v1/nodes/{name}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    def create_namespace(self, name: str) -> None:
+        self.kube.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.kube.request("DELETE", f"/api/v1/namespaces/{name}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+
+def _configuration(kubeconfig: Path) -> Any:
+    return load_configuration(str(kubeconfig))
+
+
+def start_cluster(workdir: Path, name: str) -> Cluster:
+    tools = tools_bin()
+    kubeconfig = workdir / "kubeconfig"
+    env = {**os.environ, "KWOK_WORKDIR": str(workdir)}
+    command = [
+        str(tools / "kwokctl"),
+        "create",
+        "cluster",
+        "--name",
+        name,
+        "--runtime",
+        "binary",
+        "--kube-apiserver-binary",
+        str(tools / "kube-apiserver"),
+        "--kube-controller-manager-binary",
+        str(tools / "kube-controller-manager"),
+        "--kube-scheduler-binary",
+        str(tools / "kube-scheduler"),
+        "--etcd-binary",
+        str(tools / "etcd"),
+        "--kwok-controller-binary",
+        str(tools / "kwok"),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--wait",
+        "120s",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=180)
+    if result.returncode != 0:
+        raise RuntimeError(f"kwokctl create cluster failed:\n{result.stderr[-3000:]}")
+    return Cluster(name=name, workdir=workdir, kubeconfig=kubeconfig)
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    env = {**os.environ, "KWOK_WORKDIR": str(cluster.workdir)}
+    subprocess.run(
+        [str(tools_bin() / "kwokctl"), "delete", "cluster", "--name", cluster.name],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
+
+
+class Operator:
+    """``gpupin operator`` as a user runs it: a separate process, stopped with a signal."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.args = args
+        self.environment = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        handle = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpupin",
+                "operator",
+                "--metrics-port",
+                "0",
+                "--health-port",
+                "0",
+                "--runtime-class",
+                "",
+                "--log-format",
+                "json",
+                "--log-level",
+                os.environ.get("GPUPIN_TEST_LOG_LEVEL", "INFO"),
+                *self.args,
+            ],
+            env=self.environment,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no goodbye."""
+        if self.process is not None and self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, lines: int = 40) -> str:
+        return (
+            "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+        )

@@ -1,0 +1,398 @@
+"""The real operator (``gpupin operator``, a separate process) against a real API server.
+
+The control plane is kube-apiserver, etcd, kube-controller-manager (garbage collector)
+and kube-scheduler v1.37 with KWOK fake nodes (see tests/kwok.py); only the fault tests
+put a proxy between the operator and the server, to inject errors and cut watches.
+
+Aspects: the seed's setup end to end (CR in, pinned pods, Services, status, Events out);
+a heterogeneous tensor-parallel group refused with condition, reason, Event and no pod;
+deleting a deployment frees its GPUs and a waiting one is placed untouched; a GPU leaving
+a node's inventory re-plans its pods, Degraded while it cannot; the operator killed between
+two pod creations and restarted converges without duplicates; injected 409s, 500s and a
+dropped watch converge without a crash; two deployments racing for one GPU — exactly one
+gets it, the other waits with InsufficientGPUs and is placed when it is freed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpupin import constants
+from gpupin.inventory import NodeInventory
+
+from faultproxy import FaultProxy
+from helpers import A10, RTX_2060, RTX_4070, node
+from kwok import Cluster, Operator, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Env:
+    def __init__(self, cluster: Cluster, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.tmp = tmp_path
+        self.namespace = f"t-{uuid.uuid4().hex[:8]}"
+        self.suffix = uuid.uuid4().hex[:5]
+        self.nodes: list[str] = []
+        self.operators: list[Operator] = []
+        self.proxies: list[FaultProxy] = []
+        cluster.create_namespace(self.namespace)
+
+    def node(self, name: str, *products: tuple[str, str, str]) -> NodeInventory:
+        inventory = node(f"{name}-{self.suffix}", *products)
+        self.cluster.add_node(inventory)
+        self.nodes.append(inventory.name)
+        return inventory
+
+    def operator(self, *args: str, kubeconfig: Path | None = None) -> Operator:
+        op = Operator(
+            kubeconfig or self.cluster.kubeconfig, self.tmp / f"operator-{len(self.operators)}.log", *args
+        )
+        self.operators.append(op.start())
+        return op
+
+    def proxy(self) -> FaultProxy:
+        proxy = FaultProxy(self.cluster.kubeconfig).start()
+        self.proxies.append(proxy)
+        return proxy
+
+    def apply(self, name: str, **spec: Any) -> None:
+        self.cluster.apply(
+            json.dumps(
+                {
+                    "apiVersion": constants.API_VERSION,
+                    "kind": constants.KIND,
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "spec": spec,
+                }
+            )
+        )
+
+    def delete(self, name: str) -> None:
+        self.cluster.kubectl("delete", "llmd", name, "-n", self.namespace, "--wait=false")
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.cluster.pods(self.namespace)
+
+    def placed(self, name: str, status: str = "True") -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            condition = self.cluster.condition(self.namespace, name, "Placed")
+            return condition if condition and condition["status"] == status else None
+
+        return check
+
+    def close(self) -> None:
+        logs = "\n".join(op.tail() for op in self.operators)
+        for op in self.operators:
+            op.stop()
+        for proxy in self.proxies:
+            proxy.stop()
+        # deployments first, so that the next test's operator does not find them still there
+        self.cluster.kubectl("delete", "llmd", "--all", "-n", self.namespace, "--wait=true", check=False)
+        self.cluster.delete_namespace(self.namespace)
+        for name in self.nodes:
+            self.cluster.delete_node(name)
+        self.logs = logs
+
+
+@pytest.fixture
+def env(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
+    environment = Env(cluster, tmp_path)
+    yield environment
+    environment.close()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("operator log tail:\n" + environment.logs)
+
+
+def _visible(pod: dict[str, Any]) -> str:
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    return str(env.get("NVIDIA_VISIBLE_DEVICES"))
+
+
+def _pods_on(env: Env) -> dict[str, str]:
+    """pod name → the GPU UUID(s) it is pinned to."""
+    return {p["metadata"]["name"]: _visible(p) for p in env.pods()}
+
+
+def test_seed_setup_end_to_end(env: Env) -> None:
+    workstation = env.node("workstation", RTX_4070, RTX_2060)
+    env.operator()
+    env.apply(
+        "assistant",
+        engine="ollama",
+        models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}, {"name": "nomic-embed-text"}],
+    )
+    wait_for(env.placed("assistant"), what="Placed=True")
+    ready = wait_for(
+        lambda: (
+            (c := env.cluster.condition(env.namespace, "assistant", "Ready")) and c["status"] == "True" and c
+        ),
+        what="Ready=True (KWOK marks the pods ready)",
+    )
+    assert ready["message"] == "2/2 pods ready"
+    pods = {p["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION]: p for p in env.pods()}
+    assert len(pods) == 2
+    uuid_4070, uuid_2060 = (g.uuid for g in workstation.gpus)
+    by_models = {tuple(json.loads(a)["models"]): p for a, p in pods.items()}
+    assert _visible(by_models[("qwen2.5:14b", "nomic-embed-text")]) == uuid_4070
+    assert _visible(by_models[("llama3.1:8b",)]) == uuid_2060
+    for pod in pods.values():
+        assert pod["spec"]["nodeName"] == workstation.name
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+    status = env.cluster.deployment(env.namespace, "assistant")["status"]
+    assert status["engine"] == "ollama" and status["gpus"] == 2 and status["ready"] == "2/2"
+    assert sorted(g["uuid"] for p in status["placements"] for g in p["gpus"]) == sorted(
+        [uuid_4070, uuid_2060]
+    )
+    table = env.cluster.kubectl("get", "llmd", "-n", env.namespace).stdout
+    assert table.split("\n")[0].split()[:6] == ["NAME", "ENGINE", "MODELS", "GPUS", "READY", "REASON"]
+    assert "ollama" in table and "2/2" in table and "Placed" in table
+    services = env.cluster.get(f"/api/v1/namespaces/{env.namespace}/services")["items"]
+    assert len(services) == 3
+    events = {e["reason"] for e in env.cluster.events(env.namespace, "assistant")}
+    assert {"Placed", "CreatedPod"} <= events
+
+
+def test_heterogeneous_tensor_parallel_is_refused(env: Env) -> None:
+    env.node("workstation", RTX_4070, RTX_2060)
+    env.operator()
+    env.apply(
+        "chat-tp2",
+        engine="vllm",
+        models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}],
+        tensorParallelSize=2,
+        vllm={"maxModelLen": 8192},
+    )
+    condition = wait_for(env.placed("chat-tp2", "False"), what="Placed=False")
+    assert condition["reason"] == "HeterogeneousTensorParallel"
+    assert "2 × 6.0 GiB usable" in condition["message"] and "tensorParallelSize: 1" in condition["message"]
+    warnings = wait_for(
+        lambda: [e for e in env.cluster.events(env.namespace, "chat-tp2") if e["type"] == "Warning"],
+        what="a Warning Event",
+    )
+    assert warnings[0]["reason"] == "HeterogeneousTensorParallel"
+    assert env.pods() == []
+    env.apply(
+        "chat-tp2",
+        engine="vllm",
+        models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}],
+        tensorParallelSize=2,
+        vllm={"maxModelLen": 8192},
+        allowMixedGPUs=True,
+    )
+    placed = wait_for(env.placed("chat-tp2"), what="placed with allowMixedGPUs")
+    assert placed["reason"] == "MixedGPUsAllowed"
+    wait_for(lambda: len(env.pods()) == 1, what="one pod holding both GPUs")
+    assert len(_visible(env.pods()[0]).split(",")) == 2
+
+
+def test_deleting_a_deployment_frees_its_gpus_for_a_waiting_one(env: Env) -> None:
+    env.node("a10", A10)
+    env.operator()
+    env.apply("first", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
+    wait_for(env.placed("first"), what="first placed")
+    env.apply("second", models=[{"name": "Qwen/Qwen2.5-1.5B-Instruct"}])
+    waiting = wait_for(env.placed("second", "False"), what="second waiting")
+    assert waiting["reason"] == "InsufficientGPUs" and f"{env.namespace}/first holds" in waiting["message"]
+    env.delete("first")
+    wait_for(env.placed("second"), timeout=45, what="second placed once first's pod is gone")
+    assert [p["metadata"]["name"].startswith("second-") for p in env.pods()] == [True]
+
+
+def test_gpu_leaving_the_inventory_replans_its_pods(env: Env) -> None:
+    box = env.node("box", A10, A10)
+    env.operator()
+    env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
+    wait_for(env.placed("chat"), what="placed")
+    first_gpu = wait_for(lambda: list(_pods_on(env).values()), what="a pod")[0]
+    survivor = next(g for g in box.gpus if g.uuid != first_gpu)
+    env.cluster.set_inventory(NodeInventory(name=box.name, gpus=[survivor]))
+    wait_for(
+        lambda: list(_pods_on(env).values()) == [survivor.uuid],
+        timeout=20,
+        what="pod re-planned onto the other GPU",
+    )
+    degraded = wait_for(
+        lambda: env.cluster.condition(env.namespace, "chat", "Degraded"), what="Degraded condition"
+    )
+    assert degraded["reason"] in ("GPULost", "AsExpected")
+    # now the last GPU goes too: nothing to place on, and the status says why
+    env.cluster.set_inventory(NodeInventory(name=box.name, gpus=[]))
+    degraded = wait_for(
+        lambda: (
+            (c := env.cluster.condition(env.namespace, "chat", "Degraded")) and c["status"] == "True" and c
+        ),
+        timeout=20,
+        what="Degraded=True",
+    )
+    assert env.cluster.condition(env.namespace, "chat", "Placed")["status"] == "False"  # type: ignore[index]
+    wait_for(lambda: env.pods() == [], what="the pod deleted")
+    env.cluster.set_inventory(box)
+    wait_for(env.placed("chat"), timeout=20, what="placed again once capacity returns")
+
+
+def test_operator_killed_between_two_pods_converges_without_duplicates(env: Env) -> None:
+    env.node("box", A10, A10, A10, A10)
+    proxy = env.proxy()
+    # the second pod's creation hangs long enough for the test to kill the operator there
+    proxy.inject("POST", rf"/namespaces/{env.namespace}/pods$", status=0, times=1, delay=0.0)
+    proxy.inject("POST", rf"/namespaces/{env.namespace}/pods$", status=0, times=1, delay=30.0)
+    operator = env.operator(kubeconfig=proxy.kubeconfig(env.tmp / "proxy.kubeconfig"))
+    env.apply("pair", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}], replicas=2)
+    wait_for(lambda: len(env.pods()) == 1, what="the first of two pods")
+    operator.kill()
+    assert len(env.pods()) == 1
+    env.operator()  # a fresh process, straight to the API server
+    wait_for(lambda: len(env.pods()) == 2, timeout=30, what="the second pod after the restart")
+    wait_for(env.placed("pair"), what="status written by the new process")
+    pods = env.pods()
+    gpus = [_visible(p) for p in pods]
+    assert len(set(gpus)) == 2, "each replica on its own GPU"
+    assert len({p["metadata"]["name"] for p in pods}) == 2
+
+
+def test_api_faults_converge_without_a_crash(env: Env) -> None:
+    env.node("box", A10, A10)
+    proxy = env.proxy()
+    proxy.inject("PATCH", r"/llmdeployments/.+/status$", status=409, times=3)
+    proxy.inject("POST", rf"/namespaces/{env.namespace}/pods$", status=500, times=2)
+    operator = env.operator(kubeconfig=proxy.kubeconfig(env.tmp / "proxy.kubeconfig"))
+    env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
+    wait_for(env.placed("chat"), timeout=60, what="placed despite the injected faults")
+    assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") >= 3
+    assert len(env.pods()) == 1
+    # every watch stream is cut; the operator reconnects and still sees new work
+    assert proxy.drop_watches() >= 1
+    env.apply("second", models=[{"name": "Qwen/Qwen2.5-1.5B-Instruct"}])
+    wait_for(env.placed("second"), timeout=60, what="placed after the watches were dropped")
+    assert operator.alive(), operator.tail()
+    assert len(env.pods()) == 2
+
+
+def test_two_deployments_racing_for_one_gpu(env: Env) -> None:
+    env.node("single", A10)
+    env.operator()
+    manifest = "\n---\n".join(
+        json.dumps(
+            {
+                "apiVersion": constants.API_VERSION,
+                "kind": constants.KIND,
+                "metadata": {"name": name, "namespace": env.namespace},
+                "spec": {"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]},
+            }
+        )
+        for name in ("left", "right")
+    )
+    env.cluster.apply(manifest)
+
+    def settled() -> dict[str, dict[str, Any]] | None:
+        conditions = {n: env.cluster.condition(env.namespace, n, "Placed") for n in ("left", "right")}
+        return conditions if all(conditions.values()) else None  # type: ignore[return-value]
+
+    conditions = wait_for(settled, what="both deployments planned")
+    winners = [n for n, c in conditions.items() if c["status"] == "True"]
+    assert len(winners) == 1, conditions
+    loser = "right" if winners == ["left"] else "left"
+    assert conditions[loser]["reason"] == "InsufficientGPUs"
+    assert len(wait_for(env.pods, what="the winner's pod")) == 1
+    env.delete(winners[0])
+    wait_for(env.placed(loser), timeout=45, what="the loser placed once the GPU is free")
+    pods = wait_for(
+        lambda: [p for p in env.pods() if p["metadata"]["name"].startswith(loser)], what="loser's pod"
+    )
+    assert len(pods) == 1
+
+
+def test_least_privilege_rbac_is_enough(env: Env) -> None:
+    """The operator authenticated only by a ServiceAccount token bound to rbac.RULES does its job."""
+    import base64
+
+    import yaml
+
+    from gpupin.controller import rbac
+
+    name = f"gpupin-test-{env.suffix}"
+    kube = env.cluster.kube
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{env.namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin"}},
+    )
+    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", rbac.cluster_role(name))
+    kube.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "gpupin", "namespace": env.namespace}],
+        },
+    )
+    try:
+        token = kube.request(
+            "POST",
+            f"/api/v1/namespaces/{env.namespace}/serviceaccounts/gpupin/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600},
+            },
+        )["status"]["token"]
+        admin = yaml.safe_load(env.cluster.kubeconfig.read_text())
+        cluster = admin["clusters"][0]["cluster"]
+        ca = (
+            cluster.get("certificate-authority-data")
+            or base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+        )
+        kubeconfig = env.tmp / "sa.kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "sa",
+                    "clusters": [
+                        {
+                            "name": "c",
+                            "cluster": {"server": cluster["server"], "certificate-authority-data": ca},
+                        }
+                    ],
+                    "users": [{"name": "sa", "user": {"token": token}}],
+                    "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
+                }
+            )
+        )
+        env.node("workstation", RTX_4070, RTX_2060)
+        operator = env.operator(kubeconfig=kubeconfig)
+        env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}])
+        env.apply(
+            "chat-tp2", engine="vllm", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}], tensorParallelSize=2
+        )
+        wait_for(env.placed("assistant"), what="placed by the ServiceAccount-only operator")
+        wait_for(env.placed("chat-tp2", "False"), what="the refusal written")
+        wait_for(lambda: len(env.cluster.events(env.namespace, "chat-tp2")) >= 1, what="an Event posted")
+        assert len(env.pods()) == 2
+        log = operator.log.read_text()
+        assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
+        denied = env.cluster.kubectl(
+            "auth",
+            "can-i",
+            "update",
+            "pods",
+            "--as",
+            f"system:serviceaccount:{env.namespace}:gpupin",
+            check=False,
+        )
+        assert denied.stdout.strip() == "no", "no more than the operator needs"
+    finally:
+        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
