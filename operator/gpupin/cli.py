@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import sys
 import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import yaml
@@ -121,7 +124,112 @@ def _parser() -> argparse.ArgumentParser:
         help="auto: JSON when stderr is not a terminal",
     )
     operator.set_defaults(run=_operator)
+
+    agent = sub.add_parser(
+        "agent",
+        help="publish this node's GPUs (NVML, or --fake-inventory) on its Node object",
+        description="Read the node's GPUs and keep the gpupin.dev/gpu-inventory annotation and the "
+        "gpupin.dev/gpu-count and gpupin.dev/mixed labels of its own Node current.",
+    )
+    _source_arguments(agent)
+    agent.add_argument(
+        "--interval",
+        type=float,
+        default=float(os.environ.get("GPUPIN_AGENT_INTERVAL", "60")),
+        help="seconds between checks (env GPUPIN_AGENT_INTERVAL; default 60)",
+    )
+    agent.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("GPUPIN_AGENT_HEALTH_PORT", "8081")),
+        help="port of /healthz and /readyz, 0 to disable (env GPUPIN_AGENT_HEALTH_PORT; default 8081)",
+    )
+    agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
+    agent.set_defaults(run=_agent)
+
+    inventory = sub.add_parser("inventory", help="print this node's GPUs as gpupin sees them")
+    _source_arguments(inventory)
+    inventory.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    inventory.set_defaults(run=_inventory)
     return parser
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME") or socket.gethostname(),
+        help="this node's name (env NODE_NAME, from the downward API; default the hostname)",
+    )
+    parser.add_argument(
+        "--fake-inventory",
+        default=os.environ.get("GPUPIN_FAKE_INVENTORY"),
+        metavar="FILE",
+        help="take the GPUs from this inventory file instead of NVML (env GPUPIN_FAKE_INVENTORY)",
+    )
+
+
+def _source(args: argparse.Namespace) -> Any:
+    from gpupin.agent.gpus import FakeSource, NvmlSource
+
+    return FakeSource(Path(args.fake_inventory)) if args.fake_inventory else NvmlSource()
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    from gpupin.agent.gpus import GPUReadError
+
+    try:
+        reading = _source(args).read(args.node_name)
+    except GPUReadError as exc:
+        print(f"gpupin: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    node = reading.inventory
+    if args.output == "json":
+        print(json.dumps(node.model_dump(by_alias=True, exclude_none=True), indent=2))
+    elif args.output == "yaml":
+        yaml.safe_dump(
+            {"nodes": [node.model_dump(by_alias=True, exclude_none=True)]}, sys.stdout, sort_keys=False
+        )
+    else:
+        print(
+            f"node {node.name}: driver {node.driver_version or '-'}, CUDA {node.cuda_driver_version or '-'}, "
+            f"read in {reading.seconds * 1e3:.1f} ms"
+        )
+        rows = [("INDEX", "NAME", "MEMORY", "CC", "UUID", "PCI BUS ID", "MIG")]
+        rows += [
+            (
+                str(g.index),
+                g.name,
+                f"{g.memory / 2**20:.0f} MiB",
+                g.compute_capability,
+                g.uuid,
+                g.pci_bus_id or "-",
+                "on" if g.mig_enabled else "off",
+            )
+            for g in node.gpus
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    return EXIT_OK
+
+
+def _agent(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from gpupin import logs
+    from gpupin.agent.publish import Agent, serve_health
+    from gpupin.controller.kube import Kube
+
+    logs.configure()
+    agent = Agent(Kube(), _source(args), args.node_name, args.interval)
+    if args.health_port:
+        serve_health(args.health_port, agent.healthy)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    agent.run(stop, once=args.once)
+    return EXIT_OK
 
 
 def _operator(args: argparse.Namespace) -> int:

@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants
-from gpupin.inventory import Inventory, NodeInventory, NodeReadError, node_inventory_from_node
+from gpupin.inventory import (
+    Inventory,
+    NodeInventory,
+    NodeReadError,
+    inventory_from_resource_slices,
+    node_inventory_from_node,
+)
 from gpupin.planner import CurrentPod, Hold
 
 Key = tuple[str, str]  # (namespace, name)
@@ -120,17 +126,27 @@ class ClusterCache:
         self.services = Store()
         self.claim_templates = Store()
         self.nodes: dict[str, NodeInventory | None] = {}
+        self.raw_nodes: dict[str, dict[str, Any]] = {}
+        self.slices: dict[str, dict[str, Any]] = {}
+        self.slice_inventory: dict[str, NodeInventory] = {}
         self.node_problems: dict[str, str] = {}
         self._inventory: Inventory | None = None
 
-    # -- nodes -----------------------------------------------------------------------------
+    # -- nodes ----------------------------------------------------------------------------
 
     def set_node(self, node: dict[str, Any]) -> bool:
         """Update a node's GPUs; True when what gpupin can place on changed."""
         name = node["metadata"]["name"]
+        self.raw_nodes[name] = node
+        return self._refresh_node(name)
+
+    def _refresh_node(self, name: str) -> bool:
+        node = self.raw_nodes.get(name)
+        if node is None:
+            return False
         problem = None
         try:
-            parsed = node_inventory_from_node(node)
+            parsed = node_inventory_from_node(node, self.slice_inventory.get(name))
         except NodeReadError as exc:
             parsed, problem = None, str(exc)
         changed = self.nodes.get(name, "absent") != parsed or self.node_problems.get(name) != problem
@@ -143,7 +159,23 @@ class ClusterCache:
             self._inventory = None
         return changed
 
+    def set_slice(self, obj: dict[str, Any], deleted: bool = False) -> bool:
+        """Update a DRA ResourceSlice; True when a node's GPUs changed (used where no annotation is)."""
+        name = obj["metadata"]["name"]
+        if deleted:
+            self.slices.pop(name, None)
+        else:
+            self.slices[name] = obj
+        before = self.slice_inventory
+        self.slice_inventory, _ = inventory_from_resource_slices(self.slices.values())
+        changed = False
+        for node_name in set(before) | set(self.slice_inventory):
+            if before.get(node_name) != self.slice_inventory.get(node_name):
+                changed = self._refresh_node(node_name) or changed
+        return changed
+
     def remove_node(self, name: str) -> bool:
+        self.raw_nodes.pop(name, None)
         had = self.nodes.pop(name, None) is not None
         self.node_problems.pop(name, None)
         if had:
@@ -158,14 +190,6 @@ class ClusterCache:
         return self._inventory
 
     # -- pods ------------------------------------------------------------------------------
-
-    def pods_by_deployment(self) -> dict[Key, list[dict[str, Any]]]:
-        result: dict[Key, list[dict[str, Any]]] = defaultdict(list)
-        for pod in self.pods.values():
-            owner = (pod["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL)
-            if owner:
-                result[(pod["metadata"]["namespace"], owner)].append(pod)
-        return result
 
     def pods_of(self, key: Key) -> list[dict[str, Any]]:
         namespace, name = key

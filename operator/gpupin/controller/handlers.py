@@ -24,7 +24,7 @@ import structlog
 from gpupin import constants
 from gpupin.controller.cache import ClusterCache, is_ready, is_terminating, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
-from gpupin.controller.kube import Kube
+from gpupin.controller.kube import ApiError, Kube
 from gpupin.controller.runtime import Reconciler
 
 log = structlog.get_logger("gpupin.operator")
@@ -103,6 +103,14 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
     for item in deployments.get("items") or []:
         if _served(item["metadata"].get("namespace")):
             cache.deployments.upsert({**item, "kind": constants.KIND, "apiVersion": constants.API_VERSION})
+    try:
+        slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
+    except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
+        if exc.status not in (403, 404):
+            raise
+        slices = {}
+    for item in slices.get("items") or []:
+        cache.set_slice(item)
     if STATE.config and STATE.config.pinning == "dra":
         templates = await asyncio.to_thread(
             kube.request, "GET", "/apis/resource.k8s.io/v1/resourceclaimtemplates", None, selector
@@ -220,3 +228,13 @@ async def node_event(event: kopf.RawEvent, **_: Any) -> None:
             problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
         )
         reconciler.enqueue_all()
+
+
+@kopf.on.event("resource.k8s.io", "v1", "resourceslices")
+async def slice_event(event: kopf.RawEvent, **_: Any) -> None:
+    """The NVIDIA DRA driver's devices: a node's GPUs where no agent annotation is."""
+    obj: dict[str, Any] = dict(event.get("object") or {})
+    if not obj or STATE.reconciler is None or (obj.get("spec") or {}).get("driver") != constants.DRA_DRIVER:
+        return
+    if STATE.cache.set_slice(obj, deleted=event.get("type") == "DELETED"):
+        STATE.reconciler.enqueue_all()

@@ -6,7 +6,8 @@ Why each rule is there:
   reference, which the OwnerReferencesPermissionEnforcement admission plugin checks;
 - Pods, Services, ResourceClaimTemplates: watched (label-selected), created and deleted —
   never updated (a changed pod is replaced, a changed Service recreated);
-- Nodes: read only, for the GPU inventory the agent publishes;
+- Nodes: read only, for the GPU inventory the agent publishes; ResourceSlices: read only,
+  the NVIDIA DRA driver's view of the GPUs where no agent runs;
 - Events: created, to tell users what happened;
 - CustomResourceDefinitions: read only, kopf discovers resources through them.
 
@@ -35,6 +36,7 @@ RULES: list[dict[str, Any]] = [
         "verbs": [*WATCH, "create", "delete"],
     },
     {"apiGroups": [""], "resources": ["nodes"], "verbs": WATCH},
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": WATCH},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": WATCH},
