@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit generate examples bench bench-operator cluster-tools constraints clean
+.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind cluster-tools constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,8 +31,11 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/pytest $(PYTEST_ARGS)
 
-generate: $(STAMP) ## regenerate the CRD (and every committed copy) from the pydantic models
-	$(BIN)/python -m gpupin.api.crdgen --write
+generate: $(STAMP) ## regenerate the CRDs (crds/ and the chart) and the chart's RBAC rules from the code
+	$(BIN)/python -m gpupin.generate
+
+manifests: $(STAMP) cluster-tools ## render manifests/gpupin.yaml from the chart (plain kubectl apply install)
+	hack/render-manifests.sh "$$(hack/build-cluster-tools.sh)/helm"
 
 examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 4070 + RTX 2060)
 	@for f in examples/seed/*.yaml; do \
@@ -45,6 +48,9 @@ bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and pea
 
 bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operator on a real API server (~2 min)
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_latency.py
+
+e2e-kind: ## the seed's scenario on a kind cluster (needs Docker, kind, kubectl, helm; skips without Docker)
+	hack/e2e-kind.sh
 
 cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
 	@hack/build-cluster-tools.sh

@@ -1,7 +1,7 @@
 """Generate the LLMDeployment CRD from the pydantic models.
 
-``python -m gpupin.api.crdgen`` prints the CRD; ``--write`` rewrites every committed
-copy (``crds/`` and the chart). The drift test compares them with this output.
+``python -m gpupin.api.crdgen`` prints the CRD; ``make generate`` (:mod:`gpupin.generate`)
+writes every committed copy, and a drift test compares them with this output.
 
 Pydantic emits JSON Schema 2020-12; the API server wants a *structural* OpenAPI v3
 schema. The differences handled here: ``$ref``s are inlined, ``Optional`` (anyOf with
@@ -14,10 +14,8 @@ their scope says.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -209,25 +207,9 @@ def render() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120, allow_unicode=True)
 
 
-REPO = Path(__file__).resolve().parents[3]
-# Every committed copy of the CRD; the drift test checks each of them.
-TARGETS = [REPO / "crds" / f"{constants.CRD_NAME}.yaml"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--write", action="store_true", help="rewrite the committed copies instead of printing"
-    )
-    args = parser.parse_args(argv)
-    text = render()
-    if not args.write:
-        sys.stdout.write(text)
-        return 0
-    for target in TARGETS:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
-        print(f"wrote {target.relative_to(REPO)}")
+def main() -> int:
+    """Print the CRD; ``make generate`` (gpupin.generate) writes every committed copy."""
+    sys.stdout.write(render())
     return 0
 
 

@@ -1,0 +1,45 @@
+{{/* Names and labels shared by every object of the release. */}}
+{{- define "gpupin.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gpupin.labels" -}}
+app.kubernetes.io/name: gpupin
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "gpupin.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "gpupin.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Contradictory values fail the install with a message, instead of a broken cluster. */}}
+{{- define "gpupin.validate" -}}
+{{- if gt (int .Values.operator.replicas) 1 -}}
+{{- fail "operator.replicas must be 1: gpupin allocates GPUs in one operator process (a single writer); two would each believe a GPU free" -}}
+{{- end -}}
+{{- if and .Values.agent.fakeInventory.enabled (not .Values.agent.enabled) -}}
+{{- fail "agent.fakeInventory.enabled needs agent.enabled: the fake inventory is published by the agent" -}}
+{{- end -}}
+{{- if and .Values.agent.fakeInventory.enabled (eq (len .Values.agent.fakeInventory.inventory.nodes) 0) -}}
+{{- fail "agent.fakeInventory.enabled needs agent.fakeInventory.inventory.nodes: the fake GPUs of each node" -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,220 @@
+"""The Helm chart and the plain manifests, with the Go-built helm v4 and a real API server.
+
+Aspects: `helm lint`; `helm template` with default and non-default values, every rendered
+object valid Kubernetes v1.37 (strict schema); the operator's ClusterRole is exactly
+rbac.RULES; the agent DaemonSet (GPU-node selector, NVML without a GPU, fake inventory);
+security contexts; CRDs switchable and kept; contradictory values fail with a message;
+generated files (CRD copies, RBAC rules, manifests/) have not drifted; the samples pass the
+real API server's schema and CEL (server-side dry run); `helm install`/`upgrade`/`uninstall`
+on the cluster, CRD kept.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gpupin import generate
+from gpupin.controller import rbac
+
+from helpers import REPO
+from kwok import Cluster, missing_tools, tools_bin
+
+CHART = REPO / "charts" / "gpupin"
+
+pytestmark = pytest.mark.skipif(
+    bool(missing_tools()) or not (tools_bin() / "helm").exists(),
+    reason="helm and the control-plane binaries are built by `make cluster-tools`",
+)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(tools_bin() / "helm"), *args], capture_output=True, text=True, check=False, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
+    return result
+
+
+def render(*sets: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> list[dict[str, Any]]:
+    args = ["template", "gpupin", str(CHART), "--namespace", "gpupin-system"]
+    for item in sets:
+        args += ["--set", item]
+    if values is not None and tmp is not None:
+        path = tmp / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["-f", str(path)]
+    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+FAKE_VALUES = {
+    "operator": {"pinning": "dra", "watchNamespaces": ["team-a", "team-b"], "logLevel": "DEBUG"},
+    "crds": {"keep": False},
+    "agent": {
+        "fakeInventory": {
+            "enabled": True,
+            "inventory": yaml.safe_load((REPO / "examples" / "inventory" / "workstation.yaml").read_text()),
+        },
+    },
+}
+
+
+def test_lint_default_and_non_default(tmp_path: Path) -> None:
+    helm("lint", str(CHART), "--strict")
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(FAKE_VALUES))
+    helm("lint", str(CHART), "--strict", "-f", str(values))
+
+
+@pytest.mark.parametrize("variant", ["default", "fake-dra"])
+def test_everything_rendered_is_valid_kubernetes(variant: str, tmp_path: Path) -> None:
+    docs = render() if variant == "default" else render(values=FAKE_VALUES, tmp=tmp_path)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+
+
+def test_default_install() -> None:
+    docs = render()
+    (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
+    assert role["rules"] == rbac.RULES, "the chart uses the operator's one list of rules"
+    (agent_role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-agent")]
+    assert agent_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    (daemonset,) = by_kind(docs, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["runtimeClassName"] == "nvidia"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and env["NODE_NAME"] == {
+        "fieldRef": {"fieldPath": "spec.nodeName"}
+    }
+    assert "nvidia.com/gpu" not in json.dumps(pod["containers"][0]["resources"]), (
+        "NVML without allocating a GPU"
+    )
+    for workload in (deployment, daemonset):
+        context = workload["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        assert (
+            context["runAsNonRoot"]
+            and context["readOnlyRootFilesystem"]
+            and context["capabilities"]["drop"] == ["ALL"]
+        )
+        assert not context.get("privileged")
+    (crd,) = by_kind(docs, "CustomResourceDefinition")
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_non_default_values(tmp_path: Path) -> None:
+    docs = render(values=FAKE_VALUES, tmp=tmp_path)
+    (crd,) = by_kind(docs, "CustomResourceDefinition")
+    assert "annotations" not in crd["metadata"], "crds.keep=false"
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GPUPIN_PINNING"] == "dra" and env["GPUPIN_NAMESPACES"] == "team-a,team-b"
+    (configmap,) = by_kind(docs, "ConfigMap")
+    assert yaml.safe_load(configmap["data"]["inventory.yaml"])["nodes"][0]["name"] == "workstation"
+    (daemonset,) = by_kind(docs, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert "nodeSelector" not in pod and "runtimeClassName" not in pod, "fake mode needs no GPU node, no NVML"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["GPUPIN_FAKE_INVENTORY"] == "/etc/gpupin/inventory.yaml"
+    assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
+    assert not by_kind(render("agent.enabled=false"), "DaemonSet")
+
+
+@pytest.mark.parametrize(
+    ("sets", "fragment"),
+    [
+        (["operator.replicas=2"], "operator/replicas"),
+        (["operator.pinning=magic"], "operator/pinning"),
+        (["agent.fakeInventory.enabled=true"], "needs agent.fakeInventory.inventory.nodes"),
+        (["agent.enabled=false", "agent.fakeInventory.enabled=true"], "needs agent.enabled"),
+        (["operator.typo=1"], "typo"),
+    ],
+)
+def test_contradictory_values_fail_with_a_message(sets: list[str], fragment: str) -> None:
+    args = ["template", "gpupin", str(CHART)]
+    for item in sets:
+        args += ["--set", item]
+    result = helm(*args, check=False)
+    assert result.returncode != 0 and fragment in result.stderr, result.stderr
+
+
+def test_generated_files_have_not_drifted() -> None:
+    assert generate.stale() == [], "run `make generate`"
+    result = subprocess.run(
+        [str(REPO / "hack" / "render-manifests.sh"), str(tools_bin() / "helm"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_samples_pass_the_api_servers_schema_and_cel(cluster: Cluster) -> None:
+    for sample in sorted((REPO / "manifests" / "samples").glob("*.yaml")):
+        cluster.kubectl("apply", "--dry-run=server", "-n", "default", "-f", str(sample))
+    bad = {
+        "apiVersion": "gpupin.dev/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"engine": "vllm", "models": [{"name": "a/b"}, {"name": "c/d"}], "tensorParallelSize": 0},
+    }
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(bad), check=False)
+    assert result.returncode != 0
+    assert "spec.tensorParallelSize" in result.stderr and "vLLM serves exactly one model" in result.stderr
+
+
+def test_helm_install_upgrade_uninstall_keeps_the_crd(cluster: Cluster) -> None:
+    kubeconfig = str(cluster.kubeconfig)
+    namespace = "gpupin-chart-test"
+    helm(
+        "install",
+        "gpupin",
+        str(CHART),
+        "--kubeconfig",
+        kubeconfig,
+        "--namespace",
+        namespace,
+        "--create-namespace",
+        "--set",
+        "agent.nodeSelector.gpupin-test=none",
+        "--take-ownership",
+    )
+    try:
+        deployment = cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/gpupin-operator")
+        assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "gpupin-operator"
+        helm(
+            "upgrade",
+            "gpupin",
+            str(CHART),
+            "--kubeconfig",
+            kubeconfig,
+            "--namespace",
+            namespace,
+            "--set",
+            "agent.nodeSelector.gpupin-test=none",
+            "--set",
+            "operator.pinning=dra",
+        )
+        deployment = cluster.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/gpupin-operator")
+        env = {
+            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["GPUPIN_PINNING"] == "dra"
+    finally:
+        helm("uninstall", "gpupin", "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
+    assert cluster.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/llmdeployments.gpupin.dev")
+    cluster.delete_namespace(namespace)
