@@ -21,7 +21,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from kwok import Cluster, missing_tools, start_cluster, stop_cluster  # noqa: E402
+from kwok import Cluster, Env, missing_tools, start_cluster, stop_cluster  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def env(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
+    environment = Env(cluster, tmp_path)
+    yield environment
+    environment.close()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("operator log tail:\n" + environment.logs)

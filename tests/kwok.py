@@ -8,11 +8,13 @@ kubelet only: it marks scheduled pods Running and Ready without running containe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,9 @@ from typing import Any, TypeVar
 from gpupin import constants
 from gpupin.controller.kube import ApiError, Kube, load_configuration
 from gpupin.inventory import NodeInventory
+
+from faultproxy import FaultProxy
+from helpers import node
 
 T = TypeVar("T")
 K8S_VERSION = "v1.37.2"
@@ -289,3 +294,74 @@ class Operator:
         return (
             "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
         )
+
+
+class Env:
+    """One test's corner of the shared cluster: a namespace, its own nodes, operators, proxies;
+    all removed afterwards (deployments first, so the next test's operator never sees them)."""
+
+    def __init__(self, cluster: Cluster, tmp_path: Path) -> None:
+        self.cluster = cluster
+        self.tmp = tmp_path
+        self.namespace = f"t-{uuid.uuid4().hex[:8]}"
+        self.suffix = uuid.uuid4().hex[:5]
+        self.nodes: list[str] = []
+        self.operators: list[Operator] = []
+        self.proxies: list[FaultProxy] = []
+        cluster.create_namespace(self.namespace)
+
+    def node(self, name: str, *products: tuple[str, str, str]) -> NodeInventory:
+        inventory = node(f"{name}-{self.suffix}", *products)
+        self.cluster.add_node(inventory)
+        self.nodes.append(inventory.name)
+        return inventory
+
+    def operator(self, *args: str, kubeconfig: Path | None = None) -> Operator:
+        op = Operator(
+            kubeconfig or self.cluster.kubeconfig, self.tmp / f"operator-{len(self.operators)}.log", *args
+        )
+        self.operators.append(op.start())
+        return op
+
+    def proxy(self) -> FaultProxy:
+        proxy = FaultProxy(self.cluster.kubeconfig).start()
+        self.proxies.append(proxy)
+        return proxy
+
+    def apply(self, name: str, **spec: Any) -> None:
+        self.cluster.apply(
+            json.dumps(
+                {
+                    "apiVersion": constants.API_VERSION,
+                    "kind": constants.KIND,
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "spec": spec,
+                }
+            )
+        )
+
+    def delete(self, name: str) -> None:
+        self.cluster.kubectl("delete", "llmd", name, "-n", self.namespace, "--wait=false")
+
+    def pods(self) -> list[dict[str, Any]]:
+        return self.cluster.pods(self.namespace)
+
+    def placed(self, name: str, status: str = "True") -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            condition = self.cluster.condition(self.namespace, name, "Placed")
+            return condition if condition and condition["status"] == status else None
+
+        return check
+
+    def close(self) -> None:
+        logs = "\n".join(op.tail() for op in self.operators)
+        for op in self.operators:
+            op.stop()
+        for proxy in self.proxies:
+            proxy.stop()
+        # deployments first, so that the next test's operator does not find them still there
+        self.cluster.kubectl("delete", "llmd", "--all", "-n", self.namespace, "--wait=true", check=False)
+        self.cluster.delete_namespace(self.namespace)
+        for name in self.nodes:
+            self.cluster.delete_node(name)
+        self.logs = logs

@@ -16,8 +16,6 @@ gets it, the other waits with InsufficientGPUs and is placed when it is freed.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,89 +24,10 @@ import pytest
 from gpupin import constants
 from gpupin.inventory import NodeInventory
 
-from faultproxy import FaultProxy
-from helpers import A10, RTX_2060, RTX_4070, node
-from kwok import Cluster, Operator, wait_for
+from helpers import A10, RTX_2060, RTX_4070
+from kwok import Env, wait_for
 
 pytestmark = pytest.mark.timeout(180)
-
-
-class Env:
-    def __init__(self, cluster: Cluster, tmp_path: Path) -> None:
-        self.cluster = cluster
-        self.tmp = tmp_path
-        self.namespace = f"t-{uuid.uuid4().hex[:8]}"
-        self.suffix = uuid.uuid4().hex[:5]
-        self.nodes: list[str] = []
-        self.operators: list[Operator] = []
-        self.proxies: list[FaultProxy] = []
-        cluster.create_namespace(self.namespace)
-
-    def node(self, name: str, *products: tuple[str, str, str]) -> NodeInventory:
-        inventory = node(f"{name}-{self.suffix}", *products)
-        self.cluster.add_node(inventory)
-        self.nodes.append(inventory.name)
-        return inventory
-
-    def operator(self, *args: str, kubeconfig: Path | None = None) -> Operator:
-        op = Operator(
-            kubeconfig or self.cluster.kubeconfig, self.tmp / f"operator-{len(self.operators)}.log", *args
-        )
-        self.operators.append(op.start())
-        return op
-
-    def proxy(self) -> FaultProxy:
-        proxy = FaultProxy(self.cluster.kubeconfig).start()
-        self.proxies.append(proxy)
-        return proxy
-
-    def apply(self, name: str, **spec: Any) -> None:
-        self.cluster.apply(
-            json.dumps(
-                {
-                    "apiVersion": constants.API_VERSION,
-                    "kind": constants.KIND,
-                    "metadata": {"name": name, "namespace": self.namespace},
-                    "spec": spec,
-                }
-            )
-        )
-
-    def delete(self, name: str) -> None:
-        self.cluster.kubectl("delete", "llmd", name, "-n", self.namespace, "--wait=false")
-
-    def pods(self) -> list[dict[str, Any]]:
-        return self.cluster.pods(self.namespace)
-
-    def placed(self, name: str, status: str = "True") -> Callable[[], dict[str, Any] | None]:
-        def check() -> dict[str, Any] | None:
-            condition = self.cluster.condition(self.namespace, name, "Placed")
-            return condition if condition and condition["status"] == status else None
-
-        return check
-
-    def close(self) -> None:
-        logs = "\n".join(op.tail() for op in self.operators)
-        for op in self.operators:
-            op.stop()
-        for proxy in self.proxies:
-            proxy.stop()
-        # deployments first, so that the next test's operator does not find them still there
-        self.cluster.kubectl("delete", "llmd", "--all", "-n", self.namespace, "--wait=true", check=False)
-        self.cluster.delete_namespace(self.namespace)
-        for name in self.nodes:
-            self.cluster.delete_node(name)
-        self.logs = logs
-
-
-@pytest.fixture
-def env(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
-    environment = Env(cluster, tmp_path)
-    yield environment
-    environment.close()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        print("operator log tail:\n" + environment.logs)
 
 
 def _visible(pod: dict[str, Any]) -> str:
