@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind cluster-tools constraints clean
+.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind demo cluster-up cluster-down cluster-tools constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,6 +51,16 @@ bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operat
 
 e2e-kind: ## the seed's scenario on a kind cluster (needs Docker, kind, kubectl, helm; skips without Docker)
 	hack/e2e-kind.sh
+
+demo: $(STAMP) cluster-tools ## a local cluster with fake GPU nodes, gpupin installed, the seed's scenario
+	-@$(BIN)/python hack/cluster.py down >/dev/null 2>&1
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py demo
+
+cluster-up: $(STAMP) cluster-tools ## start the local cluster (INVENTORY=file, PINNING=mode); prints the KUBECONFIG line
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py up
+
+cluster-down: $(STAMP) ## stop what cluster-up started (by PID) and delete the cluster
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py down
 
 cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
 	@hack/build-cluster-tools.sh

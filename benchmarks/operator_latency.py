@@ -227,6 +227,7 @@ def _run_gpupin(cluster: Cluster, count: int, workdir: Path) -> dict[str, float]
         what="gpupin's pods and statuses",
     )
     metrics = urllib.request.urlopen("http://127.0.0.1:9799/metrics", timeout=10).read().decode()
+    running = {size: _apply_until_running(cluster, size) for size in (1, 10, 100)}
     rss = _rss_mib(process.pid)
     process.terminate()
     process.wait(15)
@@ -250,7 +251,34 @@ def _run_gpupin(cluster: Cluster, count: int, workdir: Path) -> dict[str, float]
         "reconciles": reconciles,
         "requests_per_reconcile": (requests - reads) / max(reconciles, 1),
         "startup_reads": reads,
+        **{f"running_{size}_s": seconds for size, seconds in running.items()},
     }
+
+
+def _apply_until_running(cluster: Cluster, size: int) -> float:
+    """`kubectl apply` of ``size`` LLMDeployments at once → every pod Running (KWOK marks them)."""
+    namespace = f"apply-{size}"
+    cluster.create_namespace(namespace)
+    docs = [
+        json.dumps(
+            {
+                "apiVersion": constants.API_VERSION,
+                "kind": constants.KIND,
+                "metadata": {"name": f"m{i:03d}", "namespace": namespace},
+                "spec": {"engine": "ollama", "models": [{"name": "llama3.2:3b"}]},
+            }
+        )
+        for i in range(size)
+    ]
+    started = time.monotonic()
+    cluster.apply("\n---\n".join(docs))
+
+    def all_running() -> bool:
+        items = cluster.kube.request("GET", f"/api/v1/namespaces/{namespace}/pods").get("items") or []
+        return len(items) == size and all((p.get("status") or {}).get("phase") == "Running" for p in items)
+
+    wait_for(all_running, timeout=300, interval=0.05, what=f"{size} deployments running")
+    return time.monotonic() - started
 
 
 def main(argv: list[str]) -> int:
@@ -276,6 +304,10 @@ def main(argv: list[str]) -> int:
                 f"(pods alone p50 {gpupin['pods_p50_ms']:.0f} ms), RSS {gpupin['rss_mib']:.0f} MiB"
             )
             print(f"ratio p50 gpupin / floor: {gpupin['p50_ms'] / floor['p50_ms']:.2f}")
+            print(
+                "kubectl apply of N LLMDeployments → all pods Running: "
+                + ", ".join(f"{n}: {gpupin[f'running_{n}_s']:.2f} s" for n in (1, 10, 100))
+            )
             print(
                 f"API writes per reconcile: {gpupin['requests_per_reconcile']:.2f} over {gpupin['reconciles']:.0f} "
                 f"reconciles; reads: {gpupin['startup_reads']:.0f}, all at start-up (the watches deliver the rest)"

@@ -192,7 +192,12 @@ def _configuration(kubeconfig: Path) -> Any:
 def start_cluster(workdir: Path, name: str) -> Cluster:
     tools = tools_bin()
     kubeconfig = workdir / "kubeconfig"
-    env = {**os.environ, "KWOK_WORKDIR": str(workdir)}
+    # kwokctl calls kubectl from PATH: make it the pinned v1.37 one, not whatever the host has
+    env = {
+        **os.environ,
+        "KWOK_WORKDIR": str(workdir),
+        "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     command = [
         str(tools / "kwokctl"),
         "create",
@@ -223,7 +228,11 @@ def start_cluster(workdir: Path, name: str) -> Cluster:
 
 
 def stop_cluster(cluster: Cluster) -> None:
-    env = {**os.environ, "KWOK_WORKDIR": str(cluster.workdir)}
+    env = {
+        **os.environ,
+        "KWOK_WORKDIR": str(cluster.workdir),
+        "PATH": f"{tools_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     subprocess.run(
         [str(tools_bin() / "kwokctl"), "delete", "cluster", "--name", cluster.name],
         env=env,

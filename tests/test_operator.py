@@ -302,16 +302,53 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
         assert len(env.pods()) == 2
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
-        denied = env.cluster.kubectl(
-            "auth",
-            "can-i",
-            "update",
-            "pods",
-            "--as",
-            f"system:serviceaccount:{env.namespace}:gpupin",
-            check=False,
-        )
-        assert denied.stdout.strip() == "no", "no more than the operator needs"
+        _assert_can_do_no_more_than(env, f"system:serviceaccount:{env.namespace}:gpupin", rbac.RULES)
     finally:
         kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
         kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+
+
+# What every authenticated identity may do in any cluster (self reviews), beyond its own rules.
+_DEFAULT_ALLOWED = {
+    "selfsubjectreviews.authentication.k8s.io": {"create"},
+    "selfsubjectaccessreviews.authorization.k8s.io": {"create"},
+    "selfsubjectrulesreviews.authorization.k8s.io": {"create"},
+    # readable by every authenticated identity (system:basic-user, v1.37)
+    "clustertrustbundles.certificates.k8s.io": {"get", "list", "watch"},
+}
+
+
+def _assert_can_do_no_more_than(env: Env, user: str, rules: list[dict[str, Any]]) -> None:
+    """`kubectl auth can-i --list` for the identity: every resource and verb is one gpupin needs."""
+    allowed: dict[str, set[str]] = {k: set(v) for k, v in _DEFAULT_ALLOWED.items()}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                name = (
+                    resource
+                    if not group
+                    else f"{resource.split('/')[0]}.{group}"
+                    + ("/" + resource.split("/", 1)[1] if "/" in resource else "")
+                )
+                allowed.setdefault(name, set()).update(rule["verbs"])
+    listing = env.cluster.kubectl("auth", "can-i", "--list", "--as", user).stdout.splitlines()[1:]
+    extra = []
+    for line in listing:
+        columns = line.split()
+        if not columns or columns[0].startswith("["):  # non-resource URLs
+            continue
+        # Resources, Non-Resource URLs, Resource Names, Verbs: the verbs are the last bracketed group
+        resource, verbs = columns[0], set(line[line.rindex("[") + 1 : line.rindex("]")].split())
+        if not verbs <= allowed.get(resource, set()):
+            extra.append(f"{resource}: {sorted(verbs - allowed.get(resource, set()))}")
+    assert not extra, f"{user} may do more than gpupin needs: {extra}"
+    for verb, resource in (
+        ("get", "secrets"),
+        ("update", "pods"),
+        ("patch", "nodes"),
+        ("delete", "llmdeployments"),
+    ):
+        answer = env.cluster.kubectl(
+            "auth", "can-i", verb, resource, "--all-namespaces", "--as", user, check=False
+        )
+        assert answer.stdout.strip() == "no", f"{user} may {verb} {resource}"

@@ -1,0 +1,346 @@
+"""make cluster-up / cluster-down / demo: a local Kubernetes v1.37 cluster with fake GPU nodes.
+
+cluster-up: kwokctl starts etcd, kube-apiserver, controller-manager, scheduler and the kwok
+controller (binary runtime, the binaries of make cluster-tools) as a cluster named gpupin;
+creates one KWOK node per node of INVENTORY (default: the seed's RTX 4070 + RTX 2060
+workstation, a 4 × A100 node and a T4 node) with nvidia.com/gpu capacity (and, with
+PINNING=dra, a ResourceSlice per node plus the DeviceClass); installs the chart with helm;
+starts a real `gpupin agent --fake-inventory` per node and `gpupin operator`, as local
+processes (KWOK runs no containers), each authenticated only by a token of its chart
+ServiceAccount. Logs: .cluster/logs/; PIDs: .cluster/pids/. GPUPIN_E2E_RUNTIME=kind uses
+`kwokctl --runtime kind` instead (needs Docker; not run where gpupin is developed).
+
+cluster-down stops what cluster-up started, by PID, and deletes the cluster.
+demo: cluster-up, the seed's example and the refused tensor-parallel one, and what to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from gpupin import constants  # noqa: E402
+from gpupin.loading import load_inventory  # noqa: E402
+
+from kwok import Cluster, tools_bin, wait_for  # noqa: E402
+
+STATE = REPO / ".cluster"
+NAME = "gpupin"
+NAMESPACE = "gpupin-system"
+DEFAULT_INVENTORY = REPO / "examples" / "inventory" / "cluster-up.yaml"
+
+
+def _env() -> dict[str, str]:
+    # kwokctl calls kubectl from PATH: make it the pinned v1.37 one
+    return {
+        **os.environ,
+        "KWOK_WORKDIR": str(STATE / "kwok"),
+        "PATH": f"{tools_bin()}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def _say(text: str) -> None:
+    print(f"cluster: {text}", flush=True)
+
+
+def up() -> Cluster:
+    tools = tools_bin()
+    STATE.mkdir(exist_ok=True)
+    (STATE / "logs").mkdir(exist_ok=True)
+    (STATE / "pids").mkdir(exist_ok=True)
+    kubeconfig = STATE / "kubeconfig"
+    runtime = os.environ.get("GPUPIN_E2E_RUNTIME", "binary")
+    inventory_path = Path(os.environ.get("INVENTORY") or DEFAULT_INVENTORY)
+    pinning = os.environ.get("PINNING", "visible-devices")
+    inventory, problems = load_inventory(inventory_path)
+    for problem in problems:
+        _say(f"skipping: {problem}")
+    started = time.monotonic()
+    command = [
+        str(tools / "kwokctl"),
+        "create",
+        "cluster",
+        "--name",
+        NAME,
+        "--runtime",
+        runtime,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--wait",
+        "120s",
+    ]
+    if runtime == "binary":
+        command += [
+            "--kube-apiserver-binary",
+            str(tools / "kube-apiserver"),
+            "--kube-controller-manager-binary",
+            str(tools / "kube-controller-manager"),
+            "--kube-scheduler-binary",
+            str(tools / "kube-scheduler"),
+            "--etcd-binary",
+            str(tools / "etcd"),
+            "--kwok-controller-binary",
+            str(tools / "kwok"),
+        ]
+    _say(f"starting Kubernetes v1.37 ({runtime} runtime)…")
+    subprocess.run(command, env=_env(), check=True, capture_output=True)
+    cluster = Cluster(name=NAME, workdir=STATE / "kwok", kubeconfig=kubeconfig)
+    _say(f"API server ready in {time.monotonic() - started:.1f} s")
+
+    for node in inventory.nodes:  # the GPUs themselves are published by the agents below
+        capacity = {
+            "cpu": "64",
+            "memory": "512Gi",
+            "pods": "110",
+            constants.GPU_RESOURCE: str(len(node.gpus)),
+        }
+        cluster.kube.request(
+            "POST",
+            "/api/v1/nodes",
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": node.name,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"kubernetes.io/hostname": node.name, "type": "kwok"},
+                },
+                "status": {"capacity": capacity, "allocatable": capacity},
+            },
+        )
+        if pinning == "dra":
+            cluster.kube.request("POST", "/apis/resource.k8s.io/v1/resourceslices", _resource_slice(node))
+    if pinning == "dra":
+        cluster.kube.request(
+            "POST",
+            "/apis/resource.k8s.io/v1/deviceclasses",
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "DeviceClass",
+                "metadata": {"name": constants.DRA_DEVICE_CLASS},
+                "spec": {
+                    "selectors": [{"cel": {"expression": f"device.driver == '{constants.DRA_DRIVER}'"}}]
+                },
+            },
+        )
+    _say(
+        f"{len(inventory.nodes)} fake GPU node(s) from {inventory_path.relative_to(REPO) if inventory_path.is_relative_to(REPO) else inventory_path}"
+    )
+
+    subprocess.run(
+        [
+            str(tools / "helm"),
+            "install",
+            "gpupin",
+            str(REPO / "charts" / "gpupin"),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--set",
+            f"operator.pinning={pinning}",
+            "--set",
+            "operator.replicas=0",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    _say("chart installed (CRD, RBAC, ServiceAccounts; the operator and agents run as local processes)")
+
+    agent_config = _token_kubeconfig(cluster, "gpupin-agent", STATE / "agent.kubeconfig")
+    for node in inventory.nodes:
+        _spawn(
+            f"agent-{node.name}",
+            [
+                sys.executable,
+                "-m",
+                "gpupin",
+                "agent",
+                "--node-name",
+                node.name,
+                "--fake-inventory",
+                str(inventory_path),
+                "--health-port",
+                "0",
+                "--interval",
+                "10",
+            ],
+            agent_config,
+        )
+    for node in inventory.nodes:
+        wait_for(
+            lambda n=node.name: (
+                constants.INVENTORY_ANNOTATION
+                in (cluster.get(f"/api/v1/nodes/{n}")["metadata"].get("annotations") or {})
+            ),
+            what=f"agent on {node.name}",
+        )
+    operator_config = _token_kubeconfig(cluster, "gpupin-operator", STATE / "operator.kubeconfig")
+    _spawn(
+        "operator",
+        [
+            sys.executable,
+            "-m",
+            "gpupin",
+            "operator",
+            "--pinning",
+            pinning,
+            "--runtime-class",
+            "",
+            "--metrics-port",
+            "9800",
+            "--health-port",
+            "9801",
+            "--log-format",
+            "json",
+        ],
+        operator_config,
+    )
+    _say(f"agents and operator running (logs in .cluster/logs/); up in {time.monotonic() - started:.1f} s")
+    print(f"\nexport KUBECONFIG={kubeconfig}\n")
+    return cluster
+
+
+def _resource_slice(node: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{node.name}-gpu.nvidia.com"},
+        "spec": {
+            "driver": constants.DRA_DRIVER,
+            "nodeName": node.name,
+            "pool": {"name": node.name, "generation": 1, "resourceSliceCount": 1},
+            "devices": [
+                {
+                    "name": f"gpu-{g.index}",
+                    "attributes": {
+                        "type": {"string": "gpu"},
+                        "uuid": {"string": g.uuid},
+                        "productName": {"string": g.name},
+                        "cudaComputeCapability": {"version": f"{g.compute_capability}.0"},
+                    },
+                    "capacity": {"memory": {"value": str(g.memory)}},
+                }
+                for g in node.gpus
+            ],
+        },
+    }
+
+
+def _token_kubeconfig(cluster: Cluster, account: str, path: Path) -> Path:
+    """A kubeconfig with nothing but a token of the chart's ServiceAccount: what the chart's RBAC
+    does not allow fails."""
+    token = cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{account}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 86400},
+        },
+    )
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    ca = (
+        server.get("certificate-authority-data")
+        or base64.b64encode(Path(server["certificate-authority"]).read_bytes()).decode()
+    )
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": account,
+                "clusters": [
+                    {"name": NAME, "cluster": {"server": server["server"], "certificate-authority-data": ca}}
+                ],
+                "users": [{"name": account, "user": {"token": token["status"]["token"]}}],
+                "contexts": [{"name": account, "context": {"cluster": NAME, "user": account}}],
+            }
+        )
+    )
+    return path
+
+
+def _spawn(name: str, command: list[str], kubeconfig: Path) -> None:
+    log = (STATE / "logs" / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (STATE / "pids" / f"{name}.pid").write_text(str(process.pid))
+
+
+def down() -> None:
+    for pid_file in sorted((STATE / "pids").glob("*.pid")) if (STATE / "pids").exists() else []:
+        pid = int(pid_file.read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pid_file.unlink()
+    subprocess.run(
+        [str(tools_bin() / "kwokctl"), "delete", "cluster", "--name", NAME], env=_env(), capture_output=True
+    )
+    _say("stopped and deleted")
+
+
+def demo() -> None:
+    cluster = up()
+    kubectl = [str(tools_bin() / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    subprocess.run(
+        [*kubectl, "apply", "-f", str(REPO / "examples" / "demo")], check=True, capture_output=True
+    )
+    for name in ("assistant", "chat-tp2", "chat-tp2-a100"):
+        wait_for(
+            lambda n=name: (cluster.deployment("default", n).get("status") or {}).get("observedGeneration"),
+            what=f"{name} planned",
+        )
+    wait_for(
+        lambda: cluster.deployment("default", "assistant")["status"].get("ready") == "2/2", what="pods ready"
+    )
+    print("$ kubectl get llmd -o wide")
+    print(subprocess.run([*kubectl, "get", "llmd", "-o", "wide"], capture_output=True, text=True).stdout)
+    print("Pods and the GPU each is pinned to:")
+    for pod in cluster.pods("default"):
+        placement = json.loads(pod["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])
+        gpus = ", ".join(f"GPU {g['index']} {g['name']} ({g['uuid']})" for g in placement["gpus"])
+        print(
+            f"  {pod['metadata']['name']} on {pod['spec']['nodeName']}: {gpus} ← {', '.join(placement['models'])}"
+        )
+    refused = cluster.deployment("default", "chat-tp2")["status"]
+    print(
+        f"\nchat-tp2 (tensor parallel over the workstation's two cards) refused: {refused['reason']}\n"
+        f"  {refused['message']}\n"
+    )
+    print(
+        f"Use the cluster: export KUBECONFIG={cluster.kubeconfig}; kubectl get llmd,pods -A; "
+        "kubectl describe llmd chat-tp2\nStop everything: make cluster-down"
+    )
+
+
+if __name__ == "__main__":
+    {"up": up, "down": down, "demo": demo}[sys.argv[1]]()
