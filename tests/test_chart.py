@@ -218,3 +218,28 @@ def test_helm_install_upgrade_uninstall_keeps_the_crd(cluster: Cluster) -> None:
         helm("uninstall", "gpupin", "--kubeconfig", kubeconfig, "--namespace", namespace, "--wait")
     assert cluster.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/llmdeployments.gpupin.dev")
     cluster.delete_namespace(namespace)
+
+
+def test_plain_manifests_install_the_same_thing(cluster: Cluster) -> None:
+    """`kubectl apply -f manifests/gpupin.yaml` creates what `helm install` does, and is valid on the server."""
+    try:
+        cluster.kubectl("apply", "-f", str(REPO / "manifests" / "gpupin.yaml"))
+        deployment = cluster.get("/apis/apps/v1/namespaces/gpupin-system/deployments/gpupin-operator")
+        daemonset = cluster.get("/apis/apps/v1/namespaces/gpupin-system/daemonsets/gpupin-agent")
+        role = cluster.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/gpupin-operator")
+        assert (
+            deployment["spec"]["replicas"] == 1
+            and daemonset["spec"]["template"]["spec"]["serviceAccountName"] == "gpupin-agent"
+        )
+        assert role["rules"] == rbac.RULES
+    finally:
+        for kind, name in (
+            ("clusterrolebinding", "gpupin-operator"),
+            ("clusterrolebinding", "gpupin-agent"),
+            ("clusterrole", "gpupin-operator"),
+            ("clusterrole", "gpupin-agent"),
+        ):
+            cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        cluster.kubectl(
+            "delete", "namespace", "gpupin-system", "--wait=false", "--ignore-not-found", check=False
+        )

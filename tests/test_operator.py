@@ -110,6 +110,21 @@ def test_heterogeneous_tensor_parallel_is_refused(env: Env) -> None:
     assert placed["reason"] == "MixedGPUsAllowed"
     wait_for(lambda: len(env.pods()) == 1, what="one pod holding both GPUs")
     assert len(_visible(env.pods()[0]).split(",")) == 2
+    # the same spec on a uniform node: placed without allowMixedGPUs, one pod holding two GPUs
+    uniform = env.node("uniform", A10, A10)
+    env.apply(
+        "uniform-tp2",
+        engine="vllm",
+        models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}],
+        tensorParallelSize=2,
+        vllm={"maxModelLen": 8192},
+        gpuSelector={"nodes": [uniform.name]},
+    )
+    assert wait_for(env.placed("uniform-tp2"), what="placed on the uniform node")["reason"] == "Placed"
+    pod = wait_for(
+        lambda: [p for p in env.pods() if p["metadata"]["name"].startswith("uniform-tp2-")], what="its pod"
+    )[0]
+    assert sorted(_visible(pod).split(",")) == sorted(g.uuid for g in uniform.gpus)
 
 
 def test_deleting_a_deployment_frees_its_gpus_for_a_waiting_one(env: Env) -> None:
@@ -155,6 +170,19 @@ def test_gpu_leaving_the_inventory_replans_its_pods(env: Env) -> None:
     wait_for(lambda: env.pods() == [], what="the pod deleted")
     env.cluster.set_inventory(box)
     wait_for(env.placed("chat"), timeout=20, what="placed again once capacity returns")
+    # the node itself goes away: its pod is deleted and the status says why, within 10 s
+    wait_for(lambda: len(env.pods()) == 1, what="the pod back")
+    env.cluster.delete_node(box.name)
+    env.nodes.remove(box.name)
+    degraded = wait_for(
+        lambda: (
+            (c := env.cluster.condition(env.namespace, "chat", "Degraded")) and c["status"] == "True" and c
+        ),
+        timeout=10,
+        what="Degraded after the node left",
+    )
+    assert box.name in degraded["message"] or degraded["reason"] == "PlacementLost"
+    wait_for(lambda: env.pods() == [], timeout=30, what="the pod on the vanished node deleted")
 
 
 def test_operator_killed_between_two_pods_converges_without_duplicates(env: Env) -> None:
@@ -188,7 +216,7 @@ def test_api_faults_converge_without_a_crash(env: Env) -> None:
     assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") >= 3
     assert len(env.pods()) == 1
     # every watch stream is cut; the operator reconnects and still sees new work
-    assert proxy.drop_watches() >= 1
+    wait_for(lambda: proxy.drop_watches() >= 1, timeout=10, what="open watch streams to cut")
     env.apply("second", models=[{"name": "Qwen/Qwen2.5-1.5B-Instruct"}])
     wait_for(env.placed("second"), timeout=60, what="placed after the watches were dropped")
     assert operator.alive(), operator.tail()
