@@ -16,7 +16,6 @@ demo: cluster-up, the seed's example and the refused tensor-parallel one, and wh
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -24,9 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -34,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from gpupin import constants  # noqa: E402
 from gpupin.loading import load_inventory  # noqa: E402
 
-from kwok import Cluster, tools_bin, wait_for  # noqa: E402
+from kwok import Cluster, resource_slice, token_kubeconfig, tools_bin, wait_for  # noqa: E402
 
 STATE = REPO / ".cluster"
 NAME = "gpupin"
@@ -100,28 +96,9 @@ def up() -> Cluster:
     _say(f"API server ready in {time.monotonic() - started:.1f} s")
 
     for node in inventory.nodes:  # the GPUs themselves are published by the agents below
-        capacity = {
-            "cpu": "64",
-            "memory": "512Gi",
-            "pods": "110",
-            constants.GPU_RESOURCE: str(len(node.gpus)),
-        }
-        cluster.kube.request(
-            "POST",
-            "/api/v1/nodes",
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": node.name,
-                    "annotations": {"kwok.x-k8s.io/node": "fake"},
-                    "labels": {"kubernetes.io/hostname": node.name, "type": "kwok"},
-                },
-                "status": {"capacity": capacity, "allocatable": capacity},
-            },
-        )
+        cluster.add_node(node, gpu_capacity=True, annotate=False)
         if pinning == "dra":
-            cluster.kube.request("POST", "/apis/resource.k8s.io/v1/resourceslices", _resource_slice(node))
+            cluster.kube.request("POST", "/apis/resource.k8s.io/v1/resourceslices", resource_slice(node))
     if pinning == "dra":
         cluster.kube.request(
             "POST",
@@ -163,7 +140,7 @@ def up() -> Cluster:
     )
     _say("chart installed (CRD, RBAC, ServiceAccounts; the operator and agents run as local processes)")
 
-    agent_config = _token_kubeconfig(cluster, "gpupin-agent", STATE / "agent.kubeconfig")
+    agent_config = token_kubeconfig(cluster, NAMESPACE, "gpupin-agent", STATE / "agent.kubeconfig")
     for node in inventory.nodes:
         _spawn(
             f"agent-{node.name}",
@@ -191,7 +168,7 @@ def up() -> Cluster:
             ),
             what=f"agent on {node.name}",
         )
-    operator_config = _token_kubeconfig(cluster, "gpupin-operator", STATE / "operator.kubeconfig")
+    operator_config = token_kubeconfig(cluster, NAMESPACE, "gpupin-operator", STATE / "operator.kubeconfig")
     _spawn(
         "operator",
         [
@@ -215,67 +192,6 @@ def up() -> Cluster:
     _say(f"agents and operator running (logs in .cluster/logs/); up in {time.monotonic() - started:.1f} s")
     print(f"\nexport KUBECONFIG={kubeconfig}\n")
     return cluster
-
-
-def _resource_slice(node: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": f"{node.name}-gpu.nvidia.com"},
-        "spec": {
-            "driver": constants.DRA_DRIVER,
-            "nodeName": node.name,
-            "pool": {"name": node.name, "generation": 1, "resourceSliceCount": 1},
-            "devices": [
-                {
-                    "name": f"gpu-{g.index}",
-                    "attributes": {
-                        "type": {"string": "gpu"},
-                        "uuid": {"string": g.uuid},
-                        "productName": {"string": g.name},
-                        "cudaComputeCapability": {"version": f"{g.compute_capability}.0"},
-                    },
-                    "capacity": {"memory": {"value": str(g.memory)}},
-                }
-                for g in node.gpus
-            ],
-        },
-    }
-
-
-def _token_kubeconfig(cluster: Cluster, account: str, path: Path) -> Path:
-    """A kubeconfig with nothing but a token of the chart's ServiceAccount: what the chart's RBAC
-    does not allow fails."""
-    token = cluster.kube.request(
-        "POST",
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{account}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 86400},
-        },
-    )
-    admin = yaml.safe_load(cluster.kubeconfig.read_text())
-    server = admin["clusters"][0]["cluster"]
-    ca = (
-        server.get("certificate-authority-data")
-        or base64.b64encode(Path(server["certificate-authority"]).read_bytes()).decode()
-    )
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": account,
-                "clusters": [
-                    {"name": NAME, "cluster": {"server": server["server"], "certificate-authority-data": ca}}
-                ],
-                "users": [{"name": account, "user": {"token": token["status"]["token"]}}],
-                "contexts": [{"name": account, "context": {"cluster": NAME, "user": account}}],
-            }
-        )
-    )
-    return path
 
 
 def _spawn(name: str, command: list[str], kubeconfig: Path) -> None:

@@ -132,11 +132,15 @@ class Cluster:
 
     # -- fake GPU nodes ------------------------------------------------------------------------
 
-    def add_node(self, inventory: NodeInventory, gpu_capacity: bool = False) -> None:
-        """A KWOK node carrying the gpupin inventory annotation (as the agent would write it)."""
+    def add_node(self, inventory: NodeInventory, gpu_capacity: bool = False, annotate: bool = True) -> None:
+        """A KWOK node; with ``annotate``, carrying the gpupin inventory annotation as the agent writes it
+        (without, the real agent is expected to publish it)."""
         capacity: dict[str, str] = {"cpu": "64", "memory": "512Gi", "pods": "110"}
         if gpu_capacity:
             capacity[constants.GPU_RESOURCE] = str(len(inventory.gpus))
+        annotations = {"kwok.x-k8s.io/node": "fake"}
+        if annotate:
+            annotations[constants.INVENTORY_ANNOTATION] = inventory.to_annotation()
         self.kube.request(
             "POST",
             "/api/v1/nodes",
@@ -145,10 +149,7 @@ class Cluster:
                 "kind": "Node",
                 "metadata": {
                     "name": inventory.name,
-                    "annotations": {
-                        "kwok.x-k8s.io/node": "fake",
-                        constants.INVENTORY_ANNOTATION: inventory.to_annotation(),
-                    },
+                    "annotations": annotations,
                     "labels": {"kubernetes.io/hostname": inventory.name, "type": "kwok"},
                 },
                 "status": {"capacity": capacity, "allocatable": capacity},
@@ -374,3 +375,72 @@ class Env:
         for name in self.nodes:
             self.cluster.delete_node(name)
         self.logs = logs
+
+
+def resource_slice(inventory: NodeInventory) -> dict[str, Any]:
+    """A node's GPUs as the NVIDIA DRA driver's ResourceSlice (driver gpu.nvidia.com, devices gpu-<minor>)."""
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{inventory.name}-gpu.nvidia.com"},
+        "spec": {
+            "driver": constants.DRA_DRIVER,
+            "nodeName": inventory.name,
+            "pool": {"name": inventory.name, "generation": 1, "resourceSliceCount": 1},
+            "devices": [
+                {
+                    "name": f"gpu-{g.index}",
+                    "attributes": {
+                        "type": {"string": "gpu"},
+                        "uuid": {"string": g.uuid},
+                        "productName": {"string": g.name},
+                        "cudaComputeCapability": {"version": f"{g.compute_capability}.0"},
+                    },
+                    "capacity": {"memory": {"value": str(g.memory)}},
+                }
+                for g in inventory.gpus
+            ],
+        },
+    }
+
+
+def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig with nothing but a token of a ServiceAccount (no client certificate): whatever
+    its RBAC does not allow fails."""
+    import base64
+
+    import yaml
+
+    token = cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 86400},
+        },
+    )["status"]["token"]
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    ca = (
+        server.get("certificate-authority-data")
+        or base64.b64encode(Path(server["certificate-authority"]).read_bytes()).decode()
+    )
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": account,
+                "clusters": [
+                    {
+                        "name": "cluster",
+                        "cluster": {"server": server["server"], "certificate-authority-data": ca},
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": {"cluster": "cluster", "user": account}}],
+            }
+        )
+    )
+    return path

@@ -23,7 +23,7 @@ import pytest
 from gpupin import constants, reasons
 
 from helpers import A10, A100_80, L4, RTX_2060, RTX_4070, T4
-from kwok import Env, wait_for
+from kwok import Env, resource_slice, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -265,34 +265,9 @@ def test_dra_claims_name_exactly_the_planned_device(env: Env) -> None:
                 },
             },
         )
-    slice_name = f"{box.name}-gpu"
-    kube.request(
-        "POST",
-        "/apis/resource.k8s.io/v1/resourceslices",
-        {
-            "apiVersion": "resource.k8s.io/v1",
-            "kind": "ResourceSlice",
-            "metadata": {"name": slice_name},
-            "spec": {
-                "driver": constants.DRA_DRIVER,
-                "nodeName": box.name,
-                "pool": {"name": box.name, "generation": 1, "resourceSliceCount": 1},
-                "devices": [
-                    {
-                        "name": f"gpu-{g.index}",
-                        "attributes": {
-                            "type": {"string": "gpu"},
-                            "uuid": {"string": g.uuid},
-                            "productName": {"string": g.name},
-                            "cudaComputeCapability": {"version": f"{g.compute_capability}.0"},
-                        },
-                        "capacity": {"memory": {"value": str(g.memory)}},
-                    }
-                    for g in box.gpus
-                ],
-            },
-        },
-    )
+    item = resource_slice(box)
+    slice_name = item["metadata"]["name"]
+    kube.request("POST", "/apis/resource.k8s.io/v1/resourceslices", item)
     try:
         env.operator("--pinning", "dra")
         # take GPU 0 with a first deployment so the second is planned onto a GPU the scheduler

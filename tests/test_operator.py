@@ -16,7 +16,6 @@ gets it, the other waits with InsufficientGPUs and is placed when it is freed.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,7 @@ from gpupin import constants
 from gpupin.inventory import NodeInventory
 
 from helpers import A10, RTX_2060, RTX_4070
-from kwok import Env, wait_for
+from kwok import Env, token_kubeconfig, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -259,9 +258,6 @@ def test_two_deployments_racing_for_one_gpu(env: Env) -> None:
 
 def test_least_privilege_rbac_is_enough(env: Env) -> None:
     """The operator authenticated only by a ServiceAccount token bound to rbac.RULES does its job."""
-    import base64
-
-    import yaml
 
     from gpupin.controller import rbac
 
@@ -285,39 +281,7 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
         },
     )
     try:
-        token = kube.request(
-            "POST",
-            f"/api/v1/namespaces/{env.namespace}/serviceaccounts/gpupin/token",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": 3600},
-            },
-        )["status"]["token"]
-        admin = yaml.safe_load(env.cluster.kubeconfig.read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        ca = (
-            cluster.get("certificate-authority-data")
-            or base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
-        )
-        kubeconfig = env.tmp / "sa.kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "sa",
-                    "clusters": [
-                        {
-                            "name": "c",
-                            "cluster": {"server": cluster["server"], "certificate-authority-data": ca},
-                        }
-                    ],
-                    "users": [{"name": "sa", "user": {"token": token}}],
-                    "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-                }
-            )
-        )
+        kubeconfig = token_kubeconfig(env.cluster, env.namespace, "gpupin", env.tmp / "sa.kubeconfig")
         env.node("workstation", RTX_4070, RTX_2060)
         operator = env.operator(kubeconfig=kubeconfig)
         env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}])

@@ -308,18 +308,7 @@ def plan_json(
                 "outcome": result.outcome,
                 "reason": result.reason,
                 "message": result.message,
-                "placements": [
-                    {
-                        "pod": p.pod,
-                        "node": p.node,
-                        "models": list(p.models),
-                        "gpus": [
-                            {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
-                            for g in p.gpus
-                        ],
-                    }
-                    for p in result.placements
-                ],
+                "placements": [p.as_json() for p in result.placements],
             }
             for _, result in results
         ],

@@ -29,7 +29,7 @@ import bisect
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from gpupin import naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ResolvedEngine
@@ -89,6 +89,18 @@ class Placement:
     @property
     def gpu_uuids(self) -> tuple[str, ...]:
         return tuple(gpu.uuid for gpu in self.gpus)
+
+    def as_json(self) -> dict[str, Any]:
+        """The public shape: `gpupin plan -o json` placements and LLMDeployment status.placements."""
+        return {
+            "pod": self.pod,
+            "node": self.node,
+            "models": list(self.models),
+            "gpus": [
+                {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
+                for g in self.gpus
+            ],
+        }
 
 
 @dataclass(frozen=True)

@@ -89,21 +89,11 @@ def selector(deployment: LLMDeployment) -> dict[str, str]:
     return {constants.DEPLOYMENT_LABEL: naming.label_value(deployment.metadata.name)}
 
 
-def placement_annotation(plan: Plan, placement: Placement, exclusive: bool) -> str:
-    """What the pod holds, for the operator to read back: node, GPUs with reserved bytes, models."""
-    return json.dumps(
-        {
-            "node": placement.node,
-            "exclusive": exclusive,
-            "models": list(placement.models),
-            "gpus": [
-                {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
-                for g in placement.gpus
-            ],
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+def placement_annotation(placement: Placement, exclusive: bool) -> str:
+    """What the pod holds, for the operator to read back: node, GPUs with reserved bytes, models,
+    and whether it owns the GPUs (vLLM, or any pod in the dra and device-plugin modes)."""
+    body = {k: v for k, v in placement.as_json().items() if k != "pod"} | {"exclusive": exclusive}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 def render_pod(
@@ -164,7 +154,7 @@ def render_pod(
             "name": placement.pod,
             "namespace": deployment.metadata.namespace,
             "labels": labels,
-            "annotations": {constants.PLACEMENT_ANNOTATION: placement_annotation(plan, placement, exclusive)},
+            "annotations": {constants.PLACEMENT_ANNOTATION: placement_annotation(placement, exclusive)},
         },
         "spec": pod_spec,
     }

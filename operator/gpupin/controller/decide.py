@@ -328,18 +328,7 @@ def _status(
         degraded = _new_condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
 
     if placed and plan is not None:
-        placements = [
-            {
-                "pod": p.pod,
-                "node": p.node,
-                "models": list(p.models),
-                "gpus": [
-                    {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
-                    for g in p.gpus
-                ],
-            }
-            for p in plan.placements
-        ]
+        placements = [p.as_json() for p in plan.placements]
     else:
         placements = []
         for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
