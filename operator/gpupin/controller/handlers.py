@@ -135,6 +135,7 @@ async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
     if not obj or reconciler is None or not _served(obj["metadata"].get("namespace")):
         return
     key = key_of(obj)
+    log.debug("Saw LLMDeployment", namespace=key[0], name=key[1], type=kind)
     if kind == "DELETED":
         STATE.cache.deployments.remove(obj)
         return  # its pods go with it (ownerReferences); their DELETED events wake the waiting ones

@@ -1,0 +1,182 @@
+"""The reconcile's pure decision: state in (deployment, its children, inventory, plan) → writes out.
+
+Aspects: a first reconcile creates pods and Services and writes status; steady state writes
+nothing at all; a changed spec deletes the outdated pod and waits for it before creating its
+successor (both would hold the same GPU); a refusal keeps the pods that serve and says so; a
+GPU or node leaving the inventory deletes its pod (at once when the node is gone) and sets
+Degraded; conditions keep their lastTransitionTime while unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupin import constants, reasons
+from gpupin.controller.decide import Actions, decide
+from gpupin.inventory import Inventory, NodeInventory
+from gpupin.planner import Planner
+from gpupin.render import RenderConfig
+
+from helpers import A10, RTX_2060, RTX_4070, inventory, node
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _body(spec: dict[str, Any], generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": {"name": "chat", "namespace": "default", "uid": "uid-1", "generation": generation},
+        "spec": spec,
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def _decide(
+    body: dict[str, Any], cluster: Inventory, pods: list[dict[str, Any]], services: list[dict[str, Any]]
+) -> Actions:
+    from gpupin.api.v1alpha1 import LLMDeployment
+    from gpupin.controller.cache import current_pods
+
+    deployment = LLMDeployment.model_validate(
+        {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    )
+    plan = Planner(cluster).plan(deployment, current_pods(pods))
+    return decide(body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), NOW)
+
+
+def _as_created(objs: list[dict[str, Any]], ready: bool = True) -> list[dict[str, Any]]:
+    """What the API server would hand back: uid, and for pods a Ready condition (KWOK-like)."""
+    result = []
+    for i, obj in enumerate(objs):
+        created = copy.deepcopy(obj)
+        created["metadata"]["uid"] = f"uid-child-{i}"
+        if obj["kind"] == "Pod":
+            created["status"] = {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            }
+        result.append(created)
+    return result
+
+
+def _converge(
+    body: dict[str, Any], cluster: Inventory
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    first = _decide(body, cluster, [], [])
+    children = _as_created(first.create)
+    pods = [c for c in children if c["kind"] == "Pod"]
+    services = [c for c in children if c["kind"] == "Service"]
+    body = {**body, "status": first.status}
+    second = _decide(body, cluster, pods, services)
+    if second.status is not None:  # Ready flips once the pods exist
+        body = {**body, "status": second.status}
+    return body, pods, services
+
+
+def test_first_reconcile_creates_and_reports() -> None:
+    actions = _decide(
+        _body({"engine": "ollama", "models": [{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}]}),
+        inventory(node("w", RTX_4070, RTX_2060)),
+        [],
+        [],
+    )
+    assert sorted(o["kind"] for o in actions.create) == ["Pod", "Pod", "Service", "Service"]
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "uid-1" for o in actions.create)
+    assert actions.delete == [] and actions.status is not None
+    placed = next(c for c in actions.status["conditions"] if c["type"] == reasons.PLACED)
+    assert (placed["status"], placed["observedGeneration"]) == ("True", 1)
+    assert {e.reason for e in actions.events} == {"Placed", "CreatedPod"}
+
+
+def test_steady_state_writes_nothing() -> None:
+    cluster = inventory(node("w", A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    again = _decide(body, cluster, pods, services)
+    assert (again.create, again.delete, again.status, again.events) == ([], [], None, [])
+
+
+def test_changed_spec_replaces_the_pod_after_the_old_one_is_gone() -> None:
+    cluster = inventory(node("w", A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    edited = {
+        **body,
+        "spec": {"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}], "vllm": {"maxModelLen": 8192}},
+        "metadata": {**body["metadata"], "generation": 2},
+    }
+    actions = _decide(edited, cluster, pods, services)
+    assert [o["kind"] for o, _ in actions.delete] == ["Pod"]
+    assert not [o for o in actions.create if o["kind"] == "Pod"], (
+        "its successor waits: both would hold the GPU"
+    )
+    assert actions.waiting
+    terminating = [
+        {**pods[0], "metadata": {**pods[0]["metadata"], "deletionTimestamp": "2026-11-27T12:00:00Z"}}
+    ]
+    still = _decide(edited, cluster, terminating, services)
+    assert still.waiting and not [o for o in still.create if o["kind"] == "Pod"]
+    gone = _decide(edited, cluster, [], services)
+    assert [o["kind"] for o in gone.create] == ["Pod"]
+
+
+def test_refusal_keeps_the_pods_that_serve() -> None:
+    cluster = inventory(node("w", A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    bigger = {
+        **body,
+        "spec": {"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}], "replicas": 2},
+        "metadata": {**body["metadata"], "generation": 2},
+    }
+    actions = _decide(bigger, cluster, pods, services)
+    assert actions.delete == [] and actions.create == []
+    assert actions.status is not None
+    assert actions.status["reason"] == reasons.TOO_FEW_GPUS
+    assert "1 pod(s) of an earlier placement keep running" in actions.status["message"]
+    assert actions.status["placements"][0]["pod"] == pods[0]["metadata"]["name"]
+    degraded = next(c for c in actions.status["conditions"] if c["type"] == reasons.DEGRADED)
+    assert degraded["status"] == "True", "it was placed and cannot be now"
+
+
+def test_lost_gpus_delete_their_pods() -> None:
+    cluster = inventory(node("w", A10, A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    held = pods[0]["spec"]["containers"][0]["env"][0]["value"]
+    survivor = [g for g in cluster.nodes[0].gpus if g.uuid != held]
+    shrunk = inventory(NodeInventory(name="w", gpus=survivor))
+    actions = _decide(body, shrunk, pods, services)
+    assert [(o["metadata"]["name"], grace) for o, grace in actions.delete] == [
+        (pods[0]["metadata"]["name"], None)
+    ]
+    assert any(e.reason == "GPULost" for e in actions.events)
+    assert actions.status is not None
+    degraded = next(c for c in actions.status["conditions"] if c["type"] == reasons.DEGRADED)
+    assert degraded["status"] == "True" and held in degraded["message"]
+    node_gone = _decide(body, inventory(node("elsewhere", A10)), pods, services)
+    assert [grace for _, grace in node_gone.delete] == [0], "no kubelet will confirm: delete at once"
+
+
+def test_conditions_move_their_transition_time_only_when_they_flip() -> None:
+    cluster = inventory(node("w", A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    from gpupin.api.v1alpha1 import LLMDeployment
+
+    deployment = LLMDeployment.model_validate(
+        {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    )
+    same_plan = Planner(cluster).plan(deployment)
+    an_hour_later = decide(
+        body, deployment, None, same_plan, pods, services, [], cluster, RenderConfig(), NOW.replace(hour=13)
+    )
+    assert an_hour_later.status is None, "nothing flipped: nothing to write, times kept"
+    before = {c["type"]: c["lastTransitionTime"] for c in body["status"]["conditions"]}
+    later = decide(
+        body, None, "ignored", None, pods, services, [], cluster, RenderConfig(), NOW.replace(hour=13)
+    )
+    assert later.status is not None
+    after = {c["type"]: c for c in later.status["conditions"]}
+    assert after[reasons.PLACED]["lastTransitionTime"] != before[reasons.PLACED], "Placed flipped to False"
+    assert after[reasons.DEGRADED]["status"] == "True"
