@@ -186,7 +186,9 @@ class ClusterCache:
         """Every node's GPUs (rebuilt only after a node's inventory changed)."""
         if self._inventory is None:
             nodes = [n for n in self.nodes.values() if n is not None and n.gpus]
-            self._inventory = _unique_uuids(sorted(nodes, key=lambda n: n.name))
+            self._inventory, dropped = _unique_uuids(sorted(nodes, key=lambda n: n.name))
+            for name in dropped:
+                self.node_problems[name] = f"node {name}: reports a GPU UUID another node has; not placed on"
         return self._inventory
 
     # -- pods ------------------------------------------------------------------------------
@@ -261,15 +263,16 @@ def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
     return result
 
 
-def _unique_uuids(nodes: list[NodeInventory]) -> Inventory:
-    """Drop a node whose GPU UUID another node already reported (a copied fake inventory,
-    say) rather than fail to plan for the whole cluster."""
+def _unique_uuids(nodes: list[NodeInventory]) -> tuple[Inventory, list[str]]:
+    """Drop a node whose GPU UUID another node already reported (a copied fake inventory, say)
+    rather than fail to plan for the whole cluster; return the dropped node names."""
     seen: set[str] = set()
-    kept = []
+    kept, dropped = [], []
     for node in nodes:
         uuids = {gpu.uuid for gpu in node.gpus}
         if uuids & seen:
+            dropped.append(node.name)
             continue
         seen |= uuids
         kept.append(node)
-    return Inventory(nodes=kept)
+    return Inventory(nodes=kept), dropped

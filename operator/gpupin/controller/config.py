@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gpupin.planner import PINNING_MODES, PinningMode
 from gpupin.render import RenderConfig
@@ -29,7 +29,6 @@ class OperatorConfig:
     """kopf's liveness endpoint /healthz; 0 disables."""
     concurrency: int = 8
     """API writes of different deployments in flight at once (allocation itself is serial)."""
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def render(self) -> RenderConfig:

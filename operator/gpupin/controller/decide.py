@@ -191,9 +191,8 @@ def _converge(
     wanted = {(o["kind"], o["metadata"]["name"]): o for o in desired}
     terminating = {p["metadata"]["name"] for p in all_pods if is_terminating(p)}
     existing: dict[tuple[str, str], dict[str, Any]] = {}
-    for obj in [*live_pods, *services, *claim_templates]:
-        kind = obj.get("kind") or ("Pod" if obj in live_pods else "")
-        existing[(kind, obj["metadata"]["name"])] = obj
+    for obj in [*live_pods, *services, *claim_templates]:  # the cache stores every object with its kind
+        existing[(obj["kind"], obj["metadata"]["name"])] = obj
     replaced_pods = set()
     for (kind, name), obj in existing.items():
         target = wanted.get((kind, name))
