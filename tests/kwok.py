@@ -78,6 +78,8 @@ class Cluster:
     workdir: Path
     kubeconfig: Path
     kube: Kube = field(init=False)
+    operator_kubeconfig: Path | None = None
+    """A ServiceAccount token bound to exactly gpupin.controller.rbac.RULES (see least_privilege)."""
 
     def __post_init__(self) -> None:
         self.kube = Kube(_configuration(self.kubeconfig))
@@ -327,14 +329,17 @@ class Env:
         return inventory
 
     def operator(self, *args: str, kubeconfig: Path | None = None) -> Operator:
+        """`gpupin operator` on the least-privilege ServiceAccount token unless told otherwise."""
         op = Operator(
-            kubeconfig or self.cluster.kubeconfig, self.tmp / f"operator-{len(self.operators)}.log", *args
+            kubeconfig or self.cluster.operator_kubeconfig or self.cluster.kubeconfig,
+            self.tmp / f"operator-{len(self.operators)}.log",
+            *args,
         )
         self.operators.append(op.start())
         return op
 
     def proxy(self) -> FaultProxy:
-        proxy = FaultProxy(self.cluster.kubeconfig).start()
+        proxy = FaultProxy(self.cluster.operator_kubeconfig or self.cluster.kubeconfig).start()
         self.proxies.append(proxy)
         return proxy
 
@@ -375,6 +380,14 @@ class Env:
         for name in self.nodes:
             self.cluster.delete_node(name)
         self.logs = logs
+        forbidden = [
+            line
+            for op in self.operators
+            if op.log.exists()
+            for line in op.log.read_text(errors="replace").splitlines()
+            if '"status": 403' in line
+        ]
+        assert not forbidden, f"the operator's RBAC refused a request it needed: {forbidden[:3]}"
 
 
 def resource_slice(inventory: NodeInventory) -> dict[str, Any]:
@@ -444,3 +457,30 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path)
         )
     )
     return path
+
+
+def least_privilege(cluster: Cluster, namespace: str = "gpupin-test") -> Path:
+    """A ServiceAccount bound to exactly the operator's RBAC rules, and a token-only kubeconfig for it:
+    every operator in the tests runs on it, so a request the rules do not allow fails the suite."""
+    from gpupin.controller import rbac
+
+    name = "gpupin-operator-test"
+    cluster.create_namespace(namespace)
+    cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin-operator"}},
+    )
+    cluster.kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", rbac.cluster_role(name))
+    cluster.kube.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "gpupin-operator", "namespace": namespace}],
+        },
+    )
+    return token_kubeconfig(cluster, namespace, "gpupin-operator", cluster.workdir / "operator.kubeconfig")

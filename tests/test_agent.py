@@ -322,7 +322,7 @@ def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) 
     )
     namespace = f"agent-{bare_node[-6:]}"
     cluster.create_namespace(namespace)
-    operator = Operator(cluster.kubeconfig, tmp_path / "operator.log").start()
+    operator = Operator(cluster.operator_kubeconfig or cluster.kubeconfig, tmp_path / "operator.log").start()
     try:
         wait_for(
             lambda: (
@@ -451,7 +451,7 @@ def test_operator_places_on_a_node_known_only_from_resource_slices(
     cluster.create_namespace(namespace)
     item = _slice(bare_node, [(0, f"GPU-{bare_node}-0", "NVIDIA A10", "8.6.0", "23028Mi")])
     cluster.kube.request("POST", "/apis/resource.k8s.io/v1/resourceslices", item)
-    operator = Operator(cluster.kubeconfig, tmp_path / "operator.log").start()
+    operator = Operator(cluster.operator_kubeconfig or cluster.kubeconfig, tmp_path / "operator.log").start()
     try:
         cluster.apply(
             json.dumps(
