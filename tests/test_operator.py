@@ -16,6 +16,7 @@ gets it, the other waits with InsufficientGPUs and is placed when it is freed.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -344,3 +345,31 @@ def _assert_can_do_no_more_than(env: Env, user: str, rules: list[dict[str, Any]]
             "auth", "can-i", verb, resource, "--all-namespaces", "--as", user, check=False
         )
         assert answer.stdout.strip() == "no", f"{user} may {verb} {resource}"
+
+
+def test_namespaced_operator_serves_its_namespace_and_sees_node_changes(env: Env) -> None:
+    """--namespace: only that namespace's deployments are served, while Nodes (cluster-scoped) still stream in."""
+    env.operator("--namespace", env.namespace)
+    env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
+    waiting = wait_for(env.placed("chat", "False"), what="refused: no GPU known yet")
+    assert waiting["reason"] == "NoMatchingGPU"
+    env.node("late", A10)  # a node that appears after start-up, seen through the watch
+    wait_for(env.placed("chat"), timeout=20, what="placed once the node's inventory arrives")
+    other = f"{env.namespace}-other"
+    env.cluster.create_namespace(other)
+    try:
+        env.cluster.apply(
+            json.dumps(
+                {
+                    "apiVersion": constants.API_VERSION,
+                    "kind": constants.KIND,
+                    "metadata": {"name": "ignored", "namespace": other},
+                    "spec": {"models": [{"name": "Qwen/Qwen2.5-1.5B-Instruct"}]},
+                }
+            )
+        )
+        time.sleep(2)  # nothing should happen; there is no event to wait for
+        assert "status" not in env.cluster.deployment(other, "ignored"), "another namespace is not served"
+    finally:
+        env.cluster.kubectl("delete", "llmd", "--all", "-n", other, "--wait=true", check=False)
+        env.cluster.delete_namespace(other)
