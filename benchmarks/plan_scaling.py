@@ -160,6 +160,21 @@ def _cpu() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _print_row(row: dict[str, float], note: str = "") -> None:
+    cells = [
+        f"{row['nodes']:.0f}",
+        f"{row['gpus']:.0f}",
+        f"{row['deployments']:.0f}{note}",
+        f"{row['placed']:.0f}",
+        f"{row['build_ms']:.1f}",
+        f"{row['mean_ms']:.3f}",
+        f"{row['p99_ms']:.3f}",
+        f"{row['one_shot_ms']:.1f}",
+        f"{row['peak_mib']:.1f}",
+    ]
+    print(" | ".join(cells), flush=True)
+
+
 def main(argv: list[str]) -> int:
     sizes = [int(a) for a in argv] or [100, 1000, 5000]
     print(f"gpupin planner benchmark — Python {platform.python_version()} on {_cpu()}, {os.cpu_count()} CPUs")
@@ -179,42 +194,12 @@ def main(argv: list[str]) -> int:
     for size in sizes:
         row = run(size)
         rows.append(row)
-        print(
-            " | ".join(
-                [
-                    f"{row['nodes']:.0f}",
-                    f"{row['gpus']:.0f}",
-                    f"{row['deployments']:.0f}",
-                    f"{row['placed']:.0f}",
-                    f"{row['build_ms']:.1f}",
-                    f"{row['mean_ms']:.3f}",
-                    f"{row['p99_ms']:.3f}",
-                    f"{row['one_shot_ms']:.1f}",
-                    f"{row['peak_mib']:.1f}",
-                ]
-            ),
-            flush=True,
-        )
+        _print_row(row)
     # the same 1,000 nodes asked for 8× as many deployments: the cluster fills up and the
     # refusal path (which explains why, scanning the eligible GPUs) is measured too
     if not argv:
         row = run(1000, per_node=8)
-        print(
-            " | ".join(
-                [
-                    f"{row['nodes']:.0f}",
-                    f"{row['gpus']:.0f}",
-                    f"{row['deployments']:.0f} (8×)",
-                    f"{row['placed']:.0f}",
-                    f"{row['build_ms']:.1f}",
-                    f"{row['mean_ms']:.3f}",
-                    f"{row['p99_ms']:.3f}",
-                    f"{row['one_shot_ms']:.1f}",
-                    f"{row['peak_mib']:.1f}",
-                ]
-            ),
-            flush=True,
-        )
+        _print_row(row, " (8×)")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         growth = (last["mean_ms"] / first["mean_ms"]) / (last["nodes"] / first["nodes"])

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from gpupin import constants  # noqa: E402
 from gpupin.loading import load_inventory  # noqa: E402
 
-from kwok import Cluster, resource_slice, token_kubeconfig, tools_bin, wait_for  # noqa: E402
+from kwok import Cluster, resource_slice, start_cluster, token_kubeconfig, tools_bin, wait_for  # noqa: E402
 
 STATE = REPO / ".cluster"
 NAME = "gpupin"
@@ -64,35 +64,8 @@ def up() -> Cluster:
     for problem in problems:
         _say(f"skipping: {problem}")
     started = time.monotonic()
-    command = [
-        str(tools / "kwokctl"),
-        "create",
-        "cluster",
-        "--name",
-        NAME,
-        "--runtime",
-        runtime,
-        "--kubeconfig",
-        str(kubeconfig),
-        "--wait",
-        "120s",
-    ]
-    if runtime == "binary":
-        command += [
-            "--kube-apiserver-binary",
-            str(tools / "kube-apiserver"),
-            "--kube-controller-manager-binary",
-            str(tools / "kube-controller-manager"),
-            "--kube-scheduler-binary",
-            str(tools / "kube-scheduler"),
-            "--etcd-binary",
-            str(tools / "etcd"),
-            "--kwok-controller-binary",
-            str(tools / "kwok"),
-        ]
     _say(f"starting Kubernetes v1.37 ({runtime} runtime)…")
-    subprocess.run(command, env=_env(), check=True, capture_output=True)
-    cluster = Cluster(name=NAME, workdir=STATE / "kwok", kubeconfig=kubeconfig)
+    cluster = start_cluster(STATE / "kwok", NAME, kubeconfig=kubeconfig, runtime=runtime)
     _say(f"API server ready in {time.monotonic() - started:.1f} s")
 
     for node in inventory.nodes:  # the GPUs themselves are published by the agents below

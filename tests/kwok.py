@@ -192,9 +192,13 @@ def _configuration(kubeconfig: Path) -> Any:
     return load_configuration(str(kubeconfig))
 
 
-def start_cluster(workdir: Path, name: str) -> Cluster:
+def start_cluster(
+    workdir: Path, name: str, kubeconfig: Path | None = None, runtime: str = "binary"
+) -> Cluster:
+    """kwokctl create cluster: the binary runtime runs the pinned binaries as local processes;
+    ``kind`` (needs Docker) puts the control plane in a kind node instead."""
     tools = tools_bin()
-    kubeconfig = workdir / "kubeconfig"
+    kubeconfig = kubeconfig or workdir / "kubeconfig"
     # kwokctl calls kubectl from PATH: make it the pinned v1.37 one, not whatever the host has
     env = {
         **os.environ,
@@ -208,23 +212,22 @@ def start_cluster(workdir: Path, name: str) -> Cluster:
         "--name",
         name,
         "--runtime",
-        "binary",
-        "--kube-apiserver-binary",
-        str(tools / "kube-apiserver"),
-        "--kube-controller-manager-binary",
-        str(tools / "kube-controller-manager"),
-        "--kube-scheduler-binary",
-        str(tools / "kube-scheduler"),
-        "--etcd-binary",
-        str(tools / "etcd"),
-        "--kwok-controller-binary",
-        str(tools / "kwok"),
+        runtime,
         "--kubeconfig",
         str(kubeconfig),
         "--wait",
         "120s",
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=180)
+    if runtime == "binary":
+        for component, binary in (
+            ("kube-apiserver", "kube-apiserver"),
+            ("kube-controller-manager", "kube-controller-manager"),
+            ("kube-scheduler", "kube-scheduler"),
+            ("etcd", "etcd"),
+            ("kwok-controller", "kwok"),
+        ):
+            command += [f"--{component}-binary", str(tools / binary)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
     if result.returncode != 0:
         raise RuntimeError(f"kwokctl create cluster failed:\n{result.stderr[-3000:]}")
     return Cluster(name=name, workdir=workdir, kubeconfig=kubeconfig)
