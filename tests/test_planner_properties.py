@@ -178,3 +178,34 @@ def test_planning_one_by_one_equals_the_pure_function(
             for p in session.placements
             for g in p.gpus
         )
+
+
+@given(scenarios(), st.lists(st.integers(0, 7), min_size=1, max_size=20), st.data())
+def test_one_planner_following_the_cluster_equals_a_fresh_one(
+    scenario: tuple[Inventory, list[LLMDeployment], PinningMode], order: list[int], data: st.DataObject
+) -> None:
+    """release + hold keep a long-lived Planner exactly where a fresh one built from the same holds is
+    (the operator keeps one instead of rebuilding the cluster state for every reconcile)."""
+    from gpupin.planner import Hold
+
+    inventory, items, pinning = scenario
+    kept = Planner(inventory, pinning=pinning)
+    holds: dict[str, list[Hold]] = {}
+    for step in order:
+        item = items[step % len(items)]
+        if data.draw(st.integers(0, 4)) == 0:  # the deployment goes away
+            kept.release(item.key)
+            holds.pop(item.key, None)
+            continue
+        kept.release(item.key)
+        others = [h for key, hs in holds.items() if key != item.key for h in hs]
+        fresh = Planner(inventory, others, pinning).plan(item, commit=False)
+        incremental = kept.plan(item, commit=False)
+        assert incremental == fresh
+        # its pods are created (or, refused, nothing): record them as the operator's cache would
+        holds[item.key] = [
+            Hold(g.uuid, g.vram_bytes, incremental.engine == "vllm" or pinning != "visible-devices", item.key)
+            for p in incremental.placements
+            for g in p.gpus
+        ]
+        kept.hold(holds[item.key])

@@ -135,7 +135,7 @@ ProductKey = tuple[str, int, str]
 class _Slot:
     """One GPU's state during planning."""
 
-    __slots__ = ("exclusive", "free", "gpu", "holders", "key", "node", "order")
+    __slots__ = ("exclusive", "exclusive_holders", "free", "gpu", "holders", "key", "node", "order")
 
     def __init__(self, gpu: GPU, node: str, order: int) -> None:
         self.gpu = gpu
@@ -144,6 +144,7 @@ class _Slot:
         self.key: ProductKey = gpu.product_key
         self.free = gpu.memory
         self.holders: dict[str, int] = {}
+        self.exclusive_holders: set[str] = set()
         self.exclusive = False
 
     @property
@@ -202,7 +203,8 @@ class _ClusterState:
                 bisect.insort(buckets.setdefault(len(slots), []), self.node_position[node_name])
         # Keys ordered for best fit: smallest memory first.
         self.keys_by_memory: list[ProductKey] = sorted(self.free_by_key, key=lambda k: (k[1], k[0], k[2]))
-        self.undo: list[tuple[_Slot, int, dict[str, int], bool]] = []
+        self.undo: list[tuple[_Slot, int, dict[str, int], set[str]]] = []
+        self.owner_slots: dict[str, set[str]] = {}
         self.eligible_cache: dict[tuple[object, ...], list[_Slot]] = {}
 
     # -- index maintenance -------------------------------------------------------------
@@ -237,21 +239,39 @@ class _ClusterState:
 
     def reserve(self, slot: _Slot, num_bytes: int, owner: str, exclusive: bool) -> None:
         """Take memory on a slot, remembering how to undo it."""
-        self.undo.append((slot, slot.free, dict(slot.holders), slot.exclusive))
+        self.undo.append((slot, slot.free, dict(slot.holders), set(slot.exclusive_holders)))
         self._unindex(slot)
         slot.free -= num_bytes
         slot.holders[owner] = slot.holders.get(owner, 0) + num_bytes
-        slot.exclusive = slot.exclusive or exclusive or self.exclusive_mode
+        if exclusive or self.exclusive_mode:
+            slot.exclusive_holders.add(owner)
+        slot.exclusive = bool(slot.exclusive_holders)
         self._index(slot)
+        self.owner_slots.setdefault(owner, set()).add(slot.gpu.uuid)
+
+    def release(self, owner: str) -> None:
+        """Give back everything ``owner`` holds (outside a plan: not undoable)."""
+        for uuid in self.owner_slots.pop(owner, set()):
+            slot = self.slots[uuid]
+            if owner not in slot.holders:
+                continue
+            self._unindex(slot)
+            slot.free += slot.holders.pop(owner)
+            slot.exclusive_holders.discard(owner)
+            slot.exclusive = bool(slot.exclusive_holders)
+            self._index(slot)
 
     def mark(self) -> int:
         return len(self.undo)
 
     def rollback(self, mark: int) -> None:
         while len(self.undo) > mark:
-            slot, free, holders, exclusive = self.undo.pop()
+            slot, free, holders, exclusive_holders = self.undo.pop()
             self._unindex(slot)
-            slot.free, slot.holders, slot.exclusive = free, holders, exclusive
+            for owner in set(slot.holders) - set(holders):
+                self.owner_slots.get(owner, set()).discard(slot.gpu.uuid)
+            slot.free, slot.holders, slot.exclusive_holders = free, holders, exclusive_holders
+            slot.exclusive = bool(exclusive_holders)
             self._index(slot)
 
     # -- queries -------------------------------------------------------------------------
@@ -495,11 +515,22 @@ class Planner:
         self.state = _ClusterState(inventory, exclusive_mode=pinning != "visible-devices")
         self._empty: Planner | None = None
         self._is_capacity_view = False
+        self.hold(holds)
+
+    def hold(self, holds: Iterable[Hold]) -> None:
+        """Record GPU memory that pods hold (holds on GPUs the inventory lacks are ignored)."""
         for hold in holds:
             slot = self.state.slots.get(hold.uuid)
             if slot is not None:
                 self.state.reserve(slot, hold.vram_bytes, hold.owner, hold.exclusive)
         self.state.undo.clear()
+
+    def release(self, owner: str) -> None:
+        """Forget everything ``owner`` ("namespace/name") holds, before re-planning it or once it is gone.
+
+        With :meth:`hold`, this lets one Planner follow a changing cluster instead of being rebuilt
+        from the whole inventory for every plan (what the operator does)."""
+        self.state.release(owner)
 
     def _capacity_planner(self) -> Planner:
         """The same cluster with nothing held: tells 'too small' from 'taken'."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,11 +73,13 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 class Store:
-    """Objects of one kind by (namespace, name), newest resourceVersion wins."""
+    """Objects of one kind by (namespace, name), newest resourceVersion wins. ``on_change`` hears
+    of every object stored, removed or marked deleting."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.objects: dict[Key, dict[str, Any]] = {}
         self._deleted_uids: set[str] = set()
+        self._on_change = on_change or (lambda _obj: None)
 
     def upsert(self, obj: dict[str, Any]) -> bool:
         """Store an object; False when it is older than what we have or was deleted."""
@@ -89,6 +91,7 @@ class Store:
         if old is not None and old["metadata"].get("uid") == uid and _rv(old) > _rv(obj):
             return False
         self.objects[key] = obj
+        self._on_change(obj)
         return True
 
     def remove(self, obj: dict[str, Any]) -> None:
@@ -101,6 +104,7 @@ class Store:
         old = self.objects.get(key)
         if old is not None and (not uid or old["metadata"].get("uid") == uid):
             del self.objects[key]
+            self._on_change(old)
 
     def mark_deleting(self, obj: dict[str, Any]) -> None:
         """Our delete call succeeded: it is terminating until the watch says it is gone."""
@@ -111,6 +115,7 @@ class Store:
                 "metadata": {**old["metadata"], "deletionTimestamp": datetime.now(UTC).isoformat()},
             }
             self.objects[key_of(obj)] = copy
+            self._on_change(copy)
 
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.objects.get(key)
@@ -122,7 +127,9 @@ class Store:
 class ClusterCache:
     def __init__(self) -> None:
         self.deployments = Store()
-        self.pods = Store()
+        # deployments whose pods changed since the reconciler's planner last read their holds
+        self.dirty_owners: set[Key] = set()
+        self.pods = Store(on_change=self._pod_changed)
         self.services = Store()
         self.claim_templates = Store()
         self.nodes: dict[str, NodeInventory | None] = {}
@@ -201,15 +208,18 @@ class ClusterCache:
             if pod["metadata"].get("namespace") == namespace and _owner_name(pod) == name
         ]
 
-    def holds(self, exclude: Key | None = None) -> list[Hold]:
-        """GPU memory every gpupin pod but ``exclude``'s holds. Terminating pods still hold
+    def _pod_changed(self, pod: dict[str, Any]) -> None:
+        self.dirty_owners.add((pod["metadata"].get("namespace", ""), _owner_name(pod)))
+
+    def holds(self, only: Key | None = None) -> list[Hold]:
+        """GPU memory the gpupin pods (of ``only``, if given) hold. Terminating pods still hold
         theirs (the process may still be on the GPU); finished pods do not."""
         result = []
         for pod in self.pods.values():
             if is_finished(pod):
                 continue
             key = (pod["metadata"].get("namespace", ""), _owner_name(pod))
-            if key == exclude:
+            if only is not None and key != only:
                 continue
             placement = placement_of(pod)
             if placement is None:

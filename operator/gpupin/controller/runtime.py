@@ -34,6 +34,7 @@ from gpupin.controller.cache import ClusterCache, Key, current_pods
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
 from gpupin.controller.kube import ApiError, Kube
+from gpupin.inventory import Inventory
 from gpupin.loading import describe_errors
 from gpupin.planner import Plan, Planner
 
@@ -81,6 +82,8 @@ class Reconciler:
         self.tasks: set[asyncio.Task[None]] = set()
         self.semaphore = asyncio.Semaphore(config.concurrency)
         self.generation_seen: dict[Key, tuple[int, float]] = {}
+        self._planner_state: Planner | None = None
+        self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
 
     # -- triggers ----------------------------------------------------------------------
@@ -145,9 +148,10 @@ class Reconciler:
             invalid = describe_errors(exc, LLMDeployment)
         pods = self.cache.pods_of(key)
         inventory = self.cache.inventory()
+        planner = self._planner()
         if deployment is not None:
-            planner = Planner(inventory, self.cache.holds(exclude=key), self.config.pinning)
-            plan = planner.plan(deployment, current_pods(pods))
+            planner.release(f"{key[0]}/{key[1]}")  # its own pods are hints for the plan, not holds against it
+            plan = planner.plan(deployment, current_pods(pods), commit=False)
             if not plan.placed:
                 metrics.REFUSALS.labels(reason=plan.reason).inc()
         namespace, name = key
@@ -167,6 +171,7 @@ class Reconciler:
             store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "0"}})
         for obj, _ in actions.delete:
             self._store(obj).mark_deleting(obj)
+        self._resync_holds(key)  # what it holds now: its pods, the ones about to be created included
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if not (actions.create or actions.delete or actions.status or actions.events):
             self._done(key, actions)
@@ -183,6 +188,25 @@ class Reconciler:
             message=plan.message if plan else invalid,
         )
         return actions
+
+    def _planner(self) -> Planner:
+        """One Planner that follows the cluster: rebuilt only when the GPU inventory changes, and
+        otherwise told whose pods changed — no scan of every GPU for every reconcile."""
+        inventory = self.cache.inventory()
+        if self._planner_state is None or self._planner_inventory is not inventory:
+            self._planner_state = Planner(inventory, self.cache.holds(), self.config.pinning)
+            self._planner_inventory = inventory
+            self.cache.dirty_owners.clear()
+        for key in list(self.cache.dirty_owners):
+            self._resync_holds(key)
+        return self._planner_state
+
+    def _resync_holds(self, key: Key) -> None:
+        """Make the planner's view of what ``key``'s pods hold match the cache."""
+        if self._planner_state is not None:
+            self._planner_state.release(f"{key[0]}/{key[1]}")
+            self._planner_state.hold(self.cache.holds(only=key))
+        self.cache.dirty_owners.discard(key)
 
     async def _write(self, key: Key, actions: Actions) -> None:
         namespace, name = key
