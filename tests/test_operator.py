@@ -373,3 +373,48 @@ def test_namespaced_operator_serves_its_namespace_and_sees_node_changes(env: Env
     finally:
         env.cluster.kubectl("delete", "llmd", "--all", "-n", other, "--wait=true", check=False)
         env.cluster.delete_namespace(other)
+
+
+def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
+    """`kopf run -m gpupin.controller.handlers`, configured by environment variables, places and serves /metrics."""
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env.node("box", A10)
+    log = (env.tmp / "kopf-run.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            "-m",
+            "gpupin.controller.handlers",
+        ],
+        env={
+            **__import__("os").environ,
+            "KUBECONFIG": str(env.cluster.operator_kubeconfig or env.cluster.kubeconfig),
+            "GPUPIN_RUNTIME_CLASS": "",
+            "GPUPIN_METRICS_PORT": str(port),
+            "GPUPIN_HEALTH_PORT": "0",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
+        wait_for(env.placed("chat"), what="placed by `kopf run`")
+        (pod,) = wait_for(env.pods, what="its pod")
+        assert "runtimeClassName" not in pod["spec"], "GPUPIN_RUNTIME_CLASS='' was read"
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "gpupin_reconciles_total" in text
+    finally:
+        process.terminate()
+        process.wait(15)

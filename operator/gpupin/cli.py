@@ -237,7 +237,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     from gpupin import logs
     from gpupin.controller import config as operator_config
-    from gpupin.controller import handlers, metrics
+    from gpupin.controller import handlers
 
     try:
         config = operator_config.from_arguments(args)
@@ -245,7 +245,6 @@ def _operator(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     logs.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     handlers.configure(config)
-    metrics.serve(config.metrics_port)
     kopf.run(
         standalone=True,
         clusterwide=not config.namespaces,

@@ -297,6 +297,7 @@ def _status(
         )
 
     was_placed = (_condition(previous, reasons.PLACED) or {}).get("status") == "True"
+    was_degraded = (_condition(previous, reasons.DEGRADED) or {}).get("status") == "True"
     if lost:
         degraded = _new_condition(
             previous,
@@ -307,13 +308,7 @@ def _status(
             generation,
             now,
         )
-    elif not placed and (
-        was_placed
-        or (
-            _condition(previous, reasons.DEGRADED)
-            and (_condition(previous, reasons.DEGRADED) or {}).get("status") == "True"
-        )
-    ):
+    elif not placed and (was_placed or was_degraded):
         degraded = _new_condition(
             previous,
             reasons.DEGRADED,

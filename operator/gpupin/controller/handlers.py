@@ -22,6 +22,7 @@ import kopf
 import structlog
 
 from gpupin import constants
+from gpupin.controller import metrics
 from gpupin.controller.cache import ClusterCache, is_ready, is_terminating, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.kube import ApiError, Kube
@@ -69,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
     kube = Kube()
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
     await _initial_lists(kube, STATE.cache)

@@ -25,7 +25,12 @@ API_REQUESTS = Counter(
 QUEUE_DEPTH = Gauge("gpupin_queue_depth", "LLMDeployments waiting to be reconciled")
 
 
+_serving: set[int] = set()
+
+
 def serve(port: int) -> None:
-    """Start the /metrics endpoint in a background thread (0: disabled)."""
-    if port:
+    """Start the /metrics endpoint in a background thread (0: disabled). Idempotent: kopf retries
+    a failed start-up, and the second start must not fail on a port already bound by the first."""
+    if port and port not in _serving:
         start_http_server(port)
+        _serving.add(port)

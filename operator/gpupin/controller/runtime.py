@@ -11,8 +11,8 @@ restart nothing is lost: pods carry their placement as an annotation and are lis
 the watches before the first reconcile, and pod names are derived from the GPUs they
 hold, so a pod that exists is found, never made twice.
 
-Several operator processes would each be a single writer: run one replica (the chart
-does), or run several with kopf peering so that only one is active.
+Several operator processes would each be a single writer and could give one GPU twice:
+run exactly one (the chart refuses more; `gpupin operator` runs kopf standalone).
 """
 
 from __future__ import annotations
@@ -223,21 +223,19 @@ class Reconciler:
                 await asyncio.gather(*writes)
             for event in actions.events:  # news for people: off the critical path
                 self._spawn(asyncio.to_thread(self._post_event, body, event))
-        except ApiError as exc:
+        except Exception as exc:  # whatever failed, drop the reservations and try again later
             self._forget(actions)
             delay = self.queue.backoff(key)
-            level = logger.info if exc.status in (404, 409) else logger.warning
-            level("Write failed, will retry", status=exc.status, reason=exc.reason, retry_in=round(delay, 2))
-            metrics.RECONCILES.labels(result="retry").inc()
+            if isinstance(exc, ApiError):
+                level = logger.info if exc.status in (404, 409) else logger.warning
+                level(
+                    "Write failed, will retry", status=exc.status, reason=exc.reason, retry_in=round(delay, 2)
+                )
+            else:
+                logger.exception("Write failed unexpectedly, will retry", retry_in=round(delay, 2))
+            metrics.RECONCILES.labels(result="retry" if isinstance(exc, ApiError) else "error").inc()
             self.busy.discard(key)
             self.queue.add_after(key, delay)
-            return
-        except Exception:
-            self._forget(actions)
-            logger.exception("Write failed unexpectedly, will retry")
-            metrics.RECONCILES.labels(result="error").inc()
-            self.busy.discard(key)
-            self.queue.add_after(key, self.queue.backoff(key))
             return
         metrics.RECONCILES.labels(result="applied").inc()
         self._done(key, actions)
