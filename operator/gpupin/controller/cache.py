@@ -129,6 +129,7 @@ class ClusterCache:
         self.deployments = Store()
         # deployments whose pods changed since the reconciler's planner last read their holds
         self.dirty_owners: set[Key] = set()
+        self._by_owner: dict[Key, set[Key]] = {}
         self.pods = Store(on_change=self._pod_changed)
         self.services = Store()
         self.claim_templates = Store()
@@ -201,26 +202,26 @@ class ClusterCache:
     # -- pods ------------------------------------------------------------------------------
 
     def pods_of(self, key: Key) -> list[dict[str, Any]]:
-        namespace, name = key
-        return [
-            pod
-            for pod in self.pods.values()
-            if pod["metadata"].get("namespace") == namespace and _owner_name(pod) == name
-        ]
+        """A deployment's pods, from an index by owner (a reconcile does not scan every pod)."""
+        return [pod for pod_key in self._by_owner.get(key, ()) if (pod := self.pods.get(pod_key)) is not None]
 
     def _pod_changed(self, pod: dict[str, Any]) -> None:
-        self.dirty_owners.add((pod["metadata"].get("namespace", ""), _owner_name(pod)))
+        owner = (pod["metadata"].get("namespace", ""), _owner_name(pod))
+        pod_key = key_of(pod)
+        if self.pods.get(pod_key) is None:
+            self._by_owner.get(owner, set()).discard(pod_key)
+        else:
+            self._by_owner.setdefault(owner, set()).add(pod_key)
+        self.dirty_owners.add(owner)
 
     def holds(self, only: Key | None = None) -> list[Hold]:
         """GPU memory the gpupin pods (of ``only``, if given) hold. Terminating pods still hold
         theirs (the process may still be on the GPU); finished pods do not."""
         result = []
-        for pod in self.pods.values():
+        for pod in self.pods_of(only) if only is not None else self.pods.values():
             if is_finished(pod):
                 continue
             key = (pod["metadata"].get("namespace", ""), _owner_name(pod))
-            if only is not None and key != only:
-                continue
             placement = placement_of(pod)
             if placement is None:
                 continue
