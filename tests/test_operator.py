@@ -415,6 +415,9 @@ def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
         assert "runtimeClassName" not in pod["spec"], "GPUPIN_RUNTIME_CLASS='' was read"
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         assert "gpupin_reconciles_total" in text
+        assert f'gpupin_gpus_allocated{{node="{env.nodes[0]}"}} 1.0' in text, (
+            "counted from the cache at scrape time"
+        )
     finally:
         process.terminate()
         process.wait(15)

@@ -70,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    metrics.watch_allocations(STATE.cache.gpus_per_node)
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
     kube = Kube()
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 RECONCILES = Counter("gpupin_reconciles_total", "Reconciles of LLMDeployments, by result", ["result"])
 REFUSALS = Counter("gpupin_refusals_total", "Plans refused, by reason", ["reason"])
@@ -16,7 +19,6 @@ SPEC_TO_PODS_SECONDS = Histogram(
     "From the operator seeing a new spec generation to all its pods created",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-GPUS_ALLOCATED = Gauge("gpupin_gpus_allocated", "GPUs held by gpupin pods, by node", ["node"])
 API_REQUESTS = Counter(
     "gpupin_api_requests_total",
     "Requests the operator sent (writes), by verb and resource",
@@ -25,6 +27,30 @@ API_REQUESTS = Counter(
 QUEUE_DEPTH = Gauge("gpupin_queue_depth", "LLMDeployments waiting to be reconciled")
 
 
+class GPUsAllocated:
+    """gpupin_gpus_allocated{node}, counted from the operator's cache when Prometheus scrapes — not
+    recomputed after every write (and a node that loses its last pod drops to 0 rather than lingering)."""
+
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "gpupin_gpus_allocated", "GPUs held by gpupin pods, by node", labels=["node"]
+        )
+        for node, gpus in sorted(self.count().items()):
+            family.add_metric([node], gpus)
+        yield family
+
+
+def watch_allocations(count: Callable[[], dict[str, int]]) -> None:
+    """Register the scrape-time GPU gauge (once per process)."""
+    if not _registered:
+        REGISTRY.register(GPUsAllocated(count))
+        _registered.append(True)
+
+
+_registered: list[bool] = []
 _serving: set[int] = set()
 
 

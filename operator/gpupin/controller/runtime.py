@@ -243,8 +243,6 @@ class Reconciler:
         if key in self.dirty:
             self.dirty.discard(key)
             self.queue.add(key)
-        for node, count in self.cache.gpus_per_node().items():
-            metrics.GPUS_ALLOCATED.labels(node=node).set(count)
 
     async def _delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
         await asyncio.to_thread(self.kube.delete, obj, grace)
