@@ -12,7 +12,7 @@ from gpupin.planner import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-SHARED = REPO.parent / "shared"
+FIXTURES = REPO / "tests" / "fixtures"
 
 _uuids = itertools.count()
 

@@ -1,6 +1,6 @@
 """The node agent: reading GPUs through NVML, publishing them on the Node, fake mode, DRA slices.
 
-Aspects: NVML read from a real H100 capture (shared/fixtures/nvml) comes out exactly as
+Aspects: NVML read from a real H100 capture (tests/fixtures/nvml, copied from a real host) comes out exactly as
 captured; a stand-in NVML built from inventory data round-trips; every NVML error path
 says why and publishes nothing misleading; the Node patch is computed only from what
 differs (no writes in steady state) — checked against a real API server by counting
@@ -28,10 +28,10 @@ from gpupin.agent.publish import ERROR_ANNOTATION, Agent, metadata_patch
 from gpupin.inventory import NodeInventory, inventory_from_resource_slices
 
 from faultproxy import FaultProxy
-from helpers import A10, EXAMPLES, RTX_2060, RTX_4070, SHARED, node
+from helpers import A10, EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node
 from kwok import Cluster, Operator, wait_for
 
-CAPTURE = SHARED / "fixtures" / "nvml" / "h100-80gb-hbm3.json"
+CAPTURE = FIXTURES / "nvml" / "h100-80gb-hbm3.json"
 
 
 class StandInNVML:
