@@ -31,7 +31,7 @@ kind load docker-image "$image" --name "$cluster"
 values=$(mktemp)
 cat > "$values" <<VALUES
 image: {repository: gpupin, tag: e2e, pullPolicy: Never}
-operator: {runtimeClassName: ""}
+operator: {runtimeClassName: "", requireGPU: false}
 agent:
   fakeInventory:
     enabled: true

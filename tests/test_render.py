@@ -145,10 +145,34 @@ def test_ollama_pod_keeps_the_planned_memory_true() -> None:
     preload = container["lifecycle"]["postStart"]["exec"]["command"][-1]
     assert "qwen2.5:14b" in preload and "nomic-embed-text:latest" in preload
     ready = container["readinessProbe"]["exec"]["command"][-1]
-    assert "ollama ps" in ready and "nomic-embed-text:latest" in ready
+    assert "/api/ps" in ready and "nomic-embed-text:latest" in ready
+    assert "OLLAMA_FLASH_ATTENTION" not in env, "unset: Ollama enables flash attention per model"
     (pull,) = pod["spec"]["initContainers"]
-    assert _env(pull)["NVIDIA_VISIBLE_DEVICES"] == "void", "pulling models needs no GPU"
     assert "ollama pull" in pull["command"][-1]
+    # What these programs do is checked on the real Ollama server in test_ollama_pods.py.
+
+
+@pytest.mark.parametrize("pinning", PINNING_MODES)
+def test_model_pull_never_sees_a_gpu(pinning: PinningMode) -> None:
+    """The ollama image sets NVIDIA_VISIBLE_DEVICES=all: the init container overrides it in every mode."""
+    for pod in _of(_render(SEED_OLLAMA, inventory(node("n", A10, A10, A10)), pinning=pinning), "Pod"):
+        (pull,) = pod["spec"]["initContainers"]
+        assert _env(pull)["NVIDIA_VISIBLE_DEVICES"] == "void", "pulling models needs no GPU"
+
+
+@pytest.mark.parametrize("pinning", PINNING_MODES)
+def test_vllm_never_gets_a_gpu_uuid_in_cuda_visible_devices(pinning: PinningMode) -> None:
+    """vLLM before 0.33 int()s every CUDA_VISIBLE_DEVICES entry (vllm-project/vllm#20939); inside a
+    container limited by NVIDIA_VISIBLE_DEVICES the planned GPUs are 0..n-1."""
+    (pod,) = _of(_render(TP2, inventory(node("n", A10, A10, A10)), pinning=pinning), "Pod")
+    env = _env(pod["spec"]["containers"][0])
+    if pinning == "visible-devices":
+        assert env["NVIDIA_VISIBLE_DEVICES"] == "GPU-n-0,GPU-n-1"
+        assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    else:
+        assert "CUDA_VISIBLE_DEVICES" not in env
+    container = pod["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health", "/v1/* answers 401 with an API key"
 
 
 def test_ollama_service_per_model_selects_only_its_pods() -> None:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from gpupin import constants, naming
+from gpupin import constants, naming, ollama_hooks
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.planner import PinningMode, Placement, Plan
 from gpupin.quantity import format_quantity, parse_bytes
@@ -44,8 +43,11 @@ class RenderConfig:
     pinning: PinningMode = "visible-devices"
     runtime_class_name: str | None = "nvidia"
     """RuntimeClass of the NVIDIA container runtime (visible-devices mode); empty for none."""
-    ollama_image: str = "ollama/ollama:0.12.6"
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    ollama_image: str = "ollama/ollama:0.17.4"
+    vllm_image: str = "vllm/vllm-openai:v0.33.0"
+    require_gpu: bool = True
+    """An Ollama pod is Ready only when its models are wholly in GPU memory. False for clusters
+    without GPUs (kind, demos), where Ollama serves from the CPU."""
 
 
 def render(deployment: LLMDeployment, plan: Plan, config: RenderConfig) -> list[dict[str, Any]]:
@@ -112,7 +114,7 @@ def render_pod(
         container = _vllm_container(spec, placement, config)
     else:
         container = _ollama_container(spec, placement, config)
-    container["env"] = [*_pinning_env(placement, config), *container["env"], *_user_env(spec)]
+    container["env"] = [*_pinning_env(placement, config, engine), *container["env"], *_user_env(spec)]
     resources = _resources(spec)
     if config.pinning == "device-plugin":
         resources.setdefault("limits", {})[constants.GPU_RESOURCE] = str(len(placement.gpus))
@@ -160,16 +162,21 @@ def render_pod(
     }
 
 
-def _pinning_env(placement: Placement, config: RenderConfig) -> list[dict[str, str]]:
+def _pinning_env(placement: Placement, config: RenderConfig, engine: str) -> list[dict[str, str]]:
+    """``NVIDIA_VISIBLE_DEVICES`` makes the container runtime expose exactly the planned GPUs, which
+    the container then sees as 0..n-1. ``CUDA_VISIBLE_DEVICES`` repeats the choice for CUDA: by UUID
+    for Ollama (CUDA and Ollama accept UUIDs), but as 0..n-1 for vLLM, which before 0.33 converts
+    each entry with ``int()`` and crashes on a ``GPU-…`` UUID (vllm-project/vllm#20939)."""
     env = [{"name": "CUDA_DEVICE_ORDER", "value": "PCI_BUS_ID"}]
     if config.pinning != "visible-devices":
         return env  # the DRA driver or the device plugin tells the container runtime which GPUs
+    renumbered = ",".join(str(i) for i in range(len(placement.gpus)))
     if all(g.uuid.startswith(("GPU-", "MIG-")) for g in placement.gpus):
         visible = ",".join(placement.gpu_uuids)
-        cuda = visible
+        cuda = visible if engine == "ollama" else renumbered
     else:  # GPUs known from GFD labels have no UUID: host indices, renumbered from 0 inside
         visible = ",".join(str(g.index) for g in placement.gpus)
-        cuda = ",".join(str(i) for i in range(len(placement.gpus)))
+        cuda = renumbered
     return [
         {"name": "NVIDIA_VISIBLE_DEVICES", "value": visible},
         {"name": "CUDA_VISIBLE_DEVICES", "value": cuda},
@@ -230,37 +237,33 @@ _SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]
 
 def _ollama_container(spec: LLMDeploymentSpec, placement: Placement, config: RenderConfig) -> dict[str, Any]:
     options = spec.ollama_options
-    models = [
-        m if ":" in m.rsplit("/", 1)[-1] else f"{m}:latest" for m in placement.models
-    ]  # as `ollama ps` names them
-    quoted = " ".join(shlex.quote(m) for m in models)
-    # Preload the planned models and keep them resident, so the memory budget the planner
-    # made is the memory Ollama holds (`ollama run MODEL ""` loads without generating).
-    preload = (
-        "until ollama list >/dev/null 2>&1; do sleep 1; done; "
-        f"for m in {quoted}; do ollama run --keepalive {shlex.quote(options.keep_alive)} \"$m\" '' >/dev/null; done"
-    )
-    # Ready once every planned model is loaded (ollama ps lists it).
-    ready = (
-        "loaded=$(ollama ps 2>/dev/null | awk 'NR>1{print $1}') || exit 1; "
-        f'for m in {quoted}; do printf \'%s\\n\' "$loaded" | grep -qxF "$m" || exit 1; done'
-    )
+    models = ollama_hooks.ollama_names(placement.models)
+    env = [
+        {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
+        {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
+        {"name": "OLLAMA_KEEP_ALIVE", "value": options.keep_alive},
+        {"name": "OLLAMA_CONTEXT_LENGTH", "value": str(options.context_length)},
+        {"name": "OLLAMA_NUM_PARALLEL", "value": str(options.num_parallel)},
+        {"name": "OLLAMA_MAX_LOADED_MODELS", "value": str(len(models))},
+    ]
+    if options.flash_attention is not None:  # unset: Ollama decides per model (on for gemma3, qwen3, …)
+        env.append({"name": "OLLAMA_FLASH_ATTENTION", "value": "1" if options.flash_attention else "0"})
+    env.append({"name": "OLLAMA_KV_CACHE_TYPE", "value": options.kv_cache_type})
     return {
         "name": "ollama",
         "image": spec.image or config.ollama_image,
         "args": ["serve"],
         "ports": [{"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}],
-        "env": [
-            {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
-            {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
-            {"name": "OLLAMA_KEEP_ALIVE", "value": options.keep_alive},
-            {"name": "OLLAMA_CONTEXT_LENGTH", "value": str(options.context_length)},
-            {"name": "OLLAMA_NUM_PARALLEL", "value": str(options.num_parallel)},
-            {"name": "OLLAMA_MAX_LOADED_MODELS", "value": str(len(models))},
-            {"name": "OLLAMA_FLASH_ATTENTION", "value": "1" if options.flash_attention else "0"},
-            {"name": "OLLAMA_KV_CACHE_TYPE", "value": options.kv_cache_type},
-        ],
-        "lifecycle": {"postStart": {"exec": {"command": ["/bin/sh", "-c", preload]}}},
+        "env": env,
+        # Load every planned model without generating and keep it resident, so the memory the
+        # planner budgeted is the memory Ollama holds. The hook returns at once and never fails.
+        "lifecycle": {
+            "postStart": {
+                "exec": {
+                    "command": ["/bin/bash", "-c", ollama_hooks.preload_script(placement.models, OLLAMA_PORT)]
+                }
+            }
+        },
         "startupProbe": {
             "httpGet": {"path": "/", "port": "http"},
             "periodSeconds": 5,
@@ -271,11 +274,19 @@ def _ollama_container(spec: LLMDeploymentSpec, placement: Placement, config: Ren
             "periodSeconds": 20,
             "failureThreshold": 3,
         },
+        # Ready once every planned model is loaded, and wholly on the GPU unless CPU is allowed.
         "readinessProbe": {
-            "exec": {"command": ["/bin/sh", "-c", ready]},
+            "exec": {
+                "command": [
+                    "/bin/bash",
+                    "-c",
+                    ollama_hooks.readiness_script(placement.models, OLLAMA_PORT, config.require_gpu),
+                ]
+            },
             "periodSeconds": 10,
             "timeoutSeconds": 5,
         },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
         "securityContext": _SECURITY,
     }
@@ -284,24 +295,20 @@ def _ollama_container(spec: LLMDeploymentSpec, placement: Placement, config: Ren
 def _ollama_pull_container(
     spec: LLMDeploymentSpec, placement: Placement, config: RenderConfig
 ) -> dict[str, Any]:
-    """Pull the models into the cache before the server starts, without touching a GPU."""
-    quoted = " ".join(shlex.quote(m) for m in placement.models)
-    script = (
-        "ollama serve >/tmp/pull-server.log 2>&1 & "
-        "until ollama list >/dev/null 2>&1; do sleep 1; done; "
-        f'for m in {quoted}; do echo "pulling $m"; ollama pull "$m" || exit 1; done'
-    )
+    """Pull the models into the cache before the server starts, without touching a GPU: the image
+    sets NVIDIA_VISIBLE_DEVICES=all, which ``void`` overrides in every pinning mode."""
     env = [
         {"name": "OLLAMA_HOST", "value": f"127.0.0.1:{OLLAMA_PORT}"},
         {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
+        {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
     ]
-    if config.pinning == "visible-devices":
-        env.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     return {
         "name": "pull-models",
         "image": spec.image or config.ollama_image,
-        "command": ["/bin/sh", "-c", script],
+        "command": ["/bin/bash", "-c", ollama_hooks.pull_script(placement.models, OLLAMA_PORT)],
         "env": [*env, *_user_env(spec)],
+        # The last lines of the log (which model, Ollama's error) become the termination message.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
         "securityContext": _SECURITY,
     }
@@ -351,7 +358,10 @@ def _vllm_container(spec: LLMDeploymentSpec, placement: Placement, config: Rende
             "periodSeconds": 20,
             "failureThreshold": 3,
         },
-        "readinessProbe": {"httpGet": {"path": "/v1/models", "port": "http"}, "periodSeconds": 10},
+        # /health, not /v1/models: with VLLM_API_KEY or --api-key every /v1 path answers 401, while
+        # /health answers 200 once the engine is up (the server listens only after loading the model).
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
         "securityContext": _SECURITY,
     }

@@ -95,8 +95,9 @@ class OllamaOptions(ApiModel):
     """OLLAMA_CONTEXT_LENGTH: tokens of context per request; sizes the KV cache gpupin budgets."""
     num_parallel: int = Field(default=1, ge=1, le=64)
     """OLLAMA_NUM_PARALLEL: requests served at once per model; multiplies the KV cache."""
-    flash_attention: bool = False
-    """OLLAMA_FLASH_ATTENTION."""
+    flash_attention: bool | None = None
+    """OLLAMA_FLASH_ATTENTION. Unset: Ollama decides per model (on by default for gemma3, qwen3,
+    qwen3moe and gpt-oss); false forces it off, true on."""
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
     """OLLAMA_KV_CACHE_TYPE; q8_0 and q4_0 halve and quarter the KV cache (they need flashAttention)."""
 
@@ -338,9 +339,9 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         scope="ollama",
         field="spec.ollama.kvCacheType",
-        cel="self.kvCacheType == 'f16' || self.flashAttention",
+        cel="self.kvCacheType == 'f16' || (has(self.flashAttention) && self.flashAttention)",
         message="a quantized KV cache (q8_0, q4_0) needs flashAttention: true",
-        check=lambda o: o.kv_cache_type == "f16" or o.flash_attention,
+        check=lambda o: o.kv_cache_type == "f16" or o.flash_attention is True,
     ),
     SpecRule(
         scope="storage",

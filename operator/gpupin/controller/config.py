@@ -19,6 +19,8 @@ class OperatorConfig:
     runtime_class_name: str | None = _DEFAULTS.runtime_class_name
     ollama_image: str = _DEFAULTS.ollama_image
     vllm_image: str = _DEFAULTS.vllm_image
+    require_gpu: bool = _DEFAULTS.require_gpu
+    """Ollama pods are Ready only when their models are wholly in GPU memory; False accepts CPU."""
     namespaces: tuple[str, ...] = ()
     """Namespaces whose LLMDeployments are served; empty: all (cluster-wide)."""
     resync_seconds: float = 600.0
@@ -37,6 +39,7 @@ class OperatorConfig:
             runtime_class_name=self.runtime_class_name,
             ollama_image=self.ollama_image,
             vllm_image=self.vllm_image,
+            require_gpu=self.require_gpu,
         )
 
 
@@ -45,6 +48,7 @@ ENV = {
     "runtime_class_name": "GPUPIN_RUNTIME_CLASS",
     "ollama_image": "GPUPIN_OLLAMA_IMAGE",
     "vllm_image": "GPUPIN_VLLM_IMAGE",
+    "require_gpu": "GPUPIN_REQUIRE_GPU",
     "namespaces": "GPUPIN_NAMESPACES",
     "resync_seconds": "GPUPIN_RESYNC_SECONDS",
     "metrics_port": "GPUPIN_METRICS_PORT",
@@ -77,6 +81,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--vllm-image",
         default=env.get(ENV["vllm_image"], _DEFAULTS.vllm_image),
         help=f"default vLLM image (env {ENV['vllm_image']}; default %(default)s)",
+    )
+    parser.add_argument(
+        "--require-gpu",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool(env, ENV["require_gpu"], _DEFAULTS.require_gpu),
+        help="an Ollama pod is Ready only when its models are wholly in GPU memory; --no-require-gpu "
+        f"accepts models served from the CPU, for clusters without GPUs (env {ENV['require_gpu']}=false; "
+        "default true)",
     )
     parser.add_argument(
         "--namespace",
@@ -112,6 +124,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _env_bool(env: os._Environ[str] | dict[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={value!r}: expected true or false")
+
+
 def from_arguments(args: argparse.Namespace) -> OperatorConfig:
     if args.resync_seconds <= 0:
         raise ValueError("--resync-seconds must be positive")
@@ -122,6 +145,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         runtime_class_name=args.runtime_class or None,
         ollama_image=args.ollama_image,
         vllm_image=args.vllm_image,
+        require_gpu=args.require_gpu,
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port,
