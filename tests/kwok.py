@@ -134,13 +134,17 @@ class Cluster:
 
     # -- fake GPU nodes ------------------------------------------------------------------------
 
-    def add_node(self, inventory: NodeInventory, gpu_capacity: bool = False, annotate: bool = True) -> None:
+    def add_node(
+        self, inventory: NodeInventory, gpu_capacity: bool = False, annotate: bool = True, kwok: bool = True
+    ) -> None:
         """A KWOK node; with ``annotate``, carrying the gpupin inventory annotation as the agent writes it
-        (without, the real agent is expected to publish it)."""
+        (without, the real agent is expected to publish it). ``kwok=False``: a Ready node that no
+        kubelet and no KWOK serve — its pods are scheduled and then left for the test to play the
+        kubelet (write their status)."""
         capacity: dict[str, str] = {"cpu": "64", "memory": "512Gi", "pods": "110"}
         if gpu_capacity:
             capacity[constants.GPU_RESOURCE] = str(len(inventory.gpus))
-        annotations = {"kwok.x-k8s.io/node": "fake"}
+        annotations = {"kwok.x-k8s.io/node": "fake"} if kwok else {}
         if annotate:
             annotations[constants.INVENTORY_ANNOTATION] = inventory.to_annotation()
         self.kube.request(
@@ -154,7 +158,11 @@ class Cluster:
                     "annotations": annotations,
                     "labels": {"kubernetes.io/hostname": inventory.name, "type": "kwok"},
                 },
-                "status": {"capacity": capacity, "allocatable": capacity},
+                "status": {
+                    "capacity": capacity,
+                    "allocatable": capacity,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                },
             },
         )
 
@@ -325,9 +333,9 @@ class Env:
         self.proxies: list[FaultProxy] = []
         cluster.create_namespace(self.namespace)
 
-    def node(self, name: str, *products: tuple[str, str, str]) -> NodeInventory:
+    def node(self, name: str, *products: tuple[str, str, str], kwok: bool = True) -> NodeInventory:
         inventory = node(f"{name}-{self.suffix}", *products)
-        self.cluster.add_node(inventory)
+        self.cluster.add_node(inventory, kwok=kwok)
         self.nodes.append(inventory.name)
         return inventory
 

@@ -421,3 +421,103 @@ def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
     finally:
         process.terminate()
         process.wait(15)
+
+
+def _kubelet_status(env: Env, pod: dict[str, Any], container_state: dict[str, Any]) -> None:
+    """Write a pod's status as the kubelet would (the node has no kubelet: the test plays it)."""
+    (container,) = pod["spec"]["containers"]
+    ready = False
+    env.cluster.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{env.namespace}/pods/{pod['metadata']['name']}/status",
+        {
+            "status": {
+                "phase": "Running" if "running" in container_state else "Pending",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": str(ready)},
+                ],
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container["image"],
+                        "imageID": "",
+                        "ready": ready,
+                        "restartCount": 0,
+                        "state": container_state,
+                    }
+                ],
+            }
+        },
+        content_type="application/merge-patch+json",
+    )
+
+
+def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
+    """A readiness probe failure (the kubelet's Unhealthy Event, read by pod uid) and a failed image
+    pull (the pod's status) become the Ready reason, a message naming the pod and the cause, and a
+    Warning Event. The node runs no kubelet and no KWOK: the test writes what the kubelet would."""
+    env.node("gpu", A10, kwok=False)
+    env.operator()
+    env.apply("chat", engine="ollama", models=[{"name": "llama3.1:8b"}])
+    wait_for(env.placed("chat"), what="Placed=True")
+    pod = wait_for(
+        lambda: next((p for p in env.pods() if p["spec"].get("nodeName")), None), what="the pod scheduled"
+    )
+    name = pod["metadata"]["name"]
+    gib = 1024**3
+    env.cluster.kube.request(
+        "POST",
+        f"/api/v1/namespaces/{env.namespace}/events",
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": env.namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": name,
+                "namespace": env.namespace,
+                "uid": pod["metadata"]["uid"],
+            },
+            "reason": "Unhealthy",
+            "type": "Warning",
+            "message": "Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: "
+            f"{2 * gib} of {6 * gib} bytes in GPU memory;\n",
+            "source": {"component": "kubelet"},
+        },
+    )
+    _kubelet_status(env, pod, {"running": {"startedAt": "2026-11-30T00:00:00Z"}})
+
+    def ready_reason(reason: str) -> Any:
+        condition = env.cluster.condition(env.namespace, "chat", "Ready")
+        return condition if condition and condition["reason"] == reason else None
+
+    on_cpu = wait_for(lambda: ready_reason("ModelOnCPU"), what="Ready reason ModelOnCPU", timeout=60)
+    assert on_cpu["status"] == "False"
+    assert on_cpu["message"].startswith(
+        f"0/1 pods ready; pod {name}: llama3.1:8b runs partly on the CPU: "
+        "Ollama holds 2.0 GiB of 6.0 GiB in GPU memory; gpupin estimated "
+    )
+    warning = wait_for(
+        lambda: next(
+            (e for e in env.cluster.events(env.namespace, "chat") if e["reason"] == "ModelOnCPU"), None
+        ),
+        what="a ModelOnCPU Event",
+    )
+    assert warning["type"] == "Warning" and name in warning["message"]
+
+    _kubelet_status(
+        env,
+        pod,
+        {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": 'Back-off pulling image "ollama/ollama:0.17.4"',
+            }
+        },
+    )
+    pulled = wait_for(
+        lambda: ready_reason("ImagePullFailed"), what="Ready reason ImagePullFailed", timeout=60
+    )
+    assert f"pod {name}: cannot pull image ollama/ollama:0.17.4: Back-off pulling image" in pulled["message"]

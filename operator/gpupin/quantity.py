@@ -96,6 +96,15 @@ def format_gib(num_bytes: int | float) -> str:
     return f"{num_bytes / GiB:.1f} GiB"
 
 
+def format_memory(num_bytes: int | float) -> str:
+    """Bytes for people at any size: ``12.0 GiB``, ``595 MiB``, ``0 B``."""
+    if num_bytes >= GiB:
+        return format_gib(num_bytes)
+    if num_bytes >= MiB:
+        return f"{num_bytes / MiB:.0f} MiB"
+    return f"{num_bytes / 1024:.0f} KiB" if num_bytes >= 1024 else f"{num_bytes:.0f} B"
+
+
 def format_gb(num_bytes: int | float) -> str:
     """Bytes in decimal gigabytes, the unit model download pages use (``9.0 GB``)."""
     return f"{num_bytes / 1e9:.1f} GB"

@@ -28,6 +28,22 @@ INSUFFICIENT_VRAM: Final = "InsufficientVRAM"
 INSUFFICIENT_GPUS: Final = "InsufficientGPUs"
 PINNING_UNSUPPORTED: Final = "PinningUnsupported"
 
+# Ready=True / False: how the deployment's pods are doing. The first two are the plain
+# states; the others name what went wrong in a pod (the message names the pod and the cause).
+PODS_READY: Final = "PodsReady"
+PODS_NOT_READY: Final = "PodsNotReady"
+NOT_PLACED: Final = "NotPlaced"
+IMAGE_PULL_FAILED: Final = "ImagePullFailed"
+MODEL_PULL_FAILED: Final = "ModelPullFailed"
+SERVER_CRASHED: Final = "ServerCrashed"
+UNSCHEDULABLE: Final = "Unschedulable"
+MODEL_ON_CPU: Final = "ModelOnCPU"
+"""Ollama put part of a model in system memory: it serves, slowly, and gpupin's estimate was low."""
+MODEL_NOT_LOADED: Final = "ModelNotLoaded"
+POD_PROBLEMS: Final = frozenset(
+    {IMAGE_PULL_FAILED, MODEL_PULL_FAILED, SERVER_CRASHED, UNSCHEDULABLE, MODEL_ON_CPU, MODEL_NOT_LOADED}
+)
+
 REFUSALS: Final = frozenset(
     {
         INVALID_SPEC,

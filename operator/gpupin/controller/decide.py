@@ -15,6 +15,7 @@ delete, the status to write and the Events to post; the runtime applies them. Th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,13 +23,15 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.cache import is_finished, is_ready, is_terminating, placement_of
+from gpupin.controller.diagnose import PodProblem, diagnose
 from gpupin.inventory import Inventory, short_name
 from gpupin.planner import Plan
 from gpupin.render import RenderConfig, render, selector
+from gpupin.sizing import SizingError, estimate
 
-READY_OK = "PodsReady"
-READY_WAITING = "PodsNotReady"
-READY_NOT_PLACED = "NotPlaced"
+READY_OK = reasons.PODS_READY
+READY_WAITING = reasons.PODS_NOT_READY
+READY_NOT_PLACED = reasons.NOT_PLACED
 DEGRADED_NO = "AsExpected"
 DEGRADED_LOST = "PlacementLost"
 DEGRADED_GPU_GONE = "GPULost"
@@ -104,8 +107,11 @@ def decide(
     inventory: Inventory,
     render_config: RenderConfig,
     now: datetime | None = None,
+    probe_output: Mapping[str, str] | None = None,
 ) -> Actions:
-    """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse."""
+    """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
+    ``probe_output`` maps a pod's name to its latest failed readiness probe's message (the kubelet's
+    Unhealthy Event), which says why a running pod is not Ready."""
     now = now or datetime.now(UTC)
     actions = Actions()
     node_names = {n.name for n in inventory.nodes}
@@ -163,7 +169,8 @@ def decide(
         actions.pods_complete = all(
             name in existing and _hash(existing[name]) == _hash(obj) for name, obj in desired_pods.items()
         )
-    actions.status = _status(body, deployment, invalid, plan, live, desired, lost, now)
+    problem = _worst_problem(deployment, live, probe_output or {})
+    actions.status = _status(body, deployment, invalid, plan, live, desired, lost, now, problem)
     previous = body.get("status") or {}
     old_placed = _condition(previous, reasons.PLACED)
     new_placed = _condition(actions.status, reasons.PLACED)
@@ -173,9 +180,46 @@ def decide(
     ):
         kind = "Normal" if new_placed["status"] == "True" else "Warning"
         actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
+    old_ready = _condition(previous, reasons.READY) or {}
+    new_ready = _condition(actions.status, reasons.READY) or {}
+    if new_ready.get("reason") in reasons.POD_PROBLEMS and (
+        (old_ready.get("reason"), old_ready.get("message")) != (new_ready["reason"], new_ready["message"])
+    ):
+        actions.events.append(EventSpec("Warning", new_ready["reason"], problem.message if problem else ""))
     if _same_status(previous, actions.status):
         actions.status = None
     return actions
+
+
+def _estimates(deployment: LLMDeployment | None) -> dict[str, int]:
+    """gpupin's estimate per model (bytes on one GPU), to show beside the engine's own figure."""
+    if deployment is None:
+        return {}
+    result = {}
+    for model in deployment.spec.models:
+        try:
+            result[model.name] = estimate(model, deployment.spec).need_on(1)
+        except SizingError:
+            continue
+    return result
+
+
+def _worst_problem(
+    deployment: LLMDeployment | None, pods: list[dict[str, Any]], probe_output: Mapping[str, str]
+) -> PodProblem | None:
+    """The most severe problem among the pods that are not Ready (ties: the first pod by name)."""
+    worst: PodProblem | None = None
+    estimates: dict[str, int] | None = None
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        if is_ready(pod):
+            continue
+        output = probe_output.get(pod["metadata"]["name"])
+        if output and estimates is None:
+            estimates = _estimates(deployment)
+        found = diagnose(pod, output, estimates)
+        if found and (worst is None or found.severity > worst.severity):
+            worst = found
+    return worst
 
 
 def _converge(
@@ -261,6 +305,7 @@ def _status(
     desired: list[dict[str, Any]],
     lost: list[str],
     now: datetime,
+    problem: PodProblem | None = None,
 ) -> dict[str, Any]:
     previous = body.get("status") or {}
     generation = body["metadata"].get("generation")
@@ -293,7 +338,13 @@ def _status(
         )
     else:
         ready_condition = _new_condition(
-            previous, reasons.READY, False, READY_WAITING, f"{ready}/{total} pods ready", generation, now
+            previous,
+            reasons.READY,
+            False,
+            problem.reason if problem else READY_WAITING,
+            f"{ready}/{total} pods ready" + (f"; {problem.message}" if problem else ""),
+            generation,
+            now,
         )
 
     was_placed = (_condition(previous, reasons.PLACED) or {}).get("status") == "True"

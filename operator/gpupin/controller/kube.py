@@ -164,3 +164,21 @@ class Kube:
             "PATCH", ref.path("status"), {"status": status}, content_type="application/merge-patch+json"
         )
         return result
+
+    def last_probe_failure(self, namespace: str, pod: str, uid: str) -> str | None:
+        """The message of the newest readiness-probe failure the kubelet reported for a pod (its
+        ``Unhealthy`` Events, selected on the server by the pod's uid), or None."""
+        events = self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            params={"fieldSelector": f"involvedObject.uid={uid},reason=Unhealthy"},
+        )
+        newest: tuple[str, str] | None = None
+        for event in (events or {}).get("items") or []:
+            message = str(event.get("message") or "")
+            if not message.startswith("Readiness probe failed:"):
+                continue
+            when = str(event.get("lastTimestamp") or event.get("eventTime") or "")
+            if newest is None or when >= newest[0]:
+                newest = (when, message)
+        return newest[1] if newest else None

@@ -8,7 +8,8 @@ Why each rule is there:
   never updated (a changed pod is replaced, a changed Service recreated);
 - Nodes: read only, for the GPU inventory the agent publishes; ResourceSlices: read only,
   the NVIDIA DRA driver's view of the GPUs where no agent runs;
-- Events: created, to tell users what happened;
+- Events: created, to tell users what happened; listed (by pod uid, server-side), to read why
+  a running pod is not Ready — the kubelet reports a failing readiness probe only as an Event;
 - CustomResourceDefinitions: read only, kopf discovers resources through them.
 
 ``python -m gpupin.controller.rbac`` prints them as a ClusterRole.
@@ -37,7 +38,7 @@ RULES: list[dict[str, Any]] = [
     },
     {"apiGroups": [""], "resources": ["nodes"], "verbs": WATCH},
     {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": WATCH},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": WATCH},
 ]

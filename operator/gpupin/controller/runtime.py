@@ -33,6 +33,7 @@ from gpupin.controller import metrics
 from gpupin.controller.cache import ClusterCache, Key, current_pods
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
+from gpupin.controller.diagnose import needs_probe_output
 from gpupin.controller.kube import ApiError, Kube
 from gpupin.inventory import Inventory
 from gpupin.loading import describe_errors
@@ -85,6 +86,10 @@ class Reconciler:
         self._planner_state: Planner | None = None
         self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
+        self.probe_output: dict[Key, dict[str, str]] = {}
+        """Deployment → pod name → its latest failed readiness probe's message (running, not Ready pods)."""
+        self._probe_read_at: dict[tuple[str, str], float] = {}
+        self._probe_rechecks: set[Key] = set()
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -155,6 +160,7 @@ class Reconciler:
             if not plan.placed:
                 metrics.REFUSALS.labels(reason=plan.reason).inc()
         namespace, name = key
+        self._follow_probes(key, pods)
         actions = decide(
             body,
             deployment,
@@ -165,6 +171,7 @@ class Reconciler:
             [c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
             inventory,
             self.config.render,
+            probe_output=self.probe_output.get(key),
         )
         for obj in actions.create:  # the reservation: visible to the next plan at once
             store = self._store(obj)
@@ -188,6 +195,50 @@ class Reconciler:
             message=plan.message if plan else invalid,
         )
         return actions
+
+    PROBE_READ_SECONDS = 20.0
+    """How often the readiness-probe Events of a running, not-Ready pod are read (one GET each)."""
+
+    def _follow_probes(self, key: Key, pods: list[dict[str, Any]]) -> None:
+        """Read why running pods are not Ready, off the allocation path: the kubelet reports a
+        failing readiness probe only as an Event, and the pod itself does not change while it
+        keeps failing, so the deployment is looked at again until its pods are Ready."""
+        namespace = key[0]
+        waiting = [p for p in pods if needs_probe_output(p)]
+        names = {p["metadata"]["name"] for p in waiting}
+        known = self.probe_output.get(key, {})
+        for name in set(known) - names:  # Ready again, not running or gone: old news
+            del known[name]
+            self._probe_read_at.pop((namespace, name), None)
+        if not known:
+            self.probe_output.pop(key, None)
+        now = time.monotonic()
+        for pod in waiting:
+            pod_key = (namespace, pod["metadata"]["name"])
+            if now - self._probe_read_at.get(pod_key, -1e9) >= self.PROBE_READ_SECONDS:
+                self._probe_read_at[pod_key] = now
+                self._spawn(self._read_probe(key, pod_key, str(pod["metadata"].get("uid") or "")))
+        if waiting and key not in self._probe_rechecks:
+            self._probe_rechecks.add(key)
+
+            def recheck() -> None:
+                self._probe_rechecks.discard(key)
+                self.queue.add(key)
+
+            asyncio.get_running_loop().call_later(self.PROBE_READ_SECONDS, recheck)
+
+    async def _read_probe(self, key: Key, pod_key: tuple[str, str], uid: str) -> None:
+        if not uid:
+            return
+        try:
+            message = await asyncio.to_thread(self.kube.last_probe_failure, pod_key[0], pod_key[1], uid)
+        except ApiError as exc:  # status then says less; not worth a retry loop
+            log.info("Could not read probe Events", pod=pod_key[1], status=exc.status)
+            return
+        known = self.probe_output.setdefault(key, {})
+        if message and known.get(pod_key[1]) != message:
+            known[pod_key[1]] = message
+            self.queue.add(key)
 
     def _planner(self) -> Planner:
         """One Planner that follows the cluster: rebuilt only when the GPU inventory changes, and
