@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind demo cluster-up cluster-down cluster-tools constraints clean
+.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind demo cluster-up cluster-down cluster-tools engines constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create .venv with gpupin and the test tools
 
-test: lint typecheck cluster-tools unit ## everything CI runs: lint, types, the whole test suite (builds the cluster tools once)
+test: lint typecheck cluster-tools engines unit ## everything CI runs: lint, types, the whole test suite (builds the cluster tools and engines once)
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks
@@ -29,7 +29,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/pytest $(PYTEST_ARGS)
+	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" \
+	GPUPIN_ENGINES_BIN="$$(hack/build-engines.sh)" \
+	GPUPIN_VLLM_SOURCE="$$(PYTHON=$(BIN)/python hack/fetch-vllm-source.sh)" \
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 generate: $(STAMP) ## regenerate the CRDs (crds/ and the chart) and the chart's RBAC rules from the code
 	$(BIN)/python -m gpupin.generate
@@ -61,6 +64,10 @@ cluster-up: $(STAMP) cluster-tools ## start the local cluster (INVENTORY=file, P
 
 cluster-down: $(STAMP) ## stop what cluster-up started (by PID) and delete the cluster
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py down
+
+engines: $(STAMP) ## build the real Ollama server for CPU and fetch the pinned vLLM source (cached; ~12 min cold)
+	@hack/build-engines.sh >/dev/null
+	@PYTHON=$(BIN)/python hack/fetch-vllm-source.sh >/dev/null
 
 cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
 	@hack/build-cluster-tools.sh
