@@ -358,3 +358,24 @@ def test_a_model_that_cannot_be_pulled_fails_the_init_container_naming_it(tmp_pa
     problem = diagnose({"metadata": {"name": "p"}, "status": status}, None)
     assert problem is not None and problem.reason == reasons.MODEL_PULL_FAILED
     assert "cannot pull model no-such-model:1b" in problem.message
+
+
+def test_the_cli_hook_the_old_pods_used_fails_on_the_real_server(
+    tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
+) -> None:
+    """Why the hook speaks HTTP: on the pinned server, the old ``ollama run --keepalive -1 M ''``
+    fails for every model ("missing unit in duration": cmd/cmd.go parses the flag with
+    time.ParseDuration), and without the flag the CLI refuses to load an embedding model without
+    input text (0.12.6 sent it to /api/generate, which answers 400 "does not support generate"). If a
+    future Ollama accepts these, this test says the workaround can go."""
+    item = deployment("old", engine="ollama", models=models("llama3.1:8b", "nomic-embed-text"))
+    (pod,) = _pods(item, inventory(node("n", A10)), CPU_OK)
+    volume = tmp_path / "v"
+    _seed_volume(volume, ["llama3.1:8b", "nomic-embed-text"], ggufs)
+    server = _start_server(pod, volume, started)
+    old = server.exec(["/bin/sh", "-c", "ollama run --keepalive -1 llama3.1:8b '' >/dev/null"], timeout=30)
+    assert old.returncode != 0 and "missing unit in duration" in old.stderr, old.stderr
+    embed = server.exec(["ollama", "run", "nomic-embed-text", ""], timeout=30)
+    assert embed.returncode != 0 and "embedding models require input text" in embed.stderr, embed.stderr
+    status, ps = server.api("GET", "/api/ps")
+    assert status == 200 and ps["models"] == [], "the old hook loaded nothing"
