@@ -196,15 +196,71 @@ def test_resources_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
 
 @given(
     st.fixed_dictionaries(
-        {"kvCacheType": st.sampled_from(["f16", "q8_0", "q4_0"]), "flashAttention": st.booleans()}
+        {"kvCacheType": st.sampled_from(["f16", "q8_0", "q4_0"])},
+        optional={"flashAttention": st.booleans()},  # unset: Ollama decides per model
     )
 )
 def test_ollama_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
     model = OllamaOptions.model_construct(
-        kv_cache_type=node["kvCacheType"], flash_attention=node["flashAttention"]
+        kv_cache_type=node["kvCacheType"], flash_attention=node.get("flashAttention")
     )
     for rule in (r for r in SPEC_RULES if r.scope == "ollama"):
         assert _cel(rule.cel, node) == rule.check(model)
+
+
+_VLLM_ARGS = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "--enforce-eager",
+                "--max-num-seqs=32",
+                "-tp",
+                "-tp=2",
+                "--dtype",
+                "--dtype=half",
+                "--port",
+                "--max_model_len=4096",
+                "--max-model-len",
+                "--model",
+                "--modelx",
+                "--host=0.0.0.0",
+                "--served-model-name",
+                "--tensor-parallel-size",
+                "--api-key",
+                "--gpu-memory-utilization=0.5",
+            ]
+        ),
+        st.text(alphabet="-_=abcdeghlmnoprstxz0123456789", max_size=30),
+    ),
+    max_size=5,
+)
+
+
+@given(st.one_of(st.none(), _VLLM_ARGS))
+def test_vllm_rules_cel_agrees_with_python(args: list[str] | None) -> None:
+    model = VLLMOptions.model_construct(args=args or [])
+    for rule in (r for r in SPEC_RULES if r.scope == "vllm"):
+        assert _cel(rule.cel, {} if args is None else {"args": args}) == rule.check(model)
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["--enforce-eager", "--max-num-seqs", "32", "--api-key", "k"], True),
+        (["--max-model-len", "4096"], False),
+        (["--max_model_len=4096"], False),
+        (["-tp", "2"], False),
+        (["--dtype=bfloat16"], False),
+        (["--model", "other/model"], False),
+    ],
+)
+def test_vllm_args_may_not_undo_the_plan(args: list[str], allowed: bool) -> None:
+    spec = {"models": [{"name": "Qwen/Qwen2.5-7B-Instruct"}], "vllm": {"args": args}}
+    if allowed:
+        LLMDeploymentSpec.model_validate(spec)
+    else:
+        with pytest.raises(ValidationError, match=r"vllm\.args must not repeat a flag gpupin sets"):
+            LLMDeploymentSpec.model_validate(spec)
 
 
 # --- the CRD ---------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ MALFORMED = [
     ),
     ({"models": [{"name": "a"}], "ollama": {"kvCacheType": "q8_0"}}, "needs flashAttention"),
     (
+        {"models": [{"name": "org/m"}], "vllm": {"args": ["--enforce-eager", "--max_model_len=4096"]}},
+        "vllm.args must not repeat a flag gpupin sets",
+    ),
+    (
         {"models": [{"name": "a"}], "gpuSelector": {"minComputeCapability": "eight"}},
         "spec.gpuSelector.minComputeCapability",
     ),

@@ -32,6 +32,7 @@ HEADER = (
 _SCOPE_PATHS: dict[str, tuple[str, ...]] = {
     "spec": (),
     "ollama": ("ollama",),
+    "vllm": ("vllm",),
     "storage": ("storage",),
     "env": ("env", "[]"),
     "resources": ("resources",),

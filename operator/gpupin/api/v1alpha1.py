@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -81,8 +81,14 @@ class VLLMOptions(ApiModel):
     bfloat16 restricts the deployment to GPUs of 8.0 and above."""
     shm_size: Quantity = "2Gi"
     """Size of the in-memory /dev/shm volume that tensor parallelism needs."""
-    args: list[str] = Field(default_factory=list, max_length=64)
-    """Extra arguments appended to `vllm serve`."""
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=64)
+    """Extra arguments appended to `vllm serve`; not the flags gpupin sets itself (the model,
+    --tensor-parallel-size, --max-model-len, --gpu-memory-utilization, --dtype, --served-model-name,
+    --host, --port): vLLM keeps the last of a repeated flag, which would undo the plan."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> VLLMOptions:
+        return _check_scope("vllm", self)  # type: ignore[no-any-return]
 
 
 class OllamaOptions(ApiModel):
@@ -307,6 +313,14 @@ def _cel_resolves_vllm() -> str:
 
 _VLLM = _cel_resolves_vllm()
 
+# The flags gpupin renders for vLLM (gpupin.render), with vLLM's aliases (-tp) and the underscore
+# spelling its FlexibleArgumentParser also accepts (vllm/utils/argparse_utils.py, 0.33.0).
+VLLM_RESERVED_ARG_PATTERN = (
+    r"^(--(model|tensor[-_]parallel[-_]size|max[-_]model[-_]len|gpu[-_]memory[-_]utilization|dtype"
+    r"|served[-_]model[-_]name|host|port)|-tp)(=.*)?$"
+)
+_VLLM_RESERVED_ARG_RE = re.compile(VLLM_RESERVED_ARG_PATTERN)
+
 SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         scope="spec",
@@ -342,6 +356,16 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         cel="self.kvCacheType == 'f16' || (has(self.flashAttention) && self.flashAttention)",
         message="a quantized KV cache (q8_0, q4_0) needs flashAttention: true",
         check=lambda o: o.kv_cache_type == "f16" or o.flash_attention is True,
+    ),
+    SpecRule(
+        scope="vllm",
+        field="spec.vllm.args",
+        cel=f"!has(self.args) || self.args.all(a, !a.matches('{VLLM_RESERVED_ARG_PATTERN}'))",
+        message="vllm.args must not repeat a flag gpupin sets (the model, --tensor-parallel-size, "
+        "--max-model-len, --gpu-memory-utilization, --dtype, --served-model-name, --host, --port): vLLM "
+        "keeps the last one, which would undo the plan; use tensorParallelSize and vllm.maxModelLen, "
+        "gpuMemoryUtilization and dtype",
+        check=lambda v: not any(_VLLM_RESERVED_ARG_RE.match(a) for a in v.args),
     ),
     SpecRule(
         scope="storage",
