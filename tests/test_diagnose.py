@@ -73,7 +73,9 @@ def test_model_pull_failure_names_the_model_from_the_termination_message() -> No
                             "exitCode": 1,
                             "reason": "Error",
                             "message": "gpupin: pulling llama3.1:8b\ngpupin: cannot pull model llama3.1:8b: "
-                            "Error: pull model manifest: file does not exist\n",
+                            "Error: pull model manifest: file does not exist\ngpupin: pulling a\n"
+                            "gpupin: pulling b\ngpupin: pulling c\ngpupin: cannot pull model(s) "
+                            "llama3.1:8b: Error: pull model manifest: file does not exist\n",
                         }
                     },
                 }
@@ -82,8 +84,10 @@ def test_model_pull_failure_names_the_model_from_the_termination_message() -> No
     )
     problem = diagnose(pod, None)
     assert problem is not None and problem.reason == reasons.MODEL_PULL_FAILED
-    assert "cannot pull model llama3.1:8b: Error: pull model manifest: file does not exist" in problem.message
-    assert problem.message.startswith("pod p: pulling the models failed (exit code 1: ")
+    assert problem.message == (
+        "pod p: pulling the models failed: cannot pull model(s) llama3.1:8b: "
+        "Error: pull model manifest: file does not exist"
+    )
 
 
 def test_crash_looping_server() -> None:
@@ -106,9 +110,39 @@ def test_crash_looping_server() -> None:
     problem = diagnose(pod, None)
     assert problem is not None and problem.reason == reasons.SERVER_CRASHED
     assert problem.message == (
-        "pod p: container vllm restarted 4 time(s) and is crash-looping; last exit code 1: "
-        "ValueError: invalid literal for int()"
+        "pod p: container vllm keeps exiting; last exit code 1: ValueError: invalid literal for int()"
     )
+
+
+def test_a_past_restart_does_not_hide_what_the_probe_says_now() -> None:
+    status = _running_not_ready()
+    status["containerStatuses"][0] |= {
+        "restartCount": 1,
+        "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+    }
+    output = (
+        "Readiness probe failed: gpupin: not serving: m:latest: on CPU: 0 of 1048576 bytes in GPU memory;"
+    )
+    problem = diagnose(_pod(status), output)
+    assert problem is not None and problem.reason == reasons.MODEL_ON_CPU
+
+
+def test_odd_probe_outputs() -> None:
+    """What the kubelet makes of the probe: a timeout quotes the whole script (which must not be
+    read as a report), stderr is appended after the report, similar events are combined."""
+    timed_out = (
+        'Readiness probe failed: command "/bin/bash -c PORT=11434\nPREFIX="gpupin: not"" serving:"" timed out'
+    )
+    problem = diagnose(_pod(_running_not_ready()), timed_out)
+    assert problem is not None and problem.reason == reasons.PODS_NOT_READY
+    assert problem.message == "pod p: readiness probe failed: it timed out"
+    down = "Readiness probe failed: gpupin: not serving: the Ollama server does not answer\nbash: connect: refused\n"
+    problem = diagnose(_pod(_running_not_ready()), down)
+    assert problem is not None and problem.reason == reasons.MODEL_NOT_LOADED
+    assert problem.message == "pod p: the Ollama server does not answer"
+    combined = "(combined from similar events): Readiness probe failed: gpupin: not serving: m:latest: failed to load: boom;"
+    problem = diagnose(_pod(_running_not_ready()), combined)
+    assert problem is not None and problem.message == "pod p: m:latest: failed to load: boom"
 
 
 def test_unschedulable_pod() -> None:
@@ -208,4 +242,35 @@ def test_the_deployment_says_which_pod_and_why_and_posts_a_warning_once() -> Non
     )
     assert not [e for e in again.events if e.reason == reasons.MODEL_ON_CPU], (
         "posted once, not every reconcile"
+    )
+
+
+def test_an_unread_probe_keeps_the_last_known_reason() -> None:
+    """After an operator restart the probe Events are not read yet: the Ready reason stays what it
+    was (no flip to PodsNotReady and back, no second Warning) until they are."""
+    item = deployment("assistant", engine="ollama", models=models("llama3.1:8b"))
+    cluster = workstation()
+    result = plan(item, cluster)
+    config = RenderConfig()
+    (pod,) = [o for o in render(item, result, config) if o["kind"] == "Pod"]
+    pod["status"] = _running_not_ready()
+    name = pod["metadata"]["name"]
+    body = item.model_dump(by_alias=True, exclude_none=True) | {
+        "metadata": {"name": "assistant", "namespace": "default", "uid": "d1", "generation": 1}
+    }
+    output = {
+        name: f"Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: 0 of {GIB} bytes in GPU memory;"
+    }
+    first = decide(body, item, None, result, [pod], [], [], cluster, config, probe_output=output)
+    assert first.status is not None
+    restarted = decide(body | {"status": first.status}, item, None, result, [pod], [], [], cluster, config)
+    assert restarted.status is None, "nothing to write: the reason and message stay"
+    assert not restarted.events
+    pod["status"]["containerStatuses"][0]["ready"] = True
+    pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    ready = decide(body | {"status": first.status}, item, None, result, [pod], [], [], cluster, config)
+    assert ready.status is not None
+    assert (
+        next(c for c in ready.status["conditions"] if c["type"] == reasons.READY)["reason"]
+        == reasons.PODS_READY
     )

@@ -39,7 +39,7 @@ from gpupin.planner import PINNING_MODES, PinningMode, plan
 from gpupin.render import RenderConfig, render
 from gpupin.sizing import estimate
 
-from helpers import A10, deployment, inventory, models, node, workstation
+from helpers import A10, A100_80, deployment, inventory, models, node, workstation
 from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf
 
 EMBEDDING_MODELS = {"nomic-embed-text"}
@@ -336,14 +336,24 @@ def test_a_missing_model_is_reported_and_does_not_crash_loop(
     assert problem.message.startswith("pod p: gone-model:7b: failed to load: ")
 
 
-def test_a_model_that_cannot_be_pulled_fails_the_init_container_naming_it(tmp_path: Path) -> None:
+def test_models_that_cannot_be_pulled_fail_the_init_container_naming_them(
+    tmp_path: Path, ggufs: Callable[[str], Path]
+) -> None:
     """Offline (the test's network namespace has only loopback) and not in the volume: the init
-    container exits 1; its last lines, as the termination message, name the model and the cause."""
-    item = deployment("pull", engine="ollama", models=models("no-such-model:1b"))
-    (pod,) = _pods(item, inventory(node("n", A10)), CPU_OK)
-    code, log = _run_init(pod, tmp_path / "v")
+    container exits 1 and its last line, which starts the termination message, names every model
+    that could not be had and Ollama's error; a model already in the volume is used."""
+    names = ["no-such-model:1b", "llama3.1:8b", "other-missing:2b", "third-missing:3b"]
+    item = deployment("pull", engine="ollama", models=models(*names))
+    (pod,) = _pods(item, inventory(node("n", A100_80)), CPU_OK)
+    volume = tmp_path / "v"
+    _seed_volume(volume, ["llama3.1:8b"], ggufs)
+    code, log = _run_init(pod, volume)
     assert code == 1
-    assert "gpupin: cannot pull model no-such-model:1b: " in log
+    missing = {"no-such-model:1b", "other-missing:2b", "third-missing:3b"}
+    last = log.strip().splitlines()[-1]
+    named = re.match(r"gpupin: cannot pull model\(s\) (.+?): Error: ", last)
+    assert named and set(named.group(1).split(", ")) == missing, last
+    assert "warning: cannot pull llama3.1:8b, using the copy in the cache" in log
     status = {
         "phase": "Pending",
         "initContainerStatuses": [
@@ -351,13 +361,15 @@ def test_a_model_that_cannot_be_pulled_fails_the_init_container_naming_it(tmp_pa
                 "name": "pull-models",
                 "restartCount": 1,
                 "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": log[-2048:]}},
+                "lastState": {"terminated": {"exitCode": code, "reason": "Error", "message": log[-4096:]}},
             }
         ],
     }
     problem = diagnose({"metadata": {"name": "p"}, "status": status}, None)
     assert problem is not None and problem.reason == reasons.MODEL_PULL_FAILED
-    assert "cannot pull model no-such-model:1b" in problem.message
+    assert problem.message.startswith(
+        f"pod p: pulling the models failed: {last.removeprefix('gpupin: ')[:300]}"
+    )
 
 
 def test_the_cli_hook_the_old_pods_used_fails_on_the_real_server(

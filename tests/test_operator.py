@@ -466,28 +466,36 @@ def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
     )
     name = pod["metadata"]["name"]
     gib = 1024**3
-    env.cluster.kube.request(
-        "POST",
-        f"/api/v1/namespaces/{env.namespace}/events",
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": env.namespace},
-            "involvedObject": {
+
+    def probe_failed(report: str, at: float) -> None:
+        """The kubelet's Event for a failed readiness probe of the pod."""
+        env.cluster.kube.request(
+            "POST",
+            f"/api/v1/namespaces/{env.namespace}/events",
+            {
                 "apiVersion": "v1",
-                "kind": "Pod",
-                "name": name,
-                "namespace": env.namespace,
-                "uid": pod["metadata"]["uid"],
+                "kind": "Event",
+                "metadata": {"generateName": f"{name}.", "namespace": env.namespace},
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": name,
+                    "namespace": env.namespace,
+                    "uid": pod["metadata"]["uid"],
+                },
+                "reason": "Unhealthy",
+                "type": "Warning",
+                "message": f"Readiness probe failed: gpupin: not serving: {report};\n",
+                "source": {"component": "kubelet"},
+                "lastTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
             },
-            "reason": "Unhealthy",
-            "type": "Warning",
-            "message": "Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: "
-            f"{2 * gib} of {6 * gib} bytes in GPU memory;\n",
-            "source": {"component": "kubelet"},
-        },
-    )
-    _kubelet_status(env, pod, {"running": {"startedAt": "2026-11-30T00:00:00Z"}})
+        )
+
+    now = time.time()
+    probe_failed("llama3.1:8b: failed to load: from a container run that is over", now - 3600)
+    probe_failed(f"llama3.1:8b: on CPU: {2 * gib} of {6 * gib} bytes in GPU memory", now)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))
+    _kubelet_status(env, pod, {"running": {"startedAt": started}})
 
     def ready_reason(reason: str) -> Any:
         condition = env.cluster.condition(env.namespace, "chat", "Ready")
@@ -506,6 +514,14 @@ def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
         what="a ModelOnCPU Event",
     )
     assert warning["type"] == "Warning" and name in warning["message"]
+
+    # The pod does not change while its probe keeps failing: the operator looks again by itself.
+    probe_failed("llama3.1:8b: failed to load: CUDA error: out of memory", time.time() + 1)
+    failed = wait_for(lambda: ready_reason("ModelNotLoaded"), what="Ready reason ModelNotLoaded", timeout=60)
+    assert (
+        failed["message"]
+        == f"0/1 pods ready; pod {name}: llama3.1:8b: failed to load: CUDA error: out of memory"
+    )
 
     _kubelet_status(
         env,

@@ -23,7 +23,7 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.cache import is_finished, is_ready, is_terminating, placement_of
-from gpupin.controller.diagnose import PodProblem, diagnose
+from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
 from gpupin.inventory import Inventory, short_name
 from gpupin.planner import Plan
 from gpupin.render import RenderConfig, render, selector
@@ -169,7 +169,9 @@ def decide(
         actions.pods_complete = all(
             name in existing and _hash(existing[name]) == _hash(obj) for name, obj in desired_pods.items()
         )
-    problem = _worst_problem(deployment, live, probe_output or {})
+    problem = _worst_problem(deployment, live, probe_output or {}) or _last_probe_problem(
+        body.get("status") or {}, live, probe_output or {}
+    )
     actions.status = _status(body, deployment, invalid, plan, live, desired, lost, now, problem)
     previous = body.get("status") or {}
     old_placed = _condition(previous, reasons.PLACED)
@@ -182,9 +184,8 @@ def decide(
         actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
     old_ready = _condition(previous, reasons.READY) or {}
     new_ready = _condition(actions.status, reasons.READY) or {}
-    if new_ready.get("reason") in reasons.POD_PROBLEMS and (
-        (old_ready.get("reason"), old_ready.get("message")) != (new_ready["reason"], new_ready["message"])
-    ):
+    # one Warning per new reason: messages carry volatile details (image pull back-off texts)
+    if new_ready.get("reason") in reasons.POD_PROBLEMS and old_ready.get("reason") != new_ready["reason"]:
         actions.events.append(EventSpec("Warning", new_ready["reason"], problem.message if problem else ""))
     if _same_status(previous, actions.status):
         actions.status = None
@@ -220,6 +221,25 @@ def _worst_problem(
         if found and (worst is None or found.severity > worst.severity):
             worst = found
     return worst
+
+
+_PROBE_REASONS = frozenset({reasons.MODEL_ON_CPU, reasons.MODEL_NOT_LOADED})
+
+
+def _last_probe_problem(
+    previous: dict[str, Any], pods: list[dict[str, Any]], probe_output: Mapping[str, str]
+) -> PodProblem | None:
+    """The previous probe-based Ready reason, kept while a running, not-Ready pod's probe has not
+    been read yet (after an operator restart): unknown is not news, and flipping to PodsNotReady
+    and back would write status twice and post the Warning again."""
+    old = _condition(previous, reasons.READY) or {}
+    if old.get("status") != "False" or old.get("reason") not in _PROBE_REASONS:
+        return None
+    unread = [p for p in pods if needs_probe_output(p) and p["metadata"]["name"] not in probe_output]
+    if not unread:
+        return None
+    detail = str(old.get("message") or "").partition("; ")[2]
+    return PodProblem(str(old["reason"]), detail, 0) if detail else None
 
 
 def _converge(

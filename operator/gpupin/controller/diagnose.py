@@ -20,8 +20,8 @@ from gpupin.quantity import format_memory
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 PULL_CONTAINER = "pull-models"
 """The Ollama init container that pulls models (see gpupin.render)."""
-READINESS_FAILED = "Readiness probe failed:"
-"""How the kubelet starts the message of an Unhealthy Event for a failed readiness probe."""
+READINESS_FAILED = ollama_hooks.KUBELET_READINESS_FAILED
+_COMBINED = "(combined from similar events): "
 
 
 @dataclass(frozen=True)
@@ -86,20 +86,22 @@ def diagnose(
     for container in status.get("initContainerStatuses") or []:
         terminated = _last_terminated(container)
         if container.get("name") == PULL_CONTAINER and terminated and terminated.get("exitCode") != 0:
+            lines = str(terminated.get("message") or "").strip().splitlines()
+            last = lines[-1].strip().removeprefix("gpupin: ") if lines else _exit_text(terminated)
             return PodProblem(
                 reasons.MODEL_PULL_FAILED,
-                f"pod {name}: pulling the models failed ({_exit_text(terminated)})",
+                f"pod {name}: pulling the models failed: {last if len(last) <= 400 else last[:400] + '…'}",
                 40,
             )
     for container in status.get("containerStatuses") or []:
-        terminated = (container.get("lastState") or {}).get("terminated")
-        if container.get("restartCount", 0) > 0 and terminated and not container.get("ready"):
-            waiting = ((container.get("state") or {}).get("waiting") or {}).get("reason")
-            looping = " and is crash-looping" if waiting == "CrashLoopBackOff" else ""
+        # Only while it is down: a container that restarted once and runs again is judged by what
+        # it does now (its probe), not by a restart that stays in its status for good.
+        state = container.get("state") or {}
+        terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+        if "running" not in state and container.get("restartCount", 0) > 0 and terminated:
             return PodProblem(
                 reasons.SERVER_CRASHED,
-                f"pod {name}: container {container.get('name')} restarted "
-                f"{container.get('restartCount')} time(s){looping}; last {_exit_text(terminated)}",
+                f"pod {name}: container {container.get('name')} keeps exiting; last {_exit_text(terminated)}",
                 30,
             )
     for condition in status.get("conditions") or []:
@@ -115,9 +117,11 @@ def diagnose(
 
 
 def _probe_problem(name: str, output: str, estimates: Mapping[str, int]) -> PodProblem:
-    text = output.removeprefix(READINESS_FAILED).strip()
-    reports = ollama_hooks.parse_readiness(text)
+    reports = ollama_hooks.parse_readiness(output)
     if not reports:
+        text = output.strip().removeprefix(_COMBINED).removeprefix(READINESS_FAILED).strip()
+        if text.startswith('command "') and text.endswith("timed out"):
+            text = "it timed out"  # the kubelet quotes the whole command: not worth repeating
         return PodProblem(reasons.PODS_NOT_READY, f"pod {name}: readiness probe failed: {_tail(text)}", 5)
     on_cpu = [r for r in reports if r.state == "on-cpu"]
     if on_cpu:

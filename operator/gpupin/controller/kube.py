@@ -165,9 +165,10 @@ class Kube:
         )
         return result
 
-    def last_probe_failure(self, namespace: str, pod: str, uid: str) -> str | None:
-        """The message of the newest readiness-probe failure the kubelet reported for a pod (its
-        ``Unhealthy`` Events, selected on the server by the pod's uid), or None."""
+    def last_probe_failure(self, namespace: str, uid: str, since: str = "") -> str | None:
+        """The message of the newest readiness-probe failure the kubelet reported for the pod with
+        this uid (its ``Unhealthy`` Events, selected on the server) no older than ``since``
+        (RFC 3339, e.g. when its container started), or None."""
         events = self.request(
             "GET",
             f"/api/v1/namespaces/{namespace}/events",
@@ -176,9 +177,11 @@ class Kube:
         newest: tuple[str, str] | None = None
         for event in (events or {}).get("items") or []:
             message = str(event.get("message") or "")
-            if not message.startswith("Readiness probe failed:"):
-                continue
+            if "Readiness probe failed:" not in message.split("\n", 1)[0]:
+                continue  # liveness and startup failures; "(combined from similar events): " is kept
             when = str(event.get("lastTimestamp") or event.get("eventTime") or "")
+            if since and when and when < since:
+                continue
             if newest is None or when >= newest[0]:
                 newest = (when, message)
         return newest[1] if newest else None

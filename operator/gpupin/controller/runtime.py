@@ -86,9 +86,8 @@ class Reconciler:
         self._planner_state: Planner | None = None
         self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
-        self.probe_output: dict[Key, dict[str, str]] = {}
-        """Deployment → pod name → its latest failed readiness probe's message (running, not Ready pods)."""
-        self._probe_read_at: dict[tuple[str, str], float] = {}
+        self.probes: dict[Key, dict[str, ProbeReading]] = {}
+        """Deployment → pod uid → the latest failed readiness probe of a running, not-Ready pod."""
         self._probe_rechecks: set[Key] = set()
 
     # -- triggers ----------------------------------------------------------------------
@@ -141,6 +140,7 @@ class Reconciler:
         started = time.perf_counter()
         body = self.cache.deployments.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            self.probes.pop(key, None)
             return None  # the garbage collector removes its children through ownerReferences
         deployment: LLMDeployment | None = None
         invalid = None
@@ -171,7 +171,12 @@ class Reconciler:
             [c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
             inventory,
             self.config.render,
-            probe_output=self.probe_output.get(key),
+            probe_output={
+                p["metadata"]["name"]: reading.message
+                for p in pods
+                if (reading := self.probes.get(key, {}).get(str(p["metadata"].get("uid"))))
+                and reading.message
+            },
         )
         for obj in actions.create:  # the reservation: visible to the next plan at once
             store = self._store(obj)
@@ -203,22 +208,20 @@ class Reconciler:
         """Read why running pods are not Ready, off the allocation path: the kubelet reports a
         failing readiness probe only as an Event, and the pod itself does not change while it
         keeps failing, so the deployment is looked at again until its pods are Ready."""
-        namespace = key[0]
-        waiting = [p for p in pods if needs_probe_output(p)]
-        names = {p["metadata"]["name"] for p in waiting}
-        known = self.probe_output.get(key, {})
-        for name in set(known) - names:  # Ready again, not running or gone: old news
-            del known[name]
-            self._probe_read_at.pop((namespace, name), None)
-        if not known:
-            self.probe_output.pop(key, None)
+        waiting = {str(p["metadata"].get("uid")): p for p in pods if needs_probe_output(p)}
+        known = self.probes.setdefault(key, {})
+        for uid in set(known) - set(waiting):  # Ready again, not running or gone: old news
+            del known[uid]
+        if not known and not waiting:
+            self.probes.pop(key, None)
+            return
         now = time.monotonic()
-        for pod in waiting:
-            pod_key = (namespace, pod["metadata"]["name"])
-            if now - self._probe_read_at.get(pod_key, -1e9) >= self.PROBE_READ_SECONDS:
-                self._probe_read_at[pod_key] = now
-                self._spawn(self._read_probe(key, pod_key, str(pod["metadata"].get("uid") or "")))
-        if waiting and key not in self._probe_rechecks:
+        for uid, pod in waiting.items():
+            reading = known.setdefault(uid, ProbeReading())
+            if now - reading.read_at >= self.PROBE_READ_SECONDS:
+                reading.read_at = now
+                self._spawn(self._read_probe(key, pod))
+        if key not in self._probe_rechecks:
             self._probe_rechecks.add(key)
 
             def recheck() -> None:
@@ -227,17 +230,21 @@ class Reconciler:
 
             asyncio.get_running_loop().call_later(self.PROBE_READ_SECONDS, recheck)
 
-    async def _read_probe(self, key: Key, pod_key: tuple[str, str], uid: str) -> None:
+    async def _read_probe(self, key: Key, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        uid = str(meta.get("uid") or "")
         if not uid:
             return
         try:
-            message = await asyncio.to_thread(self.kube.last_probe_failure, pod_key[0], pod_key[1], uid)
+            message = await asyncio.to_thread(
+                self.kube.last_probe_failure, meta["namespace"], uid, _running_since(pod)
+            )
         except ApiError as exc:  # status then says less; not worth a retry loop
-            log.info("Could not read probe Events", pod=pod_key[1], status=exc.status)
+            log.info("Could not read probe Events", pod=meta["name"], status=exc.status)
             return
-        known = self.probe_output.setdefault(key, {})
-        if message and known.get(pod_key[1]) != message:
-            known[pod_key[1]] = message
+        reading = self.probes.get(key, {}).get(uid)
+        if reading is not None and message and reading.message != message:
+            reading.message = message
             self.queue.add(key)
 
     def _planner(self) -> Planner:
@@ -380,6 +387,25 @@ class Reconciler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@dataclass
+class ProbeReading:
+    """What the operator last read of one pod's readiness-probe Events."""
+
+    message: str | None = None
+    read_at: float = -1e9
+    """time.monotonic() of the last read."""
+
+
+def _running_since(pod: dict[str, Any]) -> str:
+    """When the pod's containers last started (RFC 3339): older probe Events are about an
+    earlier run. Empty when unknown."""
+    started = [
+        str(((c.get("state") or {}).get("running") or {}).get("startedAt") or "")
+        for c in (pod.get("status") or {}).get("containerStatuses") or []
+    ]
+    return max(started, default="")
 
 
 def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
