@@ -54,7 +54,7 @@ for t in "${targets[@]}"; do
   i=$((i + 1))
   wanted "$name" || continue
   stamp="$bin/.$name.stamp"
-  want=$(sha256sum "$tools/$dir/go.sum" "$tools/$dir/go.mod" | sha256sum | cut -c1-16)
+  want=$(cat "$tools/$dir/go.sum" "$tools/$dir/go.mod" | sha256sum | cut -c1-16)  # content only: any clone path
   if [ -x "$bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     continue
   fi

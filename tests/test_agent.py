@@ -345,7 +345,11 @@ def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) 
             lambda: (c := cluster.condition(namespace, "chat", "Placed")) and c["status"] == "True",
             what="placed on the fake node",
         )
-        (pod,) = cluster.pods(namespace)
+        # the status and the pod are written concurrently: Placed can be seen before the pod
+        (pod,) = wait_for(
+            lambda: [p for p in cluster.pods(namespace) if p["spec"].get("nodeName")],
+            what="the pod, scheduled",
+        )
         assert pod["spec"]["nodeName"] == bare_node
     finally:
         operator.stop()
@@ -467,7 +471,8 @@ def test_operator_places_on_a_node_known_only_from_resource_slices(
             lambda: (c := cluster.condition(namespace, "chat", "Placed")) and c["status"] == "True",
             what="placed from the ResourceSlice",
         )
-        (pod,) = cluster.pods(namespace)
+        # the status and the pod are written concurrently: Placed can be seen before the pod
+        (pod,) = wait_for(lambda: cluster.pods(namespace), what="the pod")
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
         assert env["NVIDIA_VISIBLE_DEVICES"] == f"GPU-{bare_node}-0"
     finally:
