@@ -179,7 +179,9 @@ def _serve_pod(
     before = _probe(server, container)
     assert before.returncode != 0, "Ready before any model is loaded"
     reports = parse_readiness(before.stdout)
-    assert reports is not None and {r.state for r in reports} == {"loading"}, before.stdout
+    assert reports is not None and [(r.state, r.detail) for r in reports] == [
+        ("pod", "the postStart hook has not run (no /tmp/gpupin-preload.log)")
+    ], before.stdout
 
     began = time.monotonic()
     hook = _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT)
@@ -391,3 +393,61 @@ def test_the_cli_hook_the_old_pods_used_fails_on_the_real_server(
     assert embed.returncode != 0 and "embedding models require input text" in embed.stderr, embed.stderr
     status, ps = server.api("GET", "/api/ps")
     assert status == 200 and ps["models"] == [], "the old hook loaded nothing"
+
+
+def test_names_as_ollama_shortens_them_and_two_names_of_one_blob(
+    tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
+) -> None:
+    """Ollama lists ``library/llama3`` as ``llama3:latest`` and one runner per blob under the name
+    that loaded it first: the probe matches by blob, so such pods become Ready."""
+    item = deployment(
+        "names",
+        engine="ollama",
+        models=[
+            {"name": n, "vram": "1Gi"} for n in ("library/llama3", "qwen:7b", "qwen:latest", "user/model")
+        ],
+    )
+    (pod,) = _pods(item, inventory(node("n", A100_80)), CPU_OK)
+    (container,) = pod["spec"]["containers"]
+    volume = tmp_path / "v"
+    with OllamaServer({"OLLAMA_HOST": "127.0.0.1:11434", "OLLAMA_MODELS": "/models"}, models_dir=volume) as s:
+        s.wait_until_up(60)
+        s.create_model("library/llama3", ggufs("llama3"))
+        s.create_model("qwen:7b", ggufs("qwen"))
+        s.create_model("qwen:latest", ggufs("qwen"))  # the same blob under a second tag
+        s.create_model("user/model", ggufs("user/model"))
+    server = _start_server(pod, volume, started)
+    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    ready = _wait_ready(server, container)
+    assert ready.returncode == 0, ready.stdout
+
+
+def test_a_pod_heals_a_model_that_came_late_or_left_memory(
+    tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
+) -> None:
+    """The hook keeps trying a model that failed to load (here: not in the volume yet) and reloads
+    a model that left memory (a client's keep_alive 0), so the pod becomes Ready again by itself."""
+    item = deployment("heal", engine="ollama", models=models("llama3.1:8b", "late-model:1b"))
+    (pod,) = _pods(item, inventory(node("n", A10)), CPU_OK)
+    (container,) = pod["spec"]["containers"]
+    volume = tmp_path / "v"
+    _seed_volume(volume, ["llama3.1:8b"], ggufs)
+    server = _start_server(pod, volume, started)
+    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while "late-model:1b: failed to load" not in (result := _probe(server, container)).stdout:
+        assert time.monotonic() < deadline, result.stdout
+        time.sleep(0.5)
+    server.create_model("late-model:1b", ggufs("late-model:1b"))
+    ready = _wait_ready(server, container)
+    assert ready.returncode == 0, ready.stdout
+
+    status, _ = server.api("POST", "/api/generate", {"model": "llama3.1:8b", "keep_alive": 0})
+    assert status == 200
+    deadline = time.monotonic() + 10
+    while _probe(server, container).returncode == 0:
+        assert time.monotonic() < deadline, "still Ready after the model left memory"
+        time.sleep(0.2)
+    ready = _wait_ready(server, container)
+    assert ready.returncode == 0, ready.stdout
+    assert "llama3.1:8b reloading" in _preload_log(server)

@@ -43,8 +43,11 @@ READINESS_PREFIX = "gpupin: not serving:"
 probe's own text never contains them in one piece, so a kubelet message that quotes the
 command (a probe that timed out) is not mistaken for a report."""
 
-LOAD_ATTEMPTS = 3
-"""Tries per model in the postStart hook, 10 s apart (a load can fail while the GPU is busy)."""
+WATCH_SECONDS = 30
+"""How often the postStart hook's background loop checks that every model is still loaded."""
+
+DEFAULT_REGISTRY = "registry.ollama.ai"
+"""The host Ollama omits from model names (``types/model/name.go``, Ollama v0.17.4)."""
 
 # One HTTP/1.0 request to the local server: `http METHOD PATH BODY` prints the status code on
 # the first line and the body after it; exit 1 when the server cannot be reached or says
@@ -67,6 +70,28 @@ state_of() {  # the last line the postStart hook logged for model $1, less the n
   [ -r "$LOG" ] && while read -r logged rest; do [ "$logged" = "$1" ] && state=$rest; done <"$LOG"
   printf '%s' "$state"
 }
+entries() {  # the objects of a /api/tags or /api/ps answer, one per line
+  local body=$1; printf '%s\n' "${body//\},\{\"name\":/$'\n'\{\"name\":}"
+}
+read_state() {  # fills DIGEST[name] from /api/tags and SIZE/VRAM[digest] from /api/ps; 1 if unreachable
+  local response entry name digest
+  DIGEST=() SIZE=() VRAM=()
+  response=$(http GET /api/tags '') && [ "$(head -n 1 <<<"$response")" = 200 ] || return 1
+  while IFS= read -r entry; do
+    [[ $entry =~ \"name\":\"([^\"]*)\" ]] || continue; name=${BASH_REMATCH[1]}
+    [[ $entry =~ \"digest\":\"([^\"]*)\" ]] && DIGEST[$name]=${BASH_REMATCH[1]}
+  done < <(entries "$(tail -n +2 <<<"$response")")
+  response=$(http GET /api/ps '') && [ "$(head -n 1 <<<"$response")" = 200 ] || return 1
+  while IFS= read -r entry; do
+    [[ $entry =~ \"digest\":\"([^\"]*)\" ]] || continue; digest=${BASH_REMATCH[1]}
+    [[ $entry =~ \"size\":([0-9]+) ]] && SIZE[$digest]=${BASH_REMATCH[1]}
+    [[ $entry =~ \"size_vram\":([0-9]+) ]] && VRAM[$digest]=${BASH_REMATCH[1]} || VRAM[$digest]=0
+  done < <(entries "$(tail -n +2 <<<"$response")")
+}
+listed() {  # is model $1 (as /api/tags names it) in /api/ps? Matched by blob: names sharing one are one model
+  local digest=${DIGEST[$1]:-}; [ -n "$digest" ] && [ -n "${SIZE[$digest]:-}" ]
+}
+declare -A DIGEST SIZE VRAM
 """
 
 
@@ -86,12 +111,23 @@ def _header(port: int, models: Sequence[str], http_timeout: int) -> str:
 
 
 def ollama_names(models: Sequence[str]) -> list[str]:
-    """Model names as ``/api/ps`` and ``ollama ps`` print them: an untagged name gets ``:latest``
-    and the official namespace ``library/`` is dropped (``library/llama3`` → ``llama3:latest``)."""
+    """Model names as Ollama's ``/api/tags`` and ``/api/ps`` print them (``DisplayShortest`` of
+    ``types/model/name.go``, v0.17.4): no scheme, the default registry host and the ``library``
+    namespace left out (both compared ignoring case), ``latest`` when there is no tag:
+    ``library/llama3`` → ``llama3:latest``, ``user/model`` stays ``user/model:latest``."""
     names = []
     for model in models:
-        name = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
-        names.append(name.removeprefix("library/"))
+        rest = model.split("://", 1)[-1]
+        base, _, digest = rest.partition("@")
+        path, sep, tag = base.rpartition(":") if ":" in base.rsplit("/", 1)[-1] else (base, "", "")
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0].lower() == DEFAULT_REGISTRY:
+            parts = parts[1:]
+        if len(parts) == 2 and parts[0].lower() == "library":
+            parts = parts[1:]
+        names.append(
+            "/".join(parts) + ":" + (tag if sep and tag else "latest") + (f"@{digest}" if digest else "")
+        )
     return names
 
 
@@ -131,74 +167,89 @@ def preload_script(models: Sequence[str], port: int) -> str:
     """postStart hook: load every model in the background (no generation) and return at once.
 
     Loading keeps the model resident for the server's ``OLLAMA_KEEP_ALIVE`` (gpupin renders -1:
-    forever); the request carries no keep_alive of its own. A failed load is tried
-    :data:`LOAD_ATTEMPTS` times. Each model gets lines in :data:`PRELOAD_LOG`: ``NAME loading``,
-    then ``NAME loaded`` or ``NAME failed: ERROR``."""
+    forever); the request carries no keep_alive of its own. A failed load is tried again with
+    backoff (10 s doubling to 5 min), and every :data:`WATCH_SECONDS` the loop reloads a model
+    that left memory (a client's own keep_alive, an evicted or crashed runner), so the pod heals
+    and keeps the memory the planner budgeted. One process for the life of the container. Each
+    model's lines in :data:`PRELOAD_LOG`: ``NAME loading``, then ``NAME loaded`` or
+    ``NAME failed: ERROR``; ``NAME reloading`` when it left memory."""
     body = (
         _header(port, models, 0)
-        + f"ATTEMPTS={LOAD_ATTEMPTS}\n"
-        + r""": >"$LOG"
-for _ in $(seq 1 300); do [ "$(http GET / '' | head -n 1)" = 200 ] && break; sleep 1; done
-for i in "${!MODELS[@]}"; do
-  m=${MODELS[$i]} name=${NAMES[$i]}
-  echo "$name loading" >>"$LOG"
-  for attempt in $(seq 1 "$ATTEMPTS"); do
-    response=$(http POST /api/generate "{\"model\":\"$m\",\"prompt\":\"\",\"stream\":false}")
-    if [ "$(head -n 1 <<<"$response")" = 400 ] && [[ $response == *"does not support generate"* ]]; then
-      response=$(http POST /api/embed "{\"model\":\"$m\",\"input\":\"\"}")
-    fi
-    [ "$(head -n 1 <<<"$response")" = 200 ] && break
-    [ "$attempt" -lt "$ATTEMPTS" ] && sleep 10
-  done
-  if [ "$(head -n 1 <<<"$response")" = 200 ]; then
-    # an empty prompt only loads ("done_reason":"load"); anything else means the server generated
-    if [[ $response == *'"done_reason":'* && $response != *'"done_reason":"load"'* ]]; then
-      echo "$name loaded (and generated: the server did not treat the empty prompt as load-only)" >>"$LOG"
-    else
-      echo "$name loaded" >>"$LOG"
-    fi
-  else
-    echo "$name failed: $(error_of "${response:-the server did not answer}")" >>"$LOG"
+        + r"""load() {  # load model $1 (spec name) without generating; logs as $2 (/api/ps name)
+  local response
+  response=$(http POST /api/generate "{\"model\":\"$1\",\"prompt\":\"\",\"stream\":false}")
+  if [ "$(head -n 1 <<<"$response")" = 400 ] && [[ $response == *"does not support generate"* ]]; then
+    response=$(http POST /api/embed "{\"model\":\"$1\",\"input\":\"\"}")
   fi
+  if [ "$(head -n 1 <<<"$response")" != 200 ]; then
+    echo "$2 failed: $(error_of "${response:-the server did not answer}")" >>"$LOG"; return 1
+  fi
+  # an empty prompt only loads ("done_reason":"load"); anything else means the server generated
+  if [[ $response == *'"done_reason":'* && $response != *'"done_reason":"load"'* ]]; then
+    echo "$2 loaded (and generated: the server did not treat the empty prompt as load-only)" >>"$LOG"
+  else
+    echo "$2 loaded" >>"$LOG"
+  fi
+}
+for _ in $(seq 1 300); do [ "$(http GET / '' | head -n 1)" = 200 ] && break; sleep 1; done
+declare -A next_try backoff
+for i in "${!MODELS[@]}"; do
+  echo "${NAMES[$i]} loading" >>"$LOG"
+  load "${MODELS[$i]}" "${NAMES[$i]}" || { backoff[$i]=10; next_try[$i]=$((SECONDS + 10)); }
+done
+while sleep "$WATCH"; do
+  read_state || continue
+  for i in "${!MODELS[@]}"; do
+    listed "${NAMES[$i]}" && continue
+    [ "${next_try[$i]:-0}" -le "$SECONDS" ] || continue
+    case $(state_of "${NAMES[$i]}") in failed:*) ;; *) echo "${NAMES[$i]} reloading" >>"$LOG" ;; esac
+    if load "${MODELS[$i]}" "${NAMES[$i]}"; then
+      unset "backoff[$i]" "next_try[$i]"
+    else
+      backoff[$i]=$(( ${backoff[$i]:-5} * 2 > 300 ? 300 : ${backoff[$i]:-5} * 2 ))
+      next_try[$i]=$((SECONDS + ${backoff[$i]}))
+    fi
+  done
 done
 """
     )
-    # A background subshell: the hook returns at once (the kubelet runs no probe before the hook ends).
-    return f"(\n{body}) >/dev/null 2>&1 </dev/null &\nexit 0\n"
+    # The log exists before the hook returns (the kubelet probes only after it), then a background
+    # subshell does the loading: the hook returns at once and never fails.
+    return (
+        f"{{ : >{PRELOAD_LOG}; }} 2>/dev/null || echo 'gpupin: cannot write {PRELOAD_LOG}' >&2\n"
+        f"WATCH={WATCH_SECONDS}\n(\n{body}) >/dev/null 2>&1 </dev/null &\nexit 0\n"
+    )
 
 
 def readiness_script(models: Sequence[str], port: int, require_gpu: bool) -> str:
-    """Readiness probe: exit 0 when the hook has loaded every model, /api/ps lists it and, with
-    ``require_gpu``, it is wholly in GPU memory (``size_vram == size``); otherwise print one line
-    ``gpupin: not serving: NAME: REASON; …`` and exit 1. Each request gives up after 3 s, within
-    the probe's timeout. (Ollama lists a model in /api/ps while its weights still load, so the
-    hook's "loaded" is what says the load finished.)"""
+    """Readiness probe: exit 0 when every model is in /api/ps (matched by its blob, as /api/tags
+    gives it), not still being loaded by the hook, and with ``require_gpu`` wholly in GPU memory
+    (``size_vram == size``); otherwise print one line ``gpupin: not serving: NAME: REASON; …``
+    and exit 1. Each request gives up after 3 s, within the probe's timeout. (Ollama lists a
+    model in /api/ps while its weights still load: the hook's "loaded" says the load finished.)"""
     head, tail = READINESS_PREFIX.split(" ", 1)
     return (
         _header(port, models, 3)
         + f"REQUIRE_GPU={1 if require_gpu else 0}\n"
         + f'PREFIX="{head}"" {tail}"\n'
-        + r"""response=$(http GET /api/ps '') || { echo "$PREFIX the Ollama server does not answer"; exit 1; }
-[ "$(head -n 1 <<<"$response")" = 200 ] || { echo "$PREFIX GET /api/ps answered $(head -n 1 <<<"$response")"; exit 1; }
-body=$(tail -n +2 <<<"$response")
-declare -A size vram
-while IFS= read -r entry; do
-  [[ $entry =~ \"name\":\"([^\"]*)\" ]] || continue; name=${BASH_REMATCH[1]}
-  [[ $entry =~ \"size\":([0-9]+) ]] && size[$name]=${BASH_REMATCH[1]}
-  [[ $entry =~ \"size_vram\":([0-9]+) ]] && vram[$name]=${BASH_REMATCH[1]} || vram[$name]=0
-done <<<"${body//\},\{\"name\":/$'\n'\{\"name\":}"
+        + r"""[ -e "$LOG" ] || { echo "$PREFIX the postStart hook has not run (no $LOG)"; exit 1; }
+[ -r "$LOG" ] || { echo "$PREFIX the postStart hook's log $LOG cannot be read"; exit 1; }
+read_state || { echo "$PREFIX the Ollama server does not answer"; exit 1; }
 problems=()
 for name in "${NAMES[@]}"; do
   state=$(state_of "$name")
-  if [ -z "${size[$name]:-}" ] || [[ $state != loaded* ]]; then
-    case $state in
-      failed:*) problems+=("$name: failed to load: ${state#failed: }") ;;
-      loaded*) problems+=("$name: not loaded (unloaded after it was preloaded)") ;;
-      *) problems+=("$name: not loaded yet") ;;
-    esac
-  elif [ "$REQUIRE_GPU" = 1 ] && [ "${vram[$name]}" != "${size[$name]}" ]; then
-    problems+=("$name: on CPU: ${vram[$name]} of ${size[$name]} bytes in GPU memory")
+  if listed "$name" && [[ $state != loading && $state != reloading ]]; then
+    digest=${DIGEST[$name]}
+    if [ "$REQUIRE_GPU" = 1 ] && [ "${VRAM[$digest]}" != "${SIZE[$digest]}" ]; then
+      problems+=("$name: on CPU: ${VRAM[$digest]} of ${SIZE[$digest]} bytes in GPU memory")
+    fi
+    continue
   fi
+  case $state in
+    failed:*) problems+=("$name: failed to load: ${state#failed: }") ;;
+    loaded*|reloading) problems+=("$name: not loaded (unloaded after it was preloaded; reloading)") ;;
+    *) problems+=("$name: not loaded yet") ;;
+  esac
 done
 [ ${#problems[@]} -eq 0 ] && exit 0
 printf '%s' "$PREFIX"; printf ' %s;' "${problems[@]}"; echo; exit 1
@@ -212,7 +263,8 @@ class ModelReport:
 
     model: str
     state: str
-    """``on-cpu``, ``failed``, ``loading``, ``unloaded`` or ``down`` (the server did not answer)."""
+    """``on-cpu``, ``failed``, ``loading``, ``unloaded`` or ``pod`` (no model: the server does not
+    answer, the hook has not run)."""
     detail: str
     gpu_bytes: int | None = None
     """With ``on-cpu``: bytes of the model in GPU memory, as Ollama's /api/ps says (size_vram)."""
@@ -239,12 +291,12 @@ def parse_readiness(output: str) -> list[ModelReport] | None:
     rest = text[len(READINESS_PREFIX) :].strip()
     first_line = rest.splitlines()[0] if rest else ""
     reports: list[ModelReport] = []
-    for part in (p.strip() for p in first_line.split(";")):
-        if not part:
-            continue
+    parts = [p.strip() for p in first_line.split(";") if p.strip()]
+    for part in parts:
         model, sep, detail = part.partition(": ")
-        if not sep:
-            reports.append(ModelReport(model="", state="down", detail=part))
+        if not sep:  # about the pod, not a model (server down, no hook log) — or a cut-off fragment
+            if len(parts) == 1:
+                reports.append(ModelReport(model="", state="pod", detail=part))
             continue
         on_cpu = _ON_CPU.match(detail)
         if on_cpu:

@@ -134,7 +134,7 @@ def _probe_problem(name: str, output: str, estimates: Mapping[str, int]) -> PodP
                 f"{format_memory(r.total_bytes or 0)} in GPU memory{planned}"
             )
         return PodProblem(reasons.MODEL_ON_CPU, f"pod {name}: " + "; ".join(parts), 35)
-    failed = [r for r in reports if r.state in ("failed", "unloaded", "down")]
+    failed = [r for r in reports if r.state in ("failed", "unloaded", "pod")]
     if failed:
         detail = "; ".join(
             f"{r.model}: failed to load: {r.detail}"
