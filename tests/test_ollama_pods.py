@@ -149,6 +149,21 @@ def _start_server(pod: dict[str, Any], models_dir: Path, started: list[OllamaSer
     return server
 
 
+def _hooked(
+    pod: dict[str, Any],
+    volume: Path,
+    seeded: list[str],
+    ggufs: Callable[[str], Path],
+    started: list[OllamaServer],
+) -> tuple[OllamaServer, dict[str, Any]]:
+    """The server of ``pod`` over a volume holding ``seeded`` models, after its postStart hook."""
+    _seed_volume(volume, seeded, ggufs)
+    server = _start_server(pod, volume, started)
+    (container,) = pod["spec"]["containers"]
+    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    return server, container
+
+
 def _wait_ready(server: OllamaServer, container: dict[str, Any]) -> Any:
     deadline = time.monotonic() + LOAD_TIMEOUT
     while True:
@@ -266,12 +281,8 @@ def test_models_on_the_cpu_are_not_ready_and_say_so(
     """requireGPU (the default): loaded but served from the CPU is not Ready; the probe gives
     Ollama's figures, which the operator puts beside its estimate."""
     (pod, *_) = _pods(SEED, workstation(), RenderConfig())
-    (container,) = pod["spec"]["containers"]
     names = _placement_models(pod)
-    volume = tmp_path / "v"
-    _seed_volume(volume, names, ggufs)
-    server = _start_server(pod, volume, started)
-    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    server, container = _hooked(pod, tmp_path / "v", names, ggufs, started)
     deadline = time.monotonic() + LOAD_TIMEOUT
     while True:
         result = _probe(server, container)
@@ -309,11 +320,7 @@ def test_a_missing_model_is_reported_and_does_not_crash_loop(
     serving the other, readiness names the missing one with Ollama's error."""
     item = deployment("two", engine="ollama", models=models("llama3.1:8b", "gone-model:7b"))
     (pod,) = _pods(item, inventory(node("n", A10)), CPU_OK)
-    (container,) = pod["spec"]["containers"]
-    volume = tmp_path / "v"
-    _seed_volume(volume, ["llama3.1:8b"], ggufs)
-    server = _start_server(pod, volume, started)
-    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    server, container = _hooked(pod, tmp_path / "v", ["llama3.1:8b"], ggufs, started)
     deadline = time.monotonic() + LOAD_TIMEOUT
     while True:
         result = _probe(server, container)
@@ -429,11 +436,7 @@ def test_a_pod_heals_a_model_that_came_late_or_left_memory(
     a model that left memory (a client's keep_alive 0), so the pod becomes Ready again by itself."""
     item = deployment("heal", engine="ollama", models=models("llama3.1:8b", "late-model:1b"))
     (pod,) = _pods(item, inventory(node("n", A10)), CPU_OK)
-    (container,) = pod["spec"]["containers"]
-    volume = tmp_path / "v"
-    _seed_volume(volume, ["llama3.1:8b"], ggufs)
-    server = _start_server(pod, volume, started)
-    assert _exec(server, container["lifecycle"]["postStart"], HOOK_TIMEOUT).returncode == 0
+    server, container = _hooked(pod, tmp_path / "v", ["llama3.1:8b"], ggufs, started)
     deadline = time.monotonic() + LOAD_TIMEOUT
     while "late-model:1b: failed to load" not in (result := _probe(server, container)).stdout:
         assert time.monotonic() < deadline, result.stdout
