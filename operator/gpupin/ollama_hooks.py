@@ -4,28 +4,30 @@ Pure: strings in, strings out. Each program runs in the stock ``ollama/ollama`` 
 has bash but neither curl nor wget, so they speak HTTP/1.0 to the local server over bash's
 ``/dev/tcp`` (the server closes the connection after each answer, so ``cat`` reads it whole).
 
-Why not the ``ollama`` CLI (checked in Ollama v0.12.6 and v0.17.4, ``cmd/cmd.go``):
+Why not the ``ollama`` CLI (``cmd/cmd.go``):
 
 - ``ollama run --keepalive -1`` parses the flag with Go's ``time.ParseDuration``, which rejects
-  ``-1`` ("missing unit in duration");
-- ``ollama run MODEL ''`` with stdin not a terminal (a CRI exec) prepends stdin and sends the
-  prompt ``" "``: a full generation runs; only an empty prompt makes the server load and stop
-  (``server/routes.go`` GenerateHandler);
-- embedding models refuse ``/api/generate`` with 400 "does not support generate"; ``POST
-  /api/embed`` with an empty input loads them.
+  ``-1`` ("missing unit in duration"; v0.12.6 and v0.17.4);
+- ``ollama run MODEL ''`` with stdin not a terminal (a CRI exec) prepended stdin and sent the
+  prompt ``" "`` in v0.12.6: a full generation; only an empty prompt makes the server load and
+  stop (``server/routes.go`` GenerateHandler, ``done_reason: "load"``);
+- embedding models refuse ``/api/generate`` with 400 "does not support generate" (the v0.17.4
+  CLI refuses them without input text); ``POST /api/embed`` with an empty input loads them.
 
 The three programs:
 
-- :func:`pull_script` (init container): pulls every model; exits non-zero naming the model
-  and Ollama's error when one cannot be had (the init container is retried with backoff and
-  its last lines become the termination message the operator reports).
-- :func:`preload_script` (postStart hook): returns at once and loads the models in the
-  background, one after the other, without generating; writes one line per model to
-  :data:`PRELOAD_LOG`. It never fails, so a missing model cannot crash-loop the container.
-- :func:`readiness_script` (readiness probe): Ready only when every model is loaded and, unless
-  CPU is allowed, wholly in GPU memory (``GET /api/ps``: ``size_vram == size``). When not, it
-  prints one line naming each model and why (:func:`parse_readiness` reads it back from the
-  kubelet's Event); the operator turns that into status.
+- :func:`pull_script` (init container): pulls every model; its last line names every model that
+  could not be had, with Ollama's error, and it exits 1 (the kubelet retries with backoff; that
+  line starts the termination message the operator reports).
+- :func:`preload_script` (postStart hook): returns at once; a background process loads the
+  models one after the other without generating, logs each to :data:`PRELOAD_LOG`, then stays
+  to retry failed loads and reload models that left memory. It never fails, so a missing model
+  cannot crash-loop the container.
+- :func:`readiness_script` (readiness probe): Ready only when every model is in ``/api/ps``
+  (matched by blob digest), not still being loaded, and, unless CPU is allowed, wholly in GPU
+  memory (``size_vram == size``). When not, it prints one line naming each model and why
+  (:func:`parse_readiness` reads it back from the kubelet's Event); the operator turns that
+  into status.
 """
 
 from __future__ import annotations
