@@ -137,7 +137,8 @@ def test_deleting_a_deployment_frees_its_gpus_for_a_waiting_one(env: Env) -> Non
     assert waiting["reason"] == "InsufficientGPUs" and f"{env.namespace}/first holds" in waiting["message"]
     env.delete("first")
     wait_for(env.placed("second"), timeout=45, what="second placed once first's pod is gone")
-    assert [p["metadata"]["name"].startswith("second-") for p in env.pods()] == [True]
+    pods = wait_for(lambda: env.pods(), what="second's pod")  # status and pod are written concurrently
+    assert [p["metadata"]["name"].startswith("second-") for p in pods] == [True]
 
 
 def test_gpu_leaving_the_inventory_replans_its_pods(env: Env) -> None:
@@ -213,14 +214,15 @@ def test_api_faults_converge_without_a_crash(env: Env) -> None:
     operator = env.operator(kubeconfig=proxy.kubeconfig(env.tmp / "proxy.kubeconfig"))
     env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
     wait_for(env.placed("chat"), timeout=60, what="placed despite the injected faults")
+    # the status and the pod are written concurrently: Placed can be seen before the pod
+    wait_for(lambda: len(env.pods()) == 1, what="the pod, created on the third try")
     assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") >= 3
-    assert len(env.pods()) == 1
     # every watch stream is cut; the operator reconnects and still sees new work
     wait_for(lambda: proxy.drop_watches() >= 1, timeout=10, what="open watch streams to cut")
     env.apply("second", models=[{"name": "Qwen/Qwen2.5-1.5B-Instruct"}])
     wait_for(env.placed("second"), timeout=60, what="placed after the watches were dropped")
     assert operator.alive(), operator.tail()
-    assert len(env.pods()) == 2
+    wait_for(lambda: len(env.pods()) == 2, what="both pods")
 
 
 def test_two_deployments_racing_for_one_gpu(env: Env) -> None:
@@ -292,7 +294,7 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
         wait_for(env.placed("assistant"), what="placed by the ServiceAccount-only operator")
         wait_for(env.placed("chat-tp2", "False"), what="the refusal written")
         wait_for(lambda: len(env.cluster.events(env.namespace, "chat-tp2")) >= 1, what="an Event posted")
-        assert len(env.pods()) == 2
+        wait_for(lambda: len(env.pods()) == 2, what="the two Ollama pods")
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
         _assert_can_do_no_more_than(env, f"system:serviceaccount:{env.namespace}:gpupin", rbac.RULES)
