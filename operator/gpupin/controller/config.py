@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--require-gpu",
         action=argparse.BooleanOptionalAction,
-        default=_env_bool(env, ENV["require_gpu"], _DEFAULTS.require_gpu),
+        default=None,  # not given: the environment variable, read (and checked) in from_arguments
         help="an Ollama pod is Ready only when its models are wholly in GPU memory; --no-require-gpu "
         f"accepts models served from the CPU, for clusters without GPUs (env {ENV['require_gpu']}=false; "
         "default true)",
@@ -124,8 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _env_bool(env: os._Environ[str] | dict[str, str], name: str, default: bool) -> bool:
-    value = env.get(name)
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
     if value is None or value == "":
         return default
     if value.lower() in ("1", "true", "yes", "on"):
@@ -145,7 +145,11 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         runtime_class_name=args.runtime_class or None,
         ollama_image=args.ollama_image,
         vllm_image=args.vllm_image,
-        require_gpu=args.require_gpu,
+        require_gpu=(
+            args.require_gpu
+            if args.require_gpu is not None
+            else _env_bool(ENV["require_gpu"], _DEFAULTS.require_gpu)
+        ),
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
         metrics_port=args.metrics_port,
