@@ -204,42 +204,60 @@ def test_ready_or_starting_pods_have_no_problem() -> None:
     assert diagnose(_pod({"phase": "Pending"}), None) is None
 
 
-def test_the_deployment_says_which_pod_and_why_and_posts_a_warning_once() -> None:
-    item = deployment("assistant", engine="ollama", models=models("llama3.1:8b"))
-    cluster = workstation()
-    result = plan(item, cluster)
-    config = RenderConfig()
-    (pod,) = [o for o in render(item, result, config) if o["kind"] == "Pod"]
+CHAT = deployment("assistant", engine="ollama", models=models("llama3.1:8b"))
+ON_CPU = (
+    f"Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: 0 of {6 * GIB} bytes in GPU memory;"
+)
+
+
+def _chat_pod() -> dict[str, Any]:
+    """The one pod CHAT gets on the workstation, running but not Ready."""
+    (pod,) = [o for o in render(CHAT, plan(CHAT, workstation()), RenderConfig()) if o["kind"] == "Pod"]
     pod["metadata"]["uid"] = "u1"
     pod["status"] = _running_not_ready()
-    body = item.model_dump(by_alias=True, exclude_none=True) | {
+    return pod
+
+
+def _reconcile(pod: dict[str, Any], status: dict[str, Any] | None, output: str | None) -> Any:
+    """decide() for CHAT with this pod, the status it last wrote and the pod's probe output."""
+    cluster = workstation()
+    body = CHAT.model_dump(by_alias=True, exclude_none=True) | {
         "metadata": {"name": "assistant", "namespace": "default", "uid": "d1", "generation": 1}
     }
-    name = pod["metadata"]["name"]
-    output = {
-        name: f"Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: 0 of {6 * GIB} bytes in GPU memory;"
-    }
-    actions = decide(body, item, None, result, [pod], [], [], cluster, config, probe_output=output)
+    if status is not None:
+        body["status"] = status
+    probe_output = {pod["metadata"]["name"]: output} if output else None
+    return decide(
+        body,
+        CHAT,
+        None,
+        plan(CHAT, cluster),
+        [pod],
+        [],
+        [],
+        cluster,
+        RenderConfig(),
+        probe_output=probe_output,
+    )
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == reasons.READY)
+
+
+def test_the_deployment_says_which_pod_and_why_and_posts_a_warning_once() -> None:
+    pod = _chat_pod()
+    actions = _reconcile(pod, None, ON_CPU)
     assert actions.status is not None
-    ready = next(c for c in actions.status["conditions"] if c["type"] == reasons.READY)
+    ready = _ready(actions.status)
     assert ready["status"] == "False" and ready["reason"] == reasons.MODEL_ON_CPU
+    name = pod["metadata"]["name"]
     assert ready["message"].startswith(f"0/1 pods ready; pod {name}: llama3.1:8b runs partly on the CPU")
     assert "gpupin estimated" in ready["message"]
     warnings = [e for e in actions.events if e.reason == reasons.MODEL_ON_CPU]
     assert len(warnings) == 1 and warnings[0].type == "Warning"
 
-    again = decide(
-        body | {"status": actions.status},
-        item,
-        None,
-        result,
-        [pod],
-        [],
-        [],
-        cluster,
-        config,
-        probe_output=output,
-    )
+    again = _reconcile(pod, actions.status, ON_CPU)
     assert not [e for e in again.events if e.reason == reasons.MODEL_ON_CPU], (
         "posted once, not every reconcile"
     )
@@ -248,29 +266,14 @@ def test_the_deployment_says_which_pod_and_why_and_posts_a_warning_once() -> Non
 def test_an_unread_probe_keeps_the_last_known_reason() -> None:
     """After an operator restart the probe Events are not read yet: the Ready reason stays what it
     was (no flip to PodsNotReady and back, no second Warning) until they are."""
-    item = deployment("assistant", engine="ollama", models=models("llama3.1:8b"))
-    cluster = workstation()
-    result = plan(item, cluster)
-    config = RenderConfig()
-    (pod,) = [o for o in render(item, result, config) if o["kind"] == "Pod"]
-    pod["status"] = _running_not_ready()
-    name = pod["metadata"]["name"]
-    body = item.model_dump(by_alias=True, exclude_none=True) | {
-        "metadata": {"name": "assistant", "namespace": "default", "uid": "d1", "generation": 1}
-    }
-    output = {
-        name: f"Readiness probe failed: gpupin: not serving: llama3.1:8b: on CPU: 0 of {GIB} bytes in GPU memory;"
-    }
-    first = decide(body, item, None, result, [pod], [], [], cluster, config, probe_output=output)
+    pod = _chat_pod()
+    first = _reconcile(pod, None, ON_CPU)
     assert first.status is not None
-    restarted = decide(body | {"status": first.status}, item, None, result, [pod], [], [], cluster, config)
+    restarted = _reconcile(pod, first.status, None)
     assert restarted.status is None, "nothing to write: the reason and message stay"
     assert not restarted.events
     pod["status"]["containerStatuses"][0]["ready"] = True
     pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
-    ready = decide(body | {"status": first.status}, item, None, result, [pod], [], [], cluster, config)
+    ready = _reconcile(pod, first.status, None)
     assert ready.status is not None
-    assert (
-        next(c for c in ready.status["conditions"] if c["type"] == reasons.READY)["reason"]
-        == reasons.PODS_READY
-    )
+    assert _ready(ready.status)["reason"] == reasons.PODS_READY

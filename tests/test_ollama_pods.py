@@ -19,7 +19,6 @@ with an embedding model, a model spanning GPUs) behaves the same.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import zlib
@@ -30,8 +29,9 @@ from typing import Any
 
 import pytest
 
-from gpupin import constants, reasons
+from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, ModelRef
+from gpupin.controller.cache import placement_of
 from gpupin.controller.diagnose import diagnose
 from gpupin.inventory import Inventory
 from gpupin.ollama_hooks import PRELOAD_LOG, ollama_names, parse_readiness
@@ -209,7 +209,8 @@ def _serve_pod(
 
 
 def _placement(pod: dict[str, Any]) -> dict[str, Any]:
-    placement: dict[str, Any] = json.loads(pod["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])
+    placement = placement_of(pod)
+    assert placement is not None, "every rendered pod carries its placement"
     return placement
 
 

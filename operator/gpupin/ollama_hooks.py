@@ -279,7 +279,13 @@ _ON_CPU = re.compile(r"^on CPU: (\d+) of (\d+) bytes in GPU memory$")
 
 KUBELET_READINESS_FAILED = "Readiness probe failed:"
 """How the kubelet starts the message of an Unhealthy Event for a failed readiness probe."""
-_COMBINED = "(combined from similar events): "
+KUBELET_COMBINED = "(combined from similar events): "
+"""What client-go puts before an Event message that stands for several similar ones."""
+
+
+def probe_text(message: str) -> str:
+    """A readiness-probe Event's message less the kubelet's prefixes: what the probe printed."""
+    return message.strip().removeprefix(KUBELET_COMBINED).removeprefix(KUBELET_READINESS_FAILED).strip()
 
 
 def parse_readiness(output: str) -> list[ModelReport] | None:
@@ -287,7 +293,7 @@ def parse_readiness(output: str) -> list[ModelReport] | None:
     quotes it (``Readiness probe failed: …``, possibly ``(combined from similar events): …``),
     or None when the text is not a report of :func:`readiness_script` (only the first line
     counts: the kubelet appends stderr)."""
-    text = output.strip().removeprefix(_COMBINED).removeprefix(KUBELET_READINESS_FAILED).strip()
+    text = probe_text(output)
     if not text.startswith(READINESS_PREFIX):
         return None
     rest = text[len(READINESS_PREFIX) :].strip()

@@ -34,6 +34,8 @@ OLLAMA_PORT = 11434
 VLLM_PORT = 8000
 MODELS_PATH = "/models"
 CLAIM_NAME = "gpus"
+MODEL_PULL_CONTAINER = "pull-models"
+"""The Ollama init container that pulls the models (the operator reads its termination message)."""
 
 
 @dataclass(frozen=True)
@@ -237,14 +239,13 @@ _SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]
 
 def _ollama_container(spec: LLMDeploymentSpec, placement: Placement, config: RenderConfig) -> dict[str, Any]:
     options = spec.ollama_options
-    models = ollama_hooks.ollama_names(placement.models)
     env = [
         {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{OLLAMA_PORT}"},
         {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
         {"name": "OLLAMA_KEEP_ALIVE", "value": options.keep_alive},
         {"name": "OLLAMA_CONTEXT_LENGTH", "value": str(options.context_length)},
         {"name": "OLLAMA_NUM_PARALLEL", "value": str(options.num_parallel)},
-        {"name": "OLLAMA_MAX_LOADED_MODELS", "value": str(len(models))},
+        {"name": "OLLAMA_MAX_LOADED_MODELS", "value": str(len(placement.models))},
     ]
     if options.flash_attention is not None:  # unset: Ollama decides per model (on for gemma3, qwen3, …)
         env.append({"name": "OLLAMA_FLASH_ATTENTION", "value": "1" if options.flash_attention else "0"})
@@ -303,7 +304,7 @@ def _ollama_pull_container(
         {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
     ]
     return {
-        "name": "pull-models",
+        "name": MODEL_PULL_CONTAINER,
         "image": spec.image or config.ollama_image,
         "command": ["/bin/bash", "-c", ollama_hooks.pull_script(placement.models, OLLAMA_PORT)],
         "env": [*env, *_user_env(spec)],

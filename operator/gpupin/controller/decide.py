@@ -29,9 +29,6 @@ from gpupin.planner import Plan
 from gpupin.render import RenderConfig, render, selector
 from gpupin.sizing import SizingError, estimate
 
-READY_OK = reasons.PODS_READY
-READY_WAITING = reasons.PODS_NOT_READY
-READY_NOT_PLACED = reasons.NOT_PLACED
 DEGRADED_NO = "AsExpected"
 DEGRADED_LOST = "PlacementLost"
 DEGRADED_GPU_GONE = "GPULost"
@@ -350,18 +347,18 @@ def _status(
         ready = sum(1 for p in live if is_ready(p))
     if not placed and not live:
         ready_condition = _new_condition(
-            previous, reasons.READY, False, READY_NOT_PLACED, "no pods: not placed", generation, now
+            previous, reasons.READY, False, reasons.NOT_PLACED, "no pods: not placed", generation, now
         )
     elif ready == total and placed:
         ready_condition = _new_condition(
-            previous, reasons.READY, True, READY_OK, f"{ready}/{total} pods ready", generation, now
+            previous, reasons.READY, True, reasons.PODS_READY, f"{ready}/{total} pods ready", generation, now
         )
     else:
         ready_condition = _new_condition(
             previous,
             reasons.READY,
             False,
-            problem.reason if problem else READY_WAITING,
+            problem.reason if problem else reasons.PODS_NOT_READY,
             f"{ready}/{total} pods ready" + (f"; {problem.message}" if problem else ""),
             generation,
             now,

@@ -16,12 +16,9 @@ from typing import Any
 
 from gpupin import ollama_hooks, reasons
 from gpupin.quantity import format_memory
+from gpupin.render import MODEL_PULL_CONTAINER
 
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-PULL_CONTAINER = "pull-models"
-"""The Ollama init container that pulls models (see gpupin.render)."""
-READINESS_FAILED = ollama_hooks.KUBELET_READINESS_FAILED
-_COMBINED = "(combined from similar events): "
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ def diagnose(
             )
     for container in status.get("initContainerStatuses") or []:
         terminated = _last_terminated(container)
-        if container.get("name") == PULL_CONTAINER and terminated and terminated.get("exitCode") != 0:
+        if container.get("name") == MODEL_PULL_CONTAINER and terminated and terminated.get("exitCode") != 0:
             lines = str(terminated.get("message") or "").strip().splitlines()
             last = lines[-1].strip().removeprefix("gpupin: ") if lines else _exit_text(terminated)
             return PodProblem(
@@ -119,7 +116,7 @@ def diagnose(
 def _probe_problem(name: str, output: str, estimates: Mapping[str, int]) -> PodProblem:
     reports = ollama_hooks.parse_readiness(output)
     if not reports:
-        text = output.strip().removeprefix(_COMBINED).removeprefix(READINESS_FAILED).strip()
+        text = ollama_hooks.probe_text(output)
         if text.startswith('command "') and text.endswith("timed out"):
             text = "it timed out"  # the kubelet quotes the whole command: not worth repeating
         return PodProblem(reasons.PODS_NOT_READY, f"pod {name}: readiness probe failed: {_tail(text)}", 5)

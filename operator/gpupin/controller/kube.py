@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from gpupin.controller import metrics
+from gpupin.ollama_hooks import KUBELET_READINESS_FAILED
 
 CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events"}
 GROUP_KINDS = {"ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates")}
@@ -177,7 +178,7 @@ class Kube:
         newest: tuple[str, str] | None = None
         for event in (events or {}).get("items") or []:
             message = str(event.get("message") or "")
-            if "Readiness probe failed:" not in message.split("\n", 1)[0]:
+            if KUBELET_READINESS_FAILED not in message.split("\n", 1)[0]:
                 continue  # liveness and startup failures; "(combined from similar events): " is kept
             when = str(event.get("lastTimestamp") or event.get("eventTime") or "")
             if since and when and when < since:
