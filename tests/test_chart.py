@@ -121,7 +121,7 @@ def test_non_default_values(tmp_path: Path) -> None:
     (crd,) = by_kind(docs, "CustomResourceDefinition")
     assert "annotations" not in crd["metadata"], "crds.keep=false"
     (deployment,) = by_kind(docs, "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GPUPIN_PINNING"] == "dra" and env["GPUPIN_NAMESPACES"] == "team-a,team-b"
     (configmap,) = by_kind(docs, "ConfigMap")
     assert yaml.safe_load(configmap["data"]["inventory.yaml"])["nodes"][0]["name"] == "workstation"

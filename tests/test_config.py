@@ -8,6 +8,8 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +55,37 @@ def test_a_bad_value_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> Non
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "gpupin: GPUPIN_REQUIRE_GPU='maybe': expected true or false"
+
+
+def test_the_operator_names_itself_after_its_pod() -> None:
+    assert (
+        config.operator_identity({"POD_NAME": "gpupin-operator-7d9f-x2x", "USER": "x"})
+        == "gpupin-operator-7d9f-x2x"
+    )
+    assert config.operator_identity({"POD_ID": "from-kopf-docs"}) == "from-kopf-docs"
+    assert config.operator_identity({"USER": "ada"}).startswith("ada@")
+
+
+_UID_WITHOUT_PASSWD_ENTRY = """
+import getpass, os, sys
+from gpupin.controller.config import operator_identity
+os.setgid(65532); os.setuid(65532)
+try:
+    getpass.getuser()
+except KeyError as exc:
+    print("getuser:", exc)
+print("identity:", operator_identity())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a uid without a passwd entry")
+def test_the_operator_starts_as_a_uid_without_a_passwd_entry() -> None:
+    """The image runs as uid 65532, which has no passwd entry and no USER: kopf's default
+    identity (getpass.getuser) raised KeyError there and the operator pod crash-looped."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LOGNAME", "USER", "LNAME", "USERNAME")}
+    result = subprocess.run(
+        [sys.executable, "-c", _UID_WITHOUT_PASSWD_ENTRY], env=env, capture_output=True, text=True, check=True
+    )
+    # the witness: this process reproduces the crash kopf's default met in the pod
+    assert "getuser: 'getpwuid(): uid not found: 65532'" in result.stdout
+    assert f"identity: uid65532@{socket.gethostname()}/" in result.stdout

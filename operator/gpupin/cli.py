@@ -250,6 +250,7 @@ def _operator(args: argparse.Namespace) -> int:
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+        identity=operator_config.operator_identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
     )
     return EXIT_OK
 

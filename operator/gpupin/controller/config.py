@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+import pwd
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gpupin.planner import PINNING_MODES, PinningMode
@@ -163,3 +165,23 @@ def from_environment(argv: Sequence[str] = ()) -> OperatorConfig:
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     return from_arguments(parser.parse_args(list(argv)))
+
+
+def operator_identity(environ: Mapping[str, str] | None = None) -> str:
+    """The name this operator process gives itself in kopf's peering and logs.
+
+    The pod's name when the chart passes it (``POD_NAME``, or kopf's own ``POD_ID``); else
+    ``user@host/pid``. The user comes from the environment or, failing that, the numeric uid:
+    kopf's default asks the password database, which has no entry for the uid images run as
+    (65532), and crashed the operator pod with ``KeyError: 'getpwuid(): uid not found'``."""
+    env = os.environ if environ is None else environ
+    for name in ("POD_NAME", "POD_ID"):
+        if env.get(name):
+            return env[name]
+    user = next((env[n] for n in ("LOGNAME", "USER", "LNAME", "USERNAME") if env.get(n)), None)
+    if user is None:
+        try:
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}/{os.getpid()}"
