@@ -225,6 +225,8 @@ def start_cluster(
         str(kubeconfig),
         "--wait",
         "120s",
+        "--config",
+        str(Path(__file__).resolve().parents[1] / "test" / "cluster" / "kwokctl.yaml"),
     ]
     if runtime == "binary":
         for component, binary in (

@@ -428,13 +428,27 @@ def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
 def _kubelet_status(env: Env, pod: dict[str, Any], container_state: dict[str, Any]) -> None:
     """Write a pod's status as the kubelet would (the node has no kubelet: the test plays it)."""
     (container,) = pod["spec"]["containers"]
+    (init,) = pod["spec"]["initContainers"]
     ready = False
     env.cluster.kube.request(
         "PATCH",
         f"/api/v1/namespaces/{env.namespace}/pods/{pod['metadata']['name']}/status",
         {
             "status": {
+                "podIP": "10.0.0.9",
+                "podIPs": [{"ip": "10.0.0.9"}],
+                "hostIP": "10.0.0.1",
                 "phase": "Running" if "running" in container_state else "Pending",
+                "initContainerStatuses": [
+                    {
+                        "name": init["name"],
+                        "image": init["image"],
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+                    }
+                ],
                 "conditions": [
                     {"type": "PodScheduled", "status": "True"},
                     {"type": "Ready", "status": str(ready)},
@@ -493,15 +507,68 @@ def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
             },
         )
 
+    def ready_reason(reason: str) -> Any:
+        condition = env.cluster.condition(env.namespace, "chat", "Ready")
+        return condition if condition and condition["reason"] == reason else None
+
+    # The model pull fails in the init container, first thing. The real kubelet keeps the pod
+    # Pending and unready through it: the operator must look again at the status change itself
+    # (the kind tier caught it waiting for its 10-minute resync).
+    (init,) = pod["spec"]["initContainers"]
+    env.cluster.kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{env.namespace}/pods/{name}/status",
+        {
+            "status": {
+                "podIP": "10.0.0.9",
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "False"},
+                ],
+                "initContainerStatuses": [
+                    {
+                        "name": init["name"],
+                        "image": init["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 1,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "message": "gpupin: cannot pull model(s) llama3.1:8b: Error: no such host\n",
+                            }
+                        },
+                    }
+                ],
+                "containerStatuses": [
+                    {
+                        "name": pod["spec"]["containers"][0]["name"],
+                        "image": pod["spec"]["containers"][0]["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "PodInitializing"}},
+                    }
+                ],
+            }
+        },
+        content_type="application/merge-patch+json",
+    )
+    not_pulled = wait_for(
+        lambda: ready_reason("ModelPullFailed"), what="Ready reason ModelPullFailed", timeout=15
+    )
+    assert not_pulled["message"] == (
+        f"0/1 pods ready; pod {name}: pulling the models failed: cannot pull model(s) llama3.1:8b: Error: no such host"
+    )
+
     now = time.time()
     probe_failed("llama3.1:8b: failed to load: from a container run that is over", now - 3600)
     probe_failed(f"llama3.1:8b: on CPU: {2 * gib} of {6 * gib} bytes in GPU memory", now)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))
     _kubelet_status(env, pod, {"running": {"startedAt": started}})
-
-    def ready_reason(reason: str) -> Any:
-        condition = env.cluster.condition(env.namespace, "chat", "Ready")
-        return condition if condition and condition["reason"] == reason else None
 
     on_cpu = wait_for(lambda: ready_reason("ModelOnCPU"), what="Ready reason ModelOnCPU", timeout=60)
     assert on_cpu["status"] == "False"

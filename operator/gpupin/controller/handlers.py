@@ -25,6 +25,7 @@ from gpupin import constants
 from gpupin.controller import metrics
 from gpupin.controller.cache import ClusterCache, is_ready, is_terminating, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
+from gpupin.controller.diagnose import diagnose
 from gpupin.controller.kube import ApiError, Kube
 from gpupin.controller.runtime import Reconciler
 
@@ -157,6 +158,19 @@ async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
         reconciler.enqueue(key)
 
 
+def _pod_view(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod the decision reads: ready, terminating, phase, and the problem the pod's
+    status shows. A failing init container or image pull leaves the pod Pending and unready
+    through every kubelet update, so the problem itself must count as a change."""
+    problem = diagnose(pod, None)
+    return (
+        is_ready(pod),
+        is_terminating(pod),
+        (pod.get("status") or {}).get("phase"),
+        problem and (problem.reason, problem.message),
+    )
+
+
 @kopf.on.event("v1", "pods", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     obj: dict[str, Any] = dict(event.get("object") or {})
@@ -175,12 +189,7 @@ async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     old = STATE.cache.pods.get(key_of(obj))
     if not STATE.cache.pods.upsert(obj):
         return
-    changed = old is None or (is_ready(old), is_terminating(old), (old.get("status") or {}).get("phase")) != (
-        is_ready(obj),
-        is_terminating(obj),
-        (obj.get("status") or {}).get("phase"),
-    )
-    if owner and changed:
+    if owner and (old is None or _pod_view(old) != _pod_view(obj)):
         reconciler.enqueue(owner)
 
 
