@@ -55,8 +55,7 @@ bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operat
 e2e-kind: ## the seed's scenario on a kind cluster (needs Docker, kind, kubectl, helm; skips without Docker)
 	hack/e2e-kind.sh
 
-demo: $(STAMP) cluster-tools ## a local cluster with fake GPU nodes, gpupin installed, the seed's scenario
-	-@$(BIN)/python hack/cluster.py down >/dev/null 2>&1
+demo: $(STAMP) cluster-tools ## a new local cluster (replaces one that is up, saying so), gpupin installed, the seed's scenario
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py demo
 
 cluster-up: $(STAMP) cluster-tools ## start the local cluster (INVENTORY=file, PINNING=mode); prints the KUBECONFIG line

@@ -10,8 +10,11 @@ processes (KWOK runs no containers), each authenticated only by a token of its c
 ServiceAccount. Logs: .cluster/logs/; PIDs: .cluster/pids/. GPUPIN_E2E_RUNTIME=kind uses
 `kwokctl --runtime kind` instead (needs Docker; not run where gpupin is developed).
 
+cluster-up again while it is up says so and changes nothing; a cluster left half-up (a reboot)
+is named, with the way out (cluster-down).
 cluster-down stops what cluster-up started, by PID, and deletes the cluster.
-demo: cluster-up, the seed's example and the refused tensor-parallel one, and what to look at.
+demo: a new cluster (it says so when it deletes one that is up), the seed's example and the
+refused tensor-parallel one, and what to look at.
 """
 
 from __future__ import annotations
@@ -51,12 +54,55 @@ def _say(text: str) -> None:
     print(f"cluster: {text}", flush=True)
 
 
+def _existing() -> bool:
+    """Whether kwokctl knows a cluster of this name (up, or left behind by a crash)."""
+    listed = subprocess.run(
+        [str(tools_bin() / "kwokctl"), "get", "clusters"], env=_env(), capture_output=True, text=True
+    )
+    return NAME in listed.stdout.split()
+
+
+def _answers(kubeconfig: Path) -> bool:
+    try:
+        result = subprocess.run(
+            [str(tools_bin() / "kubectl"), "--kubeconfig", str(kubeconfig), "get", "--raw", "/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return result.returncode == 0
+
+
+def _running_pids() -> list[str]:
+    alive = []
+    for pid_file in sorted((STATE / "pids").glob("*.pid")) if (STATE / "pids").exists() else []:
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except (ProcessLookupError, ValueError):
+            continue
+        alive.append(pid_file.stem)
+    return alive
+
+
 def up() -> Cluster:
+    kubeconfig = STATE / "kubeconfig"
+    if _existing():
+        if _answers(kubeconfig) and {"operator"} <= set(_running_pids()):
+            _say(f"the local cluster '{NAME}' is already up, with its operator; nothing to do")
+            _say("(make cluster-down stops it; INVENTORY and PINNING apply to a new cluster only)")
+            print(f"\nexport KUBECONFIG={kubeconfig}\n")
+            return Cluster(name=NAME, workdir=STATE / "kwok", kubeconfig=kubeconfig)
+        _say(
+            f"a cluster named '{NAME}' exists but is not whole (its API server or operator is not "
+            "running, e.g. after a reboot): run make cluster-down, then make cluster-up"
+        )
+        sys.exit(1)
     tools = tools_bin()
     STATE.mkdir(exist_ok=True)
     (STATE / "logs").mkdir(exist_ok=True)
     (STATE / "pids").mkdir(exist_ok=True)
-    kubeconfig = STATE / "kubeconfig"
     runtime = os.environ.get("GPUPIN_E2E_RUNTIME", "binary")
     inventory_path = Path(os.environ.get("INVENTORY") or DEFAULT_INVENTORY)
     pinning = os.environ.get("PINNING", "visible-devices")
@@ -198,6 +244,12 @@ def down() -> None:
 
 
 def demo() -> None:
+    if _existing():
+        _say(
+            f"the demo starts from a new cluster: deleting the local cluster '{NAME}' that is up "
+            "(its deployments go with it)"
+        )
+        down()
     cluster = up()
     kubectl = [str(tools_bin() / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
     subprocess.run(
