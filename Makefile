@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit generate manifests examples bench bench-operator e2e-kind demo cluster-up cluster-down cluster-tools engines constraints clean
+.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-operator demo cluster-up cluster-down cluster-tools engines constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create .venv with gpupin and the test tools
 
-test: lint typecheck cluster-tools engines unit ## everything CI runs: lint, types, the whole test suite (builds the cluster tools and engines once)
+test: lint typecheck cluster-tools engines unit kind ## everything CI runs: lint, types, the pure and KWOK tiers, the kind tier (builds the tools once)
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks
@@ -33,6 +33,9 @@ unit: $(STAMP)
 	GPUPIN_ENGINES_BIN="$$(hack/build-engines.sh)" \
 	GPUPIN_VLLM_SOURCE="$$(PYTHON=$(BIN)/python hack/fetch-vllm-source.sh)" \
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+kind: $(STAMP) cluster-tools ## the kind tier: chart, images and a real Ollama pod in a kind cluster (GPUPIN_KIND_MODE=stock|offline)
+	hack/kind-tier.sh
 
 generate: $(STAMP) ## regenerate the CRDs (crds/ and the chart) and the chart's RBAC rules from the code
 	$(BIN)/python -m gpupin.generate
@@ -51,9 +54,6 @@ bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and pea
 
 bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operator on a real API server (~2 min)
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_latency.py
-
-e2e-kind: ## the seed's scenario on a kind cluster (needs Docker, kind, kubectl, helm; skips without Docker)
-	hack/e2e-kind.sh
 
 demo: $(STAMP) cluster-tools ## a new local cluster (replaces one that is up, saying so), gpupin installed, the seed's scenario
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python hack/cluster.py demo
