@@ -121,8 +121,11 @@ if [ "$mode" = offline ]; then
   build_args=(--build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src/build/wheelhouse)
   # the Ollama image: the same version built for CPU, under the chart's default name
   engines=$("$root/hack/build-engines.sh")
+  built=$("$engines/ollama" --version 2>&1 | awk '{print $NF}' | tail -1)
+  [ "${ollama_image##*:}" = "$built" ] \
+    || die "the chart's ollamaImage is $ollama_image, but hack/build-engines.sh builds Ollama $built: change both pins together"
   context=$(mktemp -d); trap 'rm -rf "$context"' EXIT; cp "$engines/ollama" "$context/ollama"
-  say "building $ollama_image (Ollama $("$engines/ollama" --version 2>&1 | awk '{print $NF}' | tail -1) for CPU, hack/kind-offline/ollama.Dockerfile)..."
+  say "building $ollama_image (Ollama $built for CPU, hack/kind-offline/ollama.Dockerfile)..."
   build -f "$root/hack/kind-offline/ollama.Dockerfile" --build-arg BASE=gpupin.local/debian-python:bookworm \
     -t "$ollama_image" "$context" || die "building $ollama_image failed"
   rm -rf "$context"
