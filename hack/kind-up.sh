@@ -67,7 +67,7 @@ exists() { local clusters; clusters=$("$kind" get clusters 2>/dev/null || true);
 # what the cluster was made from: the node image's ID and the cluster config
 identity() {
   { [ -n "$node_image" ] && docker image inspect -f '{{.Id}}' "$node_image"; cat ${config[@]+"${config[1]}"} /dev/null; } \
-    | sha256sum | cut -c1-16
+    | cksum | cut -d" " -f1   # cksum: POSIX, also on macOS
 }
 if exists; then
   if [ "$(cat "$state/identity" 2>/dev/null)" != "$(identity)" ]; then

@@ -10,7 +10,8 @@ Stand-ins, said here once: no model registry is assumed reachable, so the model 
 Ollama pod serves is pre-seeded on a volume (a hostPath PersistentVolume the pod mounts
 through ``storage.existingClaim``), created there by the real Ollama image itself
 (``ollama create`` from a tiny GGUF written by the test). gpupin's pull init container then
-finds the registry unreachable and keeps the cached copy, as it does on an offline cluster.
+gets no copy from the registry (unreachable offline; it has no such model online) and keeps
+the cached one, as it does on an offline cluster with a pre-filled volume.
 The vLLM pod cannot run here (no GPU; offline, no image): its spec is checked, not its run.
 
 The tests run in order and share one release: install, the seed's deployments, a served
