@@ -69,7 +69,7 @@ engines: $(STAMP) ## build the real Ollama server for CPU and fetch the pinned v
 	@PYTHON=$(BIN)/python hack/fetch-vllm-source.sh >/dev/null
 
 cluster-tools: ## build the pinned Kubernetes v1.37 control plane, etcd, kwok, helm (cached; ~15 min cold)
-	@hack/build-cluster-tools.sh
+	@bin=$$(hack/build-cluster-tools.sh) && echo "cluster tools: $$bin"
 
 constraints: $(STAMP) ## re-pin constraints.txt from the current .venv
 	{ head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v -E '^(gpupin|setuptools|wheel|pip)=='; } > constraints.txt.new

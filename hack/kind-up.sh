@@ -42,10 +42,9 @@ if [ "$mode" = auto ]; then
     cannot "needs kind on PATH with a running Docker engine (GPUPIN_KIND_MODE=stock), or root with apt-get and Go to build everything locally (GPUPIN_KIND_MODE=offline)"
   fi
 fi
-say "mode: $mode"
 case "$mode" in
   stock)
-    command -v kind >/dev/null || die "stock mode needs kind on PATH"
+    command -v kind >/dev/null || die "stock mode needs kind on PATH (or GPUPIN_KIND_MODE=offline: root with apt-get and Go)"
     docker info >/dev/null 2>&1 || die "stock mode needs a running Docker engine (docker info failed)"
     kind=kind node_image="" config=()   # kind's own node image
     ;;
@@ -58,24 +57,34 @@ case "$mode" in
     ;;
   *) die "GPUPIN_KIND_MODE=$mode: expected auto, stock or offline" ;;
 esac
+say "mode: $mode"
 
 # --- the cluster ---------------------------------------------------------------------------
 state="$(dirname "$kubeconfig")"
 mkdir -p "$state"
 node="$cluster-control-plane"
 exists() { local clusters; clusters=$("$kind" get clusters 2>/dev/null || true); grep -qx "$cluster" <<<"$clusters"; }
-# what the cluster was made from: the node image's ID and the cluster config
+# What the cluster was made from (the node image's ID and the cluster config), recorded in the
+# node itself: every checkout sees the same record (the cluster's name is shared).
+record=/kind/gpupin-identity
 identity() {
   { [ -n "$node_image" ] && docker image inspect -f '{{.Id}}' "$node_image"; cat ${config[@]+"${config[1]}"} /dev/null; } \
     | cksum | cut -d" " -f1   # cksum: POSIX, also on macOS
 }
 if exists; then
-  if [ "$(cat "$state/identity" 2>/dev/null)" != "$(identity)" ]; then
-    say "cluster $cluster was made from another node image or config: recreating it"
-    "$kind" delete cluster --name "$cluster" >&2
-  elif [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
+  if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
     say "cluster $cluster's node is stopped: starting it"
     docker start "$node" >/dev/null
+  fi
+  made_from=$(docker exec "$node" cat "$record" 2>/dev/null || true)
+  if [ -z "$made_from" ]; then
+    say "cluster $cluster carries no record of what it was made from: recreating it (kubeconfigs of other checkouts stop working)"
+    "$kind" delete cluster --name "$cluster" >&2
+  elif [ "$made_from" != "$(identity)" ]; then
+    say "cluster $cluster was made from another node image or config: recreating it (kubeconfigs of other checkouts stop working)"
+    "$kind" delete cluster --name "$cluster" >&2
+  else
+    say "reusing cluster $cluster (made from the same node image and config)"
   fi
 fi
 if ! exists; then
@@ -83,7 +92,7 @@ if ! exists; then
   t0=$(date +%s)
   "$kind" create cluster --name "$cluster" ${node_image:+--image "$node_image"} ${config[@]+"${config[@]}"} \
     --kubeconfig "$kubeconfig" --wait 5m >&2 || die "kind create cluster failed (see above)"
-  identity >"$state/identity"
+  identity | docker exec -i "$node" sh -c "cat >$record"
   say "cluster $cluster created in $(( $(date +%s) - t0 )) s"
 fi
 "$kind" get kubeconfig --name "$cluster" >"$kubeconfig"

@@ -116,6 +116,8 @@ class Kind:
         }
         path = self.cluster.workdir / "values.yaml"
         path.write_text(yaml.safe_dump(values))
+        if not extra:  # beside the kubeconfig: to install gpupin again after the tier (README)
+            (self.cluster.kubeconfig.parent / "values.yaml").write_text(yaml.safe_dump(values))
         return path
 
     def install(self, *extra: str, **operator: Any) -> subprocess.CompletedProcess[str]:
