@@ -425,10 +425,21 @@ def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
         process.wait(15)
 
 
-def _kubelet_status(env: Env, pod: dict[str, Any], container_state: dict[str, Any]) -> None:
-    """Write a pod's status as the kubelet would (the node has no kubelet: the test plays it)."""
+_INIT_DONE: dict[str, Any] = {
+    "ready": True,
+    "restartCount": 0,
+    "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+}
+
+
+def _kubelet_status(
+    env: Env, pod: dict[str, Any], container_state: dict[str, Any], init: dict[str, Any] = _INIT_DONE
+) -> None:
+    """Write a pod's status as the kubelet would (the node has no kubelet: the test plays it):
+    the server container in ``container_state``, never ready; the pull init container's
+    ``ready``, ``restartCount``, ``state`` and ``lastState`` from ``init`` (default: done)."""
     (container,) = pod["spec"]["containers"]
-    (init,) = pod["spec"]["initContainers"]
+    (init_container,) = pod["spec"]["initContainers"]
     ready = False
     env.cluster.kube.request(
         "PATCH",
@@ -440,14 +451,7 @@ def _kubelet_status(env: Env, pod: dict[str, Any], container_state: dict[str, An
                 "hostIP": "10.0.0.1",
                 "phase": "Running" if "running" in container_state else "Pending",
                 "initContainerStatuses": [
-                    {
-                        "name": init["name"],
-                        "image": init["image"],
-                        "imageID": "",
-                        "ready": True,
-                        "restartCount": 0,
-                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-                    }
+                    {"name": init_container["name"], "image": init_container["image"], "imageID": "", **init}
                 ],
                 "conditions": [
                     {"type": "PodScheduled", "status": "True"},
@@ -470,9 +474,10 @@ def _kubelet_status(env: Env, pod: dict[str, Any], container_state: dict[str, An
 
 
 def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
-    """A readiness probe failure (the kubelet's Unhealthy Event, read by pod uid) and a failed image
-    pull (the pod's status) become the Ready reason, a message naming the pod and the cause, and a
-    Warning Event. The node runs no kubelet and no KWOK: the test writes what the kubelet would."""
+    """A failed model pull (the init container's status, the pod staying Pending), a readiness
+    probe failure (the kubelet's Unhealthy Event, read by pod uid) and a failed image pull (the
+    pod's status) each become the Ready reason, with a message naming the pod and the cause (the
+    CPU spill also as a Warning Event). The node runs no kubelet and no KWOK: the test writes what the kubelet would."""
     env.node("gpu", A10, kwok=False)
     env.operator()
     env.apply("chat", engine="ollama", models=[{"name": "llama3.1:8b"}])
@@ -514,48 +519,22 @@ def test_why_a_pod_is_not_ready_reaches_the_deployment(env: Env) -> None:
     # The model pull fails in the init container, first thing. The real kubelet keeps the pod
     # Pending and unready through it: the operator must look again at the status change itself
     # (the kind tier caught it waiting for its 10-minute resync).
-    (init,) = pod["spec"]["initContainers"]
-    env.cluster.kube.request(
-        "PATCH",
-        f"/api/v1/namespaces/{env.namespace}/pods/{name}/status",
-        {
-            "status": {
-                "podIP": "10.0.0.9",
-                "phase": "Pending",
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "Ready", "status": "False"},
-                ],
-                "initContainerStatuses": [
-                    {
-                        "name": init["name"],
-                        "image": init["image"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 1,
-                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                        "lastState": {
-                            "terminated": {
-                                "exitCode": 1,
-                                "reason": "Error",
-                                "message": "gpupin: cannot pull model(s) llama3.1:8b: Error: no such host\n",
-                            }
-                        },
-                    }
-                ],
-                "containerStatuses": [
-                    {
-                        "name": pod["spec"]["containers"][0]["name"],
-                        "image": pod["spec"]["containers"][0]["image"],
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"waiting": {"reason": "PodInitializing"}},
-                    }
-                ],
-            }
+    _kubelet_status(
+        env,
+        pod,
+        {"waiting": {"reason": "PodInitializing"}},
+        init={
+            "ready": False,
+            "restartCount": 1,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": "gpupin: cannot pull model(s) llama3.1:8b: Error: no such host\n",
+                }
+            },
         },
-        content_type="application/merge-patch+json",
     )
     not_pulled = wait_for(
         lambda: ready_reason("ModelPullFailed"), what="Ready reason ModelPullFailed", timeout=15
