@@ -43,6 +43,10 @@ if [ "$mode" = auto ]; then
   fi
 fi
 case "$mode" in
+  stock | offline) say "mode: $mode" ;;
+  *) die "GPUPIN_KIND_MODE=$mode: expected auto, stock or offline" ;;
+esac
+case "$mode" in
   stock)
     command -v kind >/dev/null || die "stock mode needs kind on PATH (or GPUPIN_KIND_MODE=offline: root with apt-get and Go)"
     docker info >/dev/null 2>&1 || die "stock mode needs a running Docker engine (docker info failed)"
@@ -55,9 +59,7 @@ case "$mode" in
     config=(--config "$root/hack/kind-offline/cluster.yaml")
     export DOCKER_BUILDKIT=0   # Debian's Docker 20.10 has no usable BuildKit here
     ;;
-  *) die "GPUPIN_KIND_MODE=$mode: expected auto, stock or offline" ;;
 esac
-say "mode: $mode"
 
 # --- the cluster ---------------------------------------------------------------------------
 state="$(dirname "$kubeconfig")"

@@ -120,10 +120,10 @@ class Kind:
             (self.cluster.kubeconfig.parent / "values.yaml").write_text(yaml.safe_dump(values))
         return path
 
-    def install(self, *extra: str, **operator: Any) -> subprocess.CompletedProcess[str]:
+    def install(self, **operator: Any) -> subprocess.CompletedProcess[str]:
         return self.helm(
             "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM, "--create-namespace",
-            "-f", str(self.values(**operator)), "--wait", "--timeout", "4m", *extra,
+            "-f", str(self.values(**operator)), "--wait", "--timeout", "4m",
         )  # fmt: skip
 
     def reset(self) -> None:
@@ -225,13 +225,18 @@ def kind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kind]:
     yield kind
 
 
-def _pod_of(kind: Kind, namespace: str, deployment: str) -> dict[str, Any] | None:
-    """The deployment's one pod (not terminating), or None while there is not exactly one."""
-    pods = [
+def _pods_of(kind: Kind, namespace: str, deployment: str) -> list[dict[str, Any]]:
+    """The deployment's pods that are not terminating."""
+    return [
         p
         for p in kind.cluster.pods(namespace)
         if (p["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL) == deployment
     ]
+
+
+def _pod_of(kind: Kind, namespace: str, deployment: str) -> dict[str, Any] | None:
+    """The deployment's one pod (not terminating), or None while there is not exactly one."""
+    pods = _pods_of(kind, namespace, deployment)
     return pods[0] if len(pods) == 1 else None
 
 
@@ -305,17 +310,7 @@ def test_the_seed_deployments_get_pinned_pods_and_real_kubelet_reasons(kind: Kin
         condition = wait_for(lambda n=name: placed(n), timeout=60, what=f"{name} Placed")
         assert (condition["status"], condition["reason"]) == (status, reason), condition
     pods = wait_for(  # the status and the pods are written concurrently
-        lambda: (
-            len(
-                ps := [
-                    p
-                    for p in kind.cluster.pods(SEED)
-                    if (p["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL) == "assistant"
-                ]
-            )
-            == 2
-            and ps
-        ),
+        lambda: len(ps := _pods_of(kind, SEED, "assistant")) == 2 and ps,
         timeout=30,
         what="assistant's two pods",
     )
