@@ -4,18 +4,20 @@ Aspects: each pinning mode pins the planned GPU (env + runtime class; DRA claim 
 device-plugin count); vLLM and Ollama containers (args, probes, /dev/shm, model pull and
 preload, the env that keeps Ollama's memory what was planned); Services per engine; the
 placement annotation and labels the operator reads back; deterministic names and spec
-hashes; every rendered object is valid Kubernetes v1.37 (strict schema).
+hashes; every example deployment placed (and rendered) or refused (with its reason) as a table
+says, and every rendered object valid Kubernetes v1.37 (strict schema).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from gpupin import constants, naming
+from gpupin import constants, naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.loading import load_deployments, load_inventory
@@ -281,19 +283,84 @@ def _example_cases() -> list[tuple[str, str]]:
     return cases
 
 
+# What the planner decides for every deployment of every example, against the example's
+# inventory (fleet.yaml's are planned in order, later ones seeing the GPUs earlier ones took):
+# a placed plan's reason (Placed or its warning) or a refusal's. Pinning mode device-plugin
+# cannot choose a card on a node with mismatched GPUs (the workstation, the gaming box): a
+# deployment that only such nodes can take is refused PinningUnsupported there, whatever else
+# would be said of it; _DEVICE_PLUGIN lists those.
+_OUTCOMES: dict[str, dict[str, str]] = {
+    "seed/1-ollama-both-gpus.yaml": {"assistant": reasons.PLACED_OK},
+    "seed/2-ollama-qwen32b.yaml": {"big-assistant": reasons.INSUFFICIENT_VRAM},
+    "seed/3-vllm-tp2.yaml": {"chat-tp2": reasons.HETEROGENEOUS_TENSOR_PARALLEL},
+    "seed/4-vllm-tp1.yaml": {"chat": reasons.PLACED_OK},
+    "seed/5-vllm-phi4.yaml": {"phi4": reasons.INSUFFICIENT_VRAM},
+    "rules/fleet.yaml": {
+        "coder-tp2": reasons.PLACED_OK,
+        "phi4": reasons.PLACED_OK,
+        "phi4-tp3": reasons.INVALID_SPEC,
+        "small-chat-t4": reasons.DTYPE_FALLBACK,
+        "vllm-on-pascal": reasons.UNSUPPORTED_COMPUTE_CAPABILITY,
+        "ollama-on-pascal": reasons.PLACED_OK,
+        "qwen14b-q8": reasons.PLACED_OK,
+        "embeddings": reasons.PLACED_OK,
+        "phi4-tp4": reasons.INSUFFICIENT_GPUS,
+        "wants-h100": reasons.NO_MATCHING_GPU,
+        "mystery": reasons.UNKNOWN_MODEL_SIZE,
+    },
+}
+_DEVICE_PLUGIN: dict[str, dict[str, str]] = {
+    **{
+        example: dict.fromkeys(expected, reasons.PINNING_UNSUPPORTED)  # the seed's workstation: 4070 + 2060
+        for example, expected in _OUTCOMES.items()
+        if example.startswith("seed/")
+    },
+    "rules/fleet.yaml": {"coder-tp2": reasons.PINNING_UNSUPPORTED, "qwen14b-q8": reasons.PINNING_UNSUPPORTED},
+}
+
+
+def _expected(example: str, name: str, pinning: PinningMode) -> str:
+    overrides = _DEVICE_PLUGIN.get(example, {}) if pinning == "device-plugin" else {}
+    return overrides.get(name, _OUTCOMES[example][name])
+
+
+def test_the_outcome_table_covers_every_example() -> None:
+    """A new example (or deployment in one) needs its expected outcome in _OUTCOMES."""
+    assert sorted(_OUTCOMES) == sorted(example for example, _ in _example_cases())
+    for example, expected in _OUTCOMES.items():
+        assert sorted(expected) == sorted(d.metadata.name for d in load_deployments([EXAMPLES / example]))
+        assert set(_DEVICE_PLUGIN.get(example, {})) <= set(expected)
+
+
 @pytest.mark.parametrize("pinning", PINNING_MODES)
 @pytest.mark.parametrize(("example", "inventory_file"), _example_cases())
 def test_every_rendered_object_is_valid_kubernetes(
     example: str, inventory_file: str, pinning: PinningMode
 ) -> None:
-    """Strict schema validation (kubernetes-validate, v1.37 OpenAPI) of every object, every mode."""
+    """Each example deployment is placed or refused as _OUTCOMES says. A placed one renders its
+    pods (one per placement), Services, and in mode dra a ResourceClaimTemplate per pod; a
+    refused one renders nothing. Every object passes strict schema validation
+    (kubernetes-validate, v1.37 OpenAPI) in every mode."""
     items = load_deployments([EXAMPLES / example])
     cluster, _ = load_inventory(EXAMPLES / inventory_file)
     planner = Planner(cluster, pinning=pinning)
     for item in items:
-        for obj in render(item, planner.plan(item), RenderConfig(pinning=pinning)):
+        name = item.metadata.name
+        result = planner.plan(item)
+        objects = render(item, result, RenderConfig(pinning=pinning))
+        assert result.reason == _expected(example, name, pinning), (name, result.message)
+        if result.reason in reasons.REFUSALS:
+            assert not result.placed and objects == [], name
+            continue
+        assert result.placed, (name, result.message)
+        kinds = Counter(o["kind"] for o in objects)
+        assert kinds["Pod"] == len(result.placements) >= 1, (name, kinds)
+        assert kinds["Service"] >= 1, (name, kinds)
+        assert kinds["ResourceClaimTemplate"] == (kinds["Pod"] if pinning == "dra" else 0), (name, kinds)
+        assert set(kinds) <= {"Pod", "Service", "ResourceClaimTemplate"}, (name, kinds)
+        for obj in objects:
             kubernetes_validate.validate(obj, "1.37.0", strict=True)
-            name = obj["metadata"]["name"]
-            assert len(name) <= 63 and naming.dns_label(name) == name, name
+            obj_name = obj["metadata"]["name"]
+            assert len(obj_name) <= 63 and naming.dns_label(obj_name) == obj_name, obj_name
             for key, value in obj["metadata"]["labels"].items():
                 assert len(key.split("/")[-1]) <= 63 and len(value) <= 63, key
