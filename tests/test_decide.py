@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants, reasons
+from gpupin.controller.cache import placement_of
 from gpupin.controller.decide import Actions, decide
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.planner import Planner
@@ -144,7 +145,10 @@ def test_refusal_keeps_the_pods_that_serve() -> None:
 def test_lost_gpus_delete_their_pods() -> None:
     cluster = inventory(node("w", A10, A10))
     body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
-    held = pods[0]["spec"]["containers"][0]["env"][0]["value"]
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+    held = env["NVIDIA_VISIBLE_DEVICES"]
+    placement = placement_of(pods[0])
+    assert placement is not None and [g["uuid"] for g in placement["gpus"]] == [held], "pinned as placed"
     survivor = [g for g in cluster.nodes[0].gpus if g.uuid != held]
     shrunk = inventory(NodeInventory(name="w", gpus=survivor))
     actions = _decide(body, shrunk, pods, services)
