@@ -38,7 +38,11 @@ def _body(spec: dict[str, Any], generation: int = 1, status: dict[str, Any] | No
 
 
 def _decide(
-    body: dict[str, Any], cluster: Inventory, pods: list[dict[str, Any]], services: list[dict[str, Any]]
+    body: dict[str, Any],
+    cluster: Inventory,
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    now: datetime = NOW,
 ) -> Actions:
     from gpupin.api.v1alpha1 import LLMDeployment
     from gpupin.controller.cache import current_pods
@@ -47,7 +51,7 @@ def _decide(
         {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
     )
     plan = Planner(cluster).plan(deployment, current_pods(pods))
-    return decide(body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), NOW)
+    return decide(body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), now)
 
 
 def _as_created(objs: list[dict[str, Any]], ready: bool = True) -> list[dict[str, Any]]:
@@ -184,3 +188,46 @@ def test_conditions_move_their_transition_time_only_when_they_flip() -> None:
     after = {c["type"]: c for c in later.status["conditions"]}
     assert after[reasons.PLACED]["lastTransitionTime"] != before[reasons.PLACED], "Placed flipped to False"
     assert after[reasons.DEGRADED]["status"] == "True"
+
+
+def test_unchanged_conditions_keep_their_transition_time_across_status_writes() -> None:
+    """Each reconcile reads the status the one before wrote: a condition whose status stays keeps
+    its lastTransitionTime even when its message changes and the status is written; one that
+    flips takes the reconcile's time."""
+    cluster = inventory(node("w", A10, A10))
+    body = _body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}], "replicas": 2})
+    first = _decide(body, cluster, [], [])
+    assert first.status is not None
+    at_first = {c["type"]: c for c in first.status["conditions"]}
+    assert {t: (c["status"], c["lastTransitionTime"]) for t, c in at_first.items()} == {
+        reasons.PLACED: ("True", "2026-11-27T12:00:00Z"),
+        reasons.READY: ("False", "2026-11-27T12:00:00Z"),
+        reasons.DEGRADED: ("False", "2026-11-27T12:00:00Z"),
+    }
+    children = _as_created(first.create)
+    services = [c for c in children if c["kind"] == "Service"]
+    pods = [c for c in children if c["kind"] == "Pod"]
+    assert len(pods) == 2
+    half_ready = [
+        pods[0],
+        {**pods[1], "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}},
+    ]
+
+    # an hour later one pod is ready: Ready's message changes, no condition flips
+    second = _decide({**body, "status": first.status}, cluster, half_ready, services, NOW.replace(hour=13))
+    assert second.status is not None, "the Ready message changed: the status is written"
+    at_second = {c["type"]: c for c in second.status["conditions"]}
+    assert at_second[reasons.READY]["message"] != at_first[reasons.READY]["message"]
+    assert {t: (c["status"], c["lastTransitionTime"]) for t, c in at_second.items()} == {
+        t: (c["status"], c["lastTransitionTime"]) for t, c in at_first.items()
+    }
+
+    # two hours later both are: Ready flips to True and takes that time; the others keep theirs
+    third = _decide({**body, "status": second.status}, cluster, pods, services, NOW.replace(hour=14))
+    assert third.status is not None
+    at_third = {c["type"]: (c["status"], c["lastTransitionTime"]) for c in third.status["conditions"]}
+    assert at_third == {
+        reasons.PLACED: ("True", "2026-11-27T12:00:00Z"),
+        reasons.READY: ("True", "2026-11-27T14:00:00Z"),
+        reasons.DEGRADED: ("False", "2026-11-27T12:00:00Z"),
+    }
