@@ -370,8 +370,27 @@ def test_namespaced_operator_serves_its_namespace_and_sees_node_changes(env: Env
                 }
             )
         )
-        time.sleep(2)  # nothing should happen; there is no event to wait for
+        # No fixed wait. The one free GPU comes with a node added after "ignored", and a deployment
+        # of the served namespace applied after that wants it too. Served, "ignored" would get a
+        # status at once (InsufficientGPUs: "chat" holds the A10 on "late") and be planned before
+        # "later" for the spare GPU. "later" placed on it proves that the operator has seen and
+        # planned everything since "ignored" was applied, and left "ignored" untouched.
+        spare = env.node("spare", A10)
+        env.apply("later", models=[{"name": "Qwen/Qwen2.5-1.5B-Instruct"}])
+
+        def ignored_served_or_later_placed() -> Any:
+            if "status" in env.cluster.deployment(other, "ignored"):
+                return "ignored served"
+            return env.placed("later")()
+
+        outcome = wait_for(ignored_served_or_later_placed, timeout=20, what='"later" placed on the spare GPU')
+        assert outcome != "ignored served", "another namespace is not served"
+        (pod,) = wait_for(
+            lambda: [p for p in env.pods() if p["metadata"]["name"].startswith("later-")], what="its pod"
+        )
+        assert _visible(pod) == spare.gpus[0].uuid
         assert "status" not in env.cluster.deployment(other, "ignored"), "another namespace is not served"
+        assert env.cluster.pods(other) == []
     finally:
         env.cluster.kubectl("delete", "llmd", "--all", "-n", other, "--wait=true", check=False)
         env.cluster.delete_namespace(other)
