@@ -8,7 +8,7 @@ from typing import Any
 
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import GPU, Inventory, NodeInventory
-from gpupin.planner import Plan
+from gpupin.placement import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gpupin import constants
-from gpupin.controller.kube import ApiError, Kube, load_configuration
 from gpupin.inventory import NodeInventory
+from gpupin.kube import ApiError, Kube, load_configuration
 
 from faultproxy import FaultProxy
 from helpers import node

@@ -252,7 +252,7 @@ def bare_node(cluster: Cluster) -> Any:
 
 
 def test_publishes_on_change_only(cluster: Cluster, bare_node: str, tmp_path: Path) -> None:
-    from gpupin.controller.kube import Kube, load_configuration
+    from gpupin.kube import Kube, load_configuration
 
     proxy = FaultProxy(cluster.kubeconfig).start()
     try:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gpupin.api import crdgen
+from gpupin.api.rules import SPEC_RULES
 from gpupin.api.v1alpha1 import (
-    SPEC_RULES,
     EnvVar,
     LLMDeploymentSpec,
     ModelRef,

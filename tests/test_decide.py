@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants, reasons
-from gpupin.controller.cache import placement_of
 from gpupin.controller.decide import Actions, decide
+from gpupin.controller.podstate import placement_of
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.planner import Planner
 from gpupin.render import RenderConfig
@@ -152,7 +152,7 @@ def test_lost_gpus_delete_their_pods() -> None:
     env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
     held = env["NVIDIA_VISIBLE_DEVICES"]
     placement = placement_of(pods[0])
-    assert placement is not None and [g["uuid"] for g in placement["gpus"]] == [held], "pinned as placed"
+    assert placement is not None and list(placement.gpu_uuids) == [held], "pinned as placed"
     survivor = [g for g in cluster.nodes[0].gpus if g.uuid != held]
     shrunk = inventory(NodeInventory(name="w", gpus=survivor))
     actions = _decide(body, shrunk, pods, services)

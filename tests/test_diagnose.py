@@ -11,12 +11,13 @@ from the real probe against the real server and go through the same parser.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import reasons
 from gpupin.controller.decide import decide
 from gpupin.controller.diagnose import diagnose, needs_probe_output
-from gpupin.ollama_hooks import parse_readiness
+from gpupin.engines.ollama_scripts import parse_readiness
 from gpupin.planner import plan
 from gpupin.render import RenderConfig, render
 
@@ -237,6 +238,7 @@ def _reconcile(pod: dict[str, Any], status: dict[str, Any] | None, output: str |
         [],
         cluster,
         RenderConfig(),
+        now=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
         probe_output=probe_output,
     )
 

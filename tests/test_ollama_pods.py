@@ -31,13 +31,15 @@ import pytest
 
 from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, ModelRef
-from gpupin.controller.cache import placement_of
 from gpupin.controller.diagnose import diagnose
+from gpupin.controller.podstate import placement_of
+from gpupin.engines import ENGINES
+from gpupin.engines.ollama_scripts import PRELOAD_LOG, ollama_names, parse_readiness
 from gpupin.inventory import Inventory
-from gpupin.ollama_hooks import PRELOAD_LOG, ollama_names, parse_readiness
-from gpupin.planner import PINNING_MODES, PinningMode, plan
+from gpupin.pinning import PINNING_MODES, PinningModeName
+from gpupin.placement import Placement
+from gpupin.planner import plan
 from gpupin.render import RenderConfig, render
-from gpupin.sizing import estimate
 
 from helpers import A10, A100_80, deployment, inventory, models, node, workstation
 from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf
@@ -208,14 +210,14 @@ def _serve_pod(
     return server
 
 
-def _placement(pod: dict[str, Any]) -> dict[str, Any]:
+def _placement(pod: dict[str, Any]) -> Placement:
     placement = placement_of(pod)
     assert placement is not None, "every rendered pod carries its placement"
     return placement
 
 
 def _placement_models(pod: dict[str, Any]) -> list[str]:
-    return list(_placement(pod)["models"])
+    return list(_placement(pod).models)
 
 
 def _assert_loaded_and_kept(server: OllamaServer, names: list[str]) -> None:
@@ -256,7 +258,7 @@ def test_seed_pods_load_every_model_without_generating_and_become_ready(
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)
 def test_every_pinning_mode_serves(
-    pinning: PinningMode, tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
+    pinning: PinningModeName, tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
 ) -> None:
     """Only the pinning env differs between modes (UUIDs, or nothing for dra and device-plugin)."""
     config = RenderConfig(pinning=pinning, require_gpu=False)
@@ -271,7 +273,7 @@ def test_a_model_spanning_gpus_serves(
     """Bigger than either GPU: one server over both (Ollama splits the layers)."""
     item = deployment("big", engine="ollama", models=[{"name": "qwen2.5:32b", "vram": "16Gi"}])
     (pod,) = _pods(item, workstation(), CPU_OK)
-    assert len(_placement(pod)["gpus"]) == 2, "the pod holds both GPUs"
+    assert len(_placement(pod).gpus) == 2, "the pod holds both GPUs"
     server = _serve_pod(pod, tmp_path, ggufs, started)
     _assert_loaded_and_kept(server, ["qwen2.5:32b"])
 
@@ -301,7 +303,7 @@ def test_models_on_the_cpu_are_not_ready_and_say_so(
             {"name": "ollama", "ready": False, "restartCount": 0, "state": {"running": {}}}
         ],
     }
-    estimates = {name: estimate(ModelRef(name=name), SEED.spec).need_on(1) for name in names}
+    estimates = {name: ENGINES.estimate(ModelRef(name=name), SEED.spec).need_on(1) for name in names}
     problem = diagnose(
         {"metadata": {"name": "p"}, "status": running}, f"Readiness probe failed: {result.stdout}", estimates
     )

@@ -18,7 +18,9 @@ import pytest
 from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import Inventory, NodeInventory
-from gpupin.planner import CurrentPod, Hold, PinningMode, Plan, Planner, plan
+from gpupin.pinning import PinningModeName
+from gpupin.placement import CurrentPod, Hold, Plan
+from gpupin.planner import Planner, plan
 from gpupin.quantity import GiB
 
 from helpers import (
@@ -50,7 +52,7 @@ class Case:
     reason: str
     layout: list[tuple[str, tuple[int, ...], tuple[str, ...]]] | None = None
     message: list[str] = field(default_factory=list)
-    pinning: PinningMode = "visible-devices"
+    pinning: PinningModeName = "visible-devices"
     holds: list[Hold] = field(default_factory=list)
     check: Callable[[Plan], Any] | None = None
 
@@ -130,7 +132,7 @@ CASES = [
         reasons.MIXED_GPUS_ALLOWED,
         layout=[("workstation", (0, 1), (QWEN3B,))],
         message=["2 × 6.0 GiB usable", "6.0 GiB stranded", "--dtype half"],
-        check=lambda p: p.placements[0].dtype == "half",
+        check=lambda p: p.placements[0].launch.dtype == "half",
     ),
     Case(
         "TP 2 on 2 × RTX 4090 + RTX 3060 uses the matching pair",
@@ -200,7 +202,7 @@ CASES = [
         "Placed",
         reasons.DTYPE_FALLBACK,
         message=["--dtype half"],
-        check=lambda p: p.placements[0].dtype == "half",
+        check=lambda p: p.placements[0].launch.dtype == "half",
     ),
     Case(
         "vllm.dtype bfloat16 restricts to compute capability ≥ 8.0",
@@ -217,7 +219,7 @@ CASES = [
         "Placed",
         reasons.PLACED_OK,
         layout=[("n", (1,), ("Qwen/Qwen2.5-1.5B-Instruct",))],
-        check=lambda p: p.placements[0].dtype is None,
+        check=lambda p: p.placements[0].launch.dtype is None,
     ),
     # --- Ollama ------------------------------------------------------------------------------
     Case(

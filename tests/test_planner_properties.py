@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import Inventory, NodeInventory
-from gpupin.planner import PINNING_MODES, PinningMode, Plan, Planner
+from gpupin.pinning import PINNING_MODES, PinningModeName
+from gpupin.placement import Plan
+from gpupin.planner import Planner
 
 from helpers import A10, A100_80, GTX_1080TI, L4, RTX_2060, RTX_3060, RTX_4070, RTX_4090, T4, deployment, gpu
 
@@ -88,19 +90,21 @@ def deployments(draw: st.DrawFn, index: int) -> LLMDeployment:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[Inventory, list[LLMDeployment], PinningMode]:
+def scenarios(draw: st.DrawFn) -> tuple[Inventory, list[LLMDeployment], PinningModeName]:
     inventory = draw(inventories())
     count = draw(st.integers(1, 8))
     return inventory, [draw(deployments(i)) for i in range(count)], draw(st.sampled_from(PINNING_MODES))
 
 
-def _plan_all(inventory: Inventory, items: list[LLMDeployment], pinning: PinningMode) -> list[Plan]:
+def _plan_all(inventory: Inventory, items: list[LLMDeployment], pinning: PinningModeName) -> list[Plan]:
     planner = Planner(inventory, pinning=pinning)
     return [planner.plan(item) for item in items]
 
 
 @given(scenarios())
-def test_plans_respect_every_invariant(scenario: tuple[Inventory, list[LLMDeployment], PinningMode]) -> None:
+def test_plans_respect_every_invariant(
+    scenario: tuple[Inventory, list[LLMDeployment], PinningModeName],
+) -> None:
     inventory, items, pinning = scenario
     plans = _plan_all(inventory, items, pinning)
     gpus = {g.uuid: (n.name, g) for n in inventory.nodes for g in n.gpus}
@@ -153,7 +157,7 @@ def test_plans_respect_every_invariant(scenario: tuple[Inventory, list[LLMDeploy
 
 @given(scenarios())
 def test_same_inputs_give_the_same_plans(
-    scenario: tuple[Inventory, list[LLMDeployment], PinningMode],
+    scenario: tuple[Inventory, list[LLMDeployment], PinningModeName],
 ) -> None:
     inventory, items, pinning = scenario
     assert _plan_all(inventory, items, pinning) == _plan_all(inventory, items, pinning)
@@ -161,10 +165,11 @@ def test_same_inputs_give_the_same_plans(
 
 @given(scenarios())
 def test_planning_one_by_one_equals_the_pure_function(
-    scenario: tuple[Inventory, list[LLMDeployment], PinningMode],
+    scenario: tuple[Inventory, list[LLMDeployment], PinningModeName],
 ) -> None:
     """The indexed session planner and the one-shot pure function agree, given the same holds."""
-    from gpupin.planner import Hold, plan
+    from gpupin.placement import Hold
+    from gpupin.planner import plan
 
     inventory, items, pinning = scenario
     planner = Planner(inventory, pinning=pinning)
@@ -182,11 +187,11 @@ def test_planning_one_by_one_equals_the_pure_function(
 
 @given(scenarios(), st.lists(st.integers(0, 7), min_size=1, max_size=20), st.data())
 def test_one_planner_following_the_cluster_equals_a_fresh_one(
-    scenario: tuple[Inventory, list[LLMDeployment], PinningMode], order: list[int], data: st.DataObject
+    scenario: tuple[Inventory, list[LLMDeployment], PinningModeName], order: list[int], data: st.DataObject
 ) -> None:
     """release + hold keep a long-lived Planner exactly where a fresh one built from the same holds is
     (the operator keeps one instead of rebuilding the cluster state for every reconcile)."""
-    from gpupin.planner import Hold
+    from gpupin.placement import Hold
 
     inventory, items, pinning = scenario
     kept = Planner(inventory, pinning=pinning)

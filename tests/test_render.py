@@ -21,7 +21,8 @@ from gpupin import constants, naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.loading import load_deployments, load_inventory
-from gpupin.planner import PINNING_MODES, PinningMode, Planner, plan
+from gpupin.pinning import PINNING_MODES, PinningModeName
+from gpupin.planner import Planner, plan
 from gpupin.render import RenderConfig, render, spec_hash
 
 from helpers import A10, EXAMPLES, T4, deployment, inventory, models, node, workstation
@@ -33,7 +34,7 @@ TP2 = deployment("chat", models=models("Qwen/Qwen2.5-3B-Instruct"), tensorParall
 
 
 def _render(
-    item: LLMDeployment, cluster: Inventory, pinning: PinningMode = "visible-devices"
+    item: LLMDeployment, cluster: Inventory, pinning: PinningModeName = "visible-devices"
 ) -> list[dict[str, Any]]:
     result = plan(item, cluster, pinning=pinning)
     assert result.placed, result.message
@@ -155,7 +156,7 @@ def test_ollama_pod_keeps_the_planned_memory_true() -> None:
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)
-def test_model_pull_never_sees_a_gpu(pinning: PinningMode) -> None:
+def test_model_pull_never_sees_a_gpu(pinning: PinningModeName) -> None:
     """The ollama image sets NVIDIA_VISIBLE_DEVICES=all: the init container overrides it in every mode."""
     for pod in _of(_render(SEED_OLLAMA, inventory(node("n", A10, A10, A10)), pinning=pinning), "Pod"):
         (pull,) = pod["spec"]["initContainers"]
@@ -163,7 +164,7 @@ def test_model_pull_never_sees_a_gpu(pinning: PinningMode) -> None:
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)
-def test_vllm_never_gets_a_gpu_uuid_in_cuda_visible_devices(pinning: PinningMode) -> None:
+def test_vllm_never_gets_a_gpu_uuid_in_cuda_visible_devices(pinning: PinningModeName) -> None:
     """vLLM before 0.33 int()s every CUDA_VISIBLE_DEVICES entry (vllm-project/vllm#20939); inside a
     container limited by NVIDIA_VISIBLE_DEVICES the planned GPUs are 0..n-1."""
     (pod,) = _of(_render(TP2, inventory(node("n", A10, A10, A10)), pinning=pinning), "Pod")
@@ -319,7 +320,7 @@ _DEVICE_PLUGIN: dict[str, dict[str, str]] = {
 }
 
 
-def _expected(example: str, name: str, pinning: PinningMode) -> str:
+def _expected(example: str, name: str, pinning: PinningModeName) -> str:
     overrides = _DEVICE_PLUGIN.get(example, {}) if pinning == "device-plugin" else {}
     return overrides.get(name, _OUTCOMES[example][name])
 
@@ -335,7 +336,7 @@ def test_the_outcome_table_covers_every_example() -> None:
 @pytest.mark.parametrize("pinning", PINNING_MODES)
 @pytest.mark.parametrize(("example", "inventory_file"), _example_cases())
 def test_every_rendered_object_is_valid_kubernetes(
-    example: str, inventory_file: str, pinning: PinningMode
+    example: str, inventory_file: str, pinning: PinningModeName
 ) -> None:
     """Each example deployment is placed or refused as _OUTCOMES says. A placed one renders its
     pods (one per placement), Services, and in mode dra a ResourceClaimTemplate per pod; a

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import pytest
 
+from gpupin.engines import ENGINES
+from gpupin.engines.ollama import OLLAMA_QUANT_BYTES
 from gpupin.quantity import GiB, parse_bytes
-from gpupin.sizing import OLLAMA_QUANT_BYTES, SizingError, estimate, lookup, model_data, parameters_from_name
+from gpupin.sizing import ModelCatalog, SizingError, parameters_from_name
 
 from helpers import deployment, models
+
+CATALOG = ModelCatalog.packaged()
 
 
 def _estimate(name: str, engine: str, **spec: object):  # type: ignore[no-untyped-def]
     item = deployment(engine=engine, models=models(name), **spec)
-    return estimate(item.spec.models[0], item.spec)
+    return ENGINES.estimate(item.spec.models[0], item.spec)
 
 
 def test_phi4_bf16_is_29_3_gb_of_weights() -> None:
@@ -61,14 +65,13 @@ def test_every_seed_model_is_in_the_data_in_both_forms() -> None:
         ("nomic-embed-text", "nomic-ai/nomic-embed-text-v1.5"),
         ("qwen2.5:32b", "Qwen/Qwen2.5-32B-Instruct"),
     ]:
-        by_tag, by_hf = lookup(ollama_name, "ollama"), lookup(hf_name, "vllm")
+        by_tag, by_hf = CATALOG.lookup(ollama_name, "ollama"), CATALOG.lookup(hf_name, "huggingface")
         assert by_tag is not None and by_tag is by_hf, ollama_name
         assert by_tag.source, "every entry says where its figures come from"
 
 
 def test_model_data_is_consistent() -> None:
-    by_ollama, by_hf = model_data()
-    for facts in {*by_ollama.values(), *by_hf.values()}:
+    for facts in CATALOG.entries:
         assert facts.attention_heads % facts.kv_heads == 0, facts.id
         # the download size agrees with parameters × bytes per parameter of its quantization (±10%)
         expected = facts.parameters * OLLAMA_QUANT_BYTES[facts.ollama_quantization.lower()]
@@ -119,7 +122,7 @@ def test_vram_overrides_everything() -> None:
     item = deployment(
         engine="vllm", models=[{"name": "microsoft/phi-4", "vram": "20Gi"}], tensorParallelSize=2
     )
-    override = estimate(item.spec.models[0], item.spec)
+    override = ENGINES.estimate(item.spec.models[0], item.spec)
     assert override.source == "spec" and override.need_on(2) == 20 * GiB and override.per_gpu(2) == 10 * GiB
     assert est.need_on(1) != override.need_on(1)
 

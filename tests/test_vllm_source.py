@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 
 from gpupin import constants
-from gpupin.planner import PINNING_MODES, PinningMode, plan
+from gpupin.engines import ENGINES
+from gpupin.pinning import PINNING_MODES, PinningModeName
+from gpupin.planner import plan
 from gpupin.render import RenderConfig, render
 
 from helpers import A10, T4, deployment, inventory, models, node
@@ -195,9 +197,9 @@ def test_vllm_openai_image_entrypoint(source: Path) -> None:
 def test_default_vllm_image_is_the_pinned_release(source: Path) -> None:
     """The flags are checked against the pinned release, so that is the image gpupin runs by default."""
     version = SourceTree(source).version()
-    image = RenderConfig().vllm_image
+    image = ENGINES.get("vllm").default_image
     assert image.rpartition(":")[2] == f"v{version}", (
-        f"RenderConfig.vllm_image is {image}, but the source checked here is vLLM {version} "
+        f"the vLLM engine's default image is {image}, but the source checked here is vLLM {version} "
         "(pinned in hack/fetch_vllm_source.py)"
     )
 
@@ -213,7 +215,7 @@ class Case:
     gpus: str
     tp: int
     dtype: str
-    pinning: PinningMode
+    pinning: PinningModeName
     max_model_len: int | None
 
     @property
@@ -298,7 +300,7 @@ def test_the_matrix_renders_every_dtype_vllm_must_accept(cli: ServeCli) -> None:
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)
-def test_probes_answer_without_the_api_key(pinning: PinningMode, source: Path) -> None:
+def test_probes_answer_without_the_api_key(pinning: PinningModeName, source: Path) -> None:
     """A user may set VLLM_API_KEY (env) or --api-key (vllm.args); the kubelet sends no key, so every
     probe must hit a path the API-key middleware leaves open."""
     check = vllm_api_key_check(source)
@@ -322,7 +324,7 @@ def test_rendered_vllm_env_is_known_to_vllm(source: Path) -> None:
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)
-def test_cuda_visible_devices_holds_only_indices(pinning: PinningMode) -> None:
+def test_cuda_visible_devices_holds_only_indices(pinning: PinningModeName) -> None:
     """vLLM before 0.33 int()s every CUDA_VISIBLE_DEVICES entry, and 0.33.0 still does without NVML
     (``Platform.device_control_id_to_physical_device_id`` in vllm/platforms/interface.py; only
     ``NvmlCudaPlatform`` in vllm/platforms/cuda.py looks UUIDs up). So gpupin sets it, if at all, to

@@ -20,9 +20,12 @@ import yaml
 
 from gpupin import __version__
 from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.engines import ENGINES
 from gpupin.inventory import short_name
 from gpupin.loading import InputError, load_deployments, load_inventory
-from gpupin.planner import PINNING_MODES, Plan, Planner
+from gpupin.pinning import PINNING_MODES
+from gpupin.placement import Plan
+from gpupin.planner import Planner
 from gpupin.quantity import format_gib
 from gpupin.render import RenderConfig, render
 
@@ -99,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="runtimeClassName for visible-devices pinning (default %(default)s; '' for none)",
     )
-    plan.add_argument("--ollama-image", default=RenderConfig.ollama_image, metavar="IMAGE")
-    plan.add_argument("--vllm-image", default=RenderConfig.vllm_image, metavar="IMAGE")
+    plan.add_argument("--ollama-image", default=ENGINES.get("ollama").default_image, metavar="IMAGE")
+    plan.add_argument("--vllm-image", default=ENGINES.get("vllm").default_image, metavar="IMAGE")
     plan.set_defaults(run=_plan)
 
     crd = sub.add_parser(
@@ -219,7 +222,7 @@ def _agent(args: argparse.Namespace) -> int:
 
     from gpupin import logs
     from gpupin.agent.publish import Agent, serve_health
-    from gpupin.controller.kube import Kube
+    from gpupin.kube import Kube
 
     logs.configure()
     agent = Agent(Kube(), _source(args), args.node_name, args.interval)
@@ -270,8 +273,7 @@ def _plan(args: argparse.Namespace) -> int:
     config = RenderConfig(
         pinning=args.pinning,
         runtime_class_name=args.runtime_class or None,
-        ollama_image=args.ollama_image,
-        vllm_image=args.vllm_image,
+        images={"ollama": args.ollama_image, "vllm": args.vllm_image},
     )
     planner = Planner(inventory, pinning=args.pinning)
     results: list[tuple[LLMDeployment, Plan]] = []

@@ -50,3 +50,9 @@ GPU_RESOURCE: Final = "nvidia.com/gpu"
 # The NVIDIA DRA driver's DeviceClass and attribute domain.
 DRA_DEVICE_CLASS: Final = "gpu.nvidia.com"
 DRA_DRIVER: Final = "gpu.nvidia.com"
+
+# What the kubelet and client-go write into Events (read to explain a pod that is not Ready).
+KUBELET_READINESS_FAILED: Final = "Readiness probe failed:"
+"""How the kubelet starts the message of an Unhealthy Event for a failed readiness probe."""
+KUBELET_COMBINED: Final = "(combined from similar events): "
+"""What client-go puts before an Event message that stands for several similar ones."""

@@ -27,8 +27,8 @@ import structlog
 
 from gpupin import constants
 from gpupin.agent.gpus import GPUReadError, GPUSource
-from gpupin.controller.kube import ApiError, Kube
 from gpupin.inventory import NodeInventory
+from gpupin.kube import ApiError, Kube
 
 ERROR_ANNOTATION = "gpupin.dev/gpu-inventory-error"
 

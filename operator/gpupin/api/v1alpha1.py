@@ -2,8 +2,8 @@
 
 The CRD YAML in ``crds/`` (and the chart) is generated from these models by
 ``gpupin.api.crdgen``; a test fails when the committed YAML drifts. Rules that need
-only the spec are :data:`SPEC_RULES`: each is written once as CEL for the API server
-and once as Python for ``gpupin plan`` (which has no API server), and a test checks
+only the spec are :data:`gpupin.api.rules.SPEC_RULES`: each is written once as CEL for the
+API server and once as Python for ``gpupin plan`` (which has no API server), and a test checks
 that the two agree on generated specs. Rules that need cluster facts (the GPUs) live
 in the planner with a named reason.
 """
@@ -11,18 +11,15 @@ in the planner with a named reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from gpupin.api.rules import HF_REPO_PATTERN, check_scope
 from gpupin.quantity import Quantity
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"
-# A Hugging Face repo id: exactly one slash, no tag. `auto` picks vLLM for these.
-HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 _HF_REPO_RE = re.compile(HF_REPO_PATTERN)
 CC_PATTERN = r"^[0-9]+\.[0-9]+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -88,7 +85,7 @@ class VLLMOptions(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> VLLMOptions:
-        return _check_scope("vllm", self)  # type: ignore[no-any-return]
+        return check_scope("vllm", self)  # type: ignore[no-any-return]
 
 
 class OllamaOptions(ApiModel):
@@ -109,7 +106,7 @@ class OllamaOptions(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> OllamaOptions:
-        return _check_scope("ollama", self)  # type: ignore[no-any-return]
+        return check_scope("ollama", self)  # type: ignore[no-any-return]
 
 
 class EnvVar(ApiModel):
@@ -122,7 +119,7 @@ class EnvVar(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> EnvVar:
-        return _check_scope("env", self)  # type: ignore[no-any-return]
+        return check_scope("env", self)  # type: ignore[no-any-return]
 
 
 class Resources(ApiModel):
@@ -133,7 +130,7 @@ class Resources(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> Resources:
-        return _check_scope("resources", self)  # type: ignore[no-any-return]
+        return check_scope("resources", self)  # type: ignore[no-any-return]
 
 
 class Storage(ApiModel):
@@ -149,7 +146,7 @@ class Storage(ApiModel):
 
     @model_validator(mode="after")
     def _rules(self) -> Storage:
-        return _check_scope("storage", self)  # type: ignore[no-any-return]
+        return check_scope("storage", self)  # type: ignore[no-any-return]
 
 
 class LLMDeploymentSpec(ApiModel):
@@ -188,7 +185,7 @@ class LLMDeploymentSpec(ApiModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:  # the CRD enforces this with x-kubernetes-list-type: map
             raise ValueError(f"models: {', '.join(duplicates)} listed more than once")
-        return _check_scope("spec", self)  # type: ignore[no-any-return]
+        return check_scope("spec", self)  # type: ignore[no-any-return]
 
     @property
     def resolved_engine(self) -> ResolvedEngine:
@@ -255,7 +252,7 @@ class LLMDeploymentStatus(ApiModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     placements: list[PlacementStatus] = Field(default_factory=list)
-    engine: ResolvedEngine | None = None
+    engine: str | None = None
     """The engine serving the deployment (auto resolved)."""
     model_list: str | None = Field(default=None, alias="models")
     """The models, comma-separated (for kubectl get)."""
@@ -287,126 +284,3 @@ class LLMDeployment(BaseModel):
     @property
     def key(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
-
-
-@dataclass(frozen=True)
-class SpecRule:
-    """A rule that needs only the spec: CEL for the API server, Python for `gpupin plan`.
-
-    ``scope`` is the schema node the rule hangs on (spec, ollama, storage, env, resources);
-    ``cel`` sees that node as ``self`` and ``check`` receives the same node as a model.
-    """
-
-    scope: str
-    field: str
-    cel: str
-    message: str
-    check: Callable[[Any], bool]
-
-
-def _cel_resolves_vllm() -> str:
-    return (
-        "(self.engine == 'vllm' || (self.engine == 'auto' && size(self.models) == 1"
-        f" && self.models[0].name.matches('{HF_REPO_PATTERN}')))"
-    )
-
-
-_VLLM = _cel_resolves_vllm()
-
-# The flags gpupin renders for vLLM (gpupin.render), with vLLM's aliases (-tp) and the underscore
-# spelling its FlexibleArgumentParser also accepts (vllm/utils/argparse_utils.py, 0.33.0).
-VLLM_RESERVED_ARG_PATTERN = (
-    r"^(--(model|tensor[-_]parallel[-_]size|max[-_]model[-_]len|gpu[-_]memory[-_]utilization|dtype"
-    r"|served[-_]model[-_]name|host|port)|-tp)(=.*)?$"
-)
-_VLLM_RESERVED_ARG_RE = re.compile(VLLM_RESERVED_ARG_PATTERN)
-
-SPEC_RULES: tuple[SpecRule, ...] = (
-    SpecRule(
-        scope="spec",
-        field="spec.models",
-        cel=f"!{_VLLM} || size(self.models) == 1",
-        message="vLLM serves exactly one model; list one, or use engine: ollama to serve several",
-        check=lambda s: s.resolved_engine != "vllm" or len(s.models) == 1,
-    ),
-    SpecRule(
-        scope="spec",
-        field="spec.tensorParallelSize",
-        cel=f"self.tensorParallelSize == 1 || {_VLLM}",
-        message="tensorParallelSize is for vLLM only; Ollama spreads a model over GPUs by itself",
-        check=lambda s: s.tensor_parallel_size == 1 or s.resolved_engine == "vllm",
-    ),
-    SpecRule(
-        scope="spec",
-        field="spec.vllm",
-        cel=f"!has(self.vllm) || {_VLLM}",
-        message="vllm settings need engine: vllm (auto picks vLLM only for one Hugging Face repo id)",
-        check=lambda s: s.vllm is None or s.resolved_engine == "vllm",
-    ),
-    SpecRule(
-        scope="spec",
-        field="spec.ollama",
-        cel=f"!has(self.ollama) || !{_VLLM}",
-        message="ollama settings need engine: ollama",
-        check=lambda s: s.ollama is None or s.resolved_engine == "ollama",
-    ),
-    SpecRule(
-        scope="ollama",
-        field="spec.ollama.kvCacheType",
-        cel="self.kvCacheType == 'f16' || (has(self.flashAttention) && self.flashAttention)",
-        message="a quantized KV cache (q8_0, q4_0) needs flashAttention: true",
-        check=lambda o: o.kv_cache_type == "f16" or o.flash_attention is True,
-    ),
-    SpecRule(
-        scope="vllm",
-        field="spec.vllm.args",
-        cel=f"!has(self.args) || self.args.all(a, !a.matches('{VLLM_RESERVED_ARG_PATTERN}'))",
-        message="vllm.args must not repeat a flag gpupin sets (the model, --tensor-parallel-size, "
-        "--max-model-len, --gpu-memory-utilization, --dtype, --served-model-name, --host, --port): vLLM "
-        "keeps the last one, which would undo the plan; use tensorParallelSize and vllm.maxModelLen, "
-        "gpuMemoryUtilization and dtype",
-        check=lambda v: not any(_VLLM_RESERVED_ARG_RE.match(a) for a in v.args),
-    ),
-    SpecRule(
-        scope="storage",
-        field="spec.storage",
-        cel="!has(self.existingClaim) || (!has(self.storageClassName) && !has(self.size))",
-        message="existingClaim mounts a claim you made; it takes neither storageClassName nor size",
-        check=lambda st: st.existing_claim is None or (st.storage_class_name is None and st.size is None),
-    ),
-    SpecRule(
-        scope="storage",
-        field="spec.storage",
-        cel="!has(self.storageClassName) || has(self.size)",
-        message="storageClassName needs size: the size of each pod's model cache volume",
-        check=lambda st: st.storage_class_name is None or st.size is not None,
-    ),
-    SpecRule(
-        scope="env",
-        field="spec.env",
-        cel="!(has(self.value) && has(self.valueFrom))",
-        message="an env var takes value or valueFrom, not both",
-        check=lambda e: not (e.value is not None and e.value_from is not None),
-    ),
-    SpecRule(
-        scope="resources",
-        field="spec.resources",
-        cel="(!has(self.limits) || !('nvidia.com/gpu' in self.limits))"
-        " && (!has(self.requests) || !('nvidia.com/gpu' in self.requests))",
-        message="nvidia.com/gpu is gpupin's to set: choose GPUs with models, tensorParallelSize and gpuSelector",
-        check=lambda r: (
-            "nvidia.com/gpu" not in (r.limits or {}) and "nvidia.com/gpu" not in (r.requests or {})
-        ),
-    ),
-)
-
-
-def _scoped_rules(scope: str) -> list[SpecRule]:
-    return [rule for rule in SPEC_RULES if rule.scope == scope]
-
-
-def _check_scope(scope: str, node: Any) -> Any:
-    broken = [rule for rule in _scoped_rules(scope) if not rule.check(node)]
-    if broken:
-        raise ValueError("; ".join(rule.message for rule in broken))
-    return node

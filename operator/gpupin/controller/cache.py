@@ -13,13 +13,13 @@ resourceVersion from it replaces ours, and a deleted uid is never resurrected.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants
+from gpupin.controller.podstate import is_finished, is_terminating, placement_of
 from gpupin.inventory import (
     Inventory,
     NodeInventory,
@@ -27,7 +27,7 @@ from gpupin.inventory import (
     inventory_from_resource_slices,
     node_inventory_from_node,
 )
-from gpupin.planner import CurrentPod, Hold
+from gpupin.placement import CurrentPod, Hold
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -42,34 +42,6 @@ def _rv(obj: dict[str, Any]) -> int:
         return int(obj["metadata"].get("resourceVersion") or 0)
     except ValueError:
         return 0
-
-
-def placement_of(pod: dict[str, Any]) -> dict[str, Any] | None:
-    """The placement annotation a gpupin pod carries (None if absent or unreadable)."""
-    text = (pod["metadata"].get("annotations") or {}).get(constants.PLACEMENT_ANNOTATION)
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("gpus"), list) else None
-
-
-def is_terminating(obj: dict[str, Any]) -> bool:
-    return bool(obj["metadata"].get("deletionTimestamp"))
-
-
-def is_finished(pod: dict[str, Any]) -> bool:
-    """A pod whose containers are gone for good holds no GPU memory."""
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return False
 
 
 class Store:
@@ -226,15 +198,8 @@ class ClusterCache:
             if placement is None:
                 continue
             owner = f"{key[0]}/{key[1]}"
-            for gpu in placement["gpus"]:
-                result.append(
-                    Hold(
-                        uuid=str(gpu.get("uuid")),
-                        vram_bytes=int(gpu.get("vramBytes") or 0),
-                        exclusive=bool(placement.get("exclusive")),
-                        owner=owner,
-                    )
-                )
+            for gpu in placement.gpus:
+                result.append(Hold(gpu.uuid, gpu.vram_bytes, placement.exclusive, owner))
         return result
 
     def gpus_per_node(self) -> dict[str, int]:
@@ -242,7 +207,7 @@ class ClusterCache:
         for pod in self.pods.values():
             placement = placement_of(pod)
             if placement is not None and not is_finished(pod):
-                counts[str(placement.get("node"))] += len(placement["gpus"])
+                counts[placement.node] += len(placement.gpus)
         return counts
 
 
@@ -265,12 +230,7 @@ def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
         placement = placement_of(pod)
         if placement is None:
             continue
-        result.append(
-            CurrentPod(
-                gpu_uuids=tuple(str(g.get("uuid")) for g in placement["gpus"]),
-                models=tuple(str(m) for m in placement.get("models") or []),
-            )
-        )
+        result.append(CurrentPod(gpu_uuids=placement.gpu_uuids, models=placement.models))
     return result
 
 

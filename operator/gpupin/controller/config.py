@@ -9,18 +9,21 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from gpupin.planner import PINNING_MODES, PinningMode
+from gpupin.engines import ENGINES
+from gpupin.pinning import PINNING_MODES, PinningModeName
 from gpupin.render import RenderConfig
 
 _DEFAULTS = RenderConfig()
+_OLLAMA_IMAGE = ENGINES.get("ollama").default_image
+_VLLM_IMAGE = ENGINES.get("vllm").default_image
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
-    pinning: PinningMode = "visible-devices"
+    pinning: PinningModeName = "visible-devices"
     runtime_class_name: str | None = _DEFAULTS.runtime_class_name
-    ollama_image: str = _DEFAULTS.ollama_image
-    vllm_image: str = _DEFAULTS.vllm_image
+    ollama_image: str = _OLLAMA_IMAGE
+    vllm_image: str = _VLLM_IMAGE
     require_gpu: bool = _DEFAULTS.require_gpu
     """Ollama pods are Ready only when their models are wholly in GPU memory; False accepts CPU."""
     namespaces: tuple[str, ...] = ()
@@ -39,8 +42,7 @@ class OperatorConfig:
         return RenderConfig(
             pinning=self.pinning,
             runtime_class_name=self.runtime_class_name,
-            ollama_image=self.ollama_image,
-            vllm_image=self.vllm_image,
+            images={"ollama": self.ollama_image, "vllm": self.vllm_image},
             require_gpu=self.require_gpu,
         )
 
@@ -76,12 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--ollama-image",
-        default=env.get(ENV["ollama_image"], _DEFAULTS.ollama_image),
+        default=env.get(ENV["ollama_image"], _OLLAMA_IMAGE),
         help=f"default Ollama image (env {ENV['ollama_image']}; default %(default)s)",
     )
     parser.add_argument(
         "--vllm-image",
-        default=env.get(ENV["vllm_image"], _DEFAULTS.vllm_image),
+        default=env.get(ENV["vllm_image"], _VLLM_IMAGE),
         help=f"default vLLM image (env {ENV['vllm_image']}; default %(default)s)",
     )
     parser.add_argument(

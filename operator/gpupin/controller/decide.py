@@ -17,21 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
-from gpupin.controller.cache import is_finished, is_ready, is_terminating, placement_of
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
+from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of
+from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status, spec_hash_of
+from gpupin.engines import ENGINES, EngineRegistry
 from gpupin.inventory import Inventory, short_name
-from gpupin.planner import Plan
-from gpupin.render import RenderConfig, render, selector
-from gpupin.sizing import SizingError, estimate
-
-DEGRADED_NO = "AsExpected"
-DEGRADED_LOST = "PlacementLost"
-DEGRADED_GPU_GONE = "GPULost"
+from gpupin.placement import Placement, Plan
+from gpupin.render import RenderConfig, render
+from gpupin.sizing import SizingError
 
 
 @dataclass(frozen=True)
@@ -67,14 +65,8 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _hash(obj: dict[str, Any]) -> str | None:
-    return (obj["metadata"].get("labels") or {}).get(constants.SPEC_HASH_LABEL)
-
-
-def _gpu_text(placement: dict[str, Any]) -> str:
-    return " + ".join(
-        f"GPU {g.get('index')} {short_name(str(g.get('name')))}" for g in placement.get("gpus") or []
-    )
+def _gpu_text(placement: Placement) -> str:
+    return " + ".join(f"GPU {g.index} {short_name(g.name)}" for g in placement.gpus)
 
 
 def lost_gpus(pod: dict[str, Any], inventory: Inventory) -> str | None:
@@ -82,12 +74,12 @@ def lost_gpus(pod: dict[str, Any], inventory: Inventory) -> str | None:
     placement = placement_of(pod)
     if placement is None:
         return None
-    node_name = placement.get("node")
+    node_name = placement.node
     node = next((n for n in inventory.nodes if n.name == node_name), None)
     if node is None:
         return f"node {node_name} has left the GPU inventory"
     present = {g.uuid for g in node.gpus}
-    missing = [str(g.get("uuid")) for g in placement["gpus"] if g.get("uuid") not in present]
+    missing = [g.uuid for g in placement.gpus if g.uuid not in present]
     if missing:
         return f"GPU {', '.join(missing)} has left node {node_name}'s inventory"
     return None
@@ -103,13 +95,14 @@ def decide(
     claim_templates: list[dict[str, Any]],
     inventory: Inventory,
     render_config: RenderConfig,
-    now: datetime | None = None,
+    now: datetime,
     probe_output: Mapping[str, str] | None = None,
+    engines: EngineRegistry = ENGINES,
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
-    ``probe_output`` maps a pod's name to its latest failed readiness probe's message (the kubelet's
-    Unhealthy Event), which says why a running pod is not Ready."""
-    now = now or datetime.now(UTC)
+    ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
+    failed readiness probe's message (the kubelet's Unhealthy Event), which says why a running pod
+    is not Ready."""
     actions = Actions()
     node_names = {n.name for n in inventory.nodes}
     live: list[dict[str, Any]] = []
@@ -119,8 +112,8 @@ def decide(
             continue
         why = lost_gpus(pod, inventory)
         if why is not None:
-            placement = placement_of(pod) or {}
-            gone_node = placement.get("node") not in node_names
+            placement = placement_of(pod)
+            gone_node = placement is None or placement.node not in node_names
             actions.delete.append((pod, 0 if gone_node else None))
             lost.append(f"{pod['metadata']['name']}: {why}")
             actions.events.append(
@@ -135,7 +128,7 @@ def decide(
     desired: list[dict[str, Any]] = []
     if placed and deployment is not None and plan is not None:
         owner = owner_reference(body)
-        for obj in render(deployment, plan, render_config):
+        for obj in render(deployment, plan, render_config, engines):
             obj["metadata"]["ownerReferences"] = [owner]
             desired.append(obj)
         actions.create, deletes, waiting = _converge(desired, live, pods, services, claim_templates)
@@ -150,60 +143,65 @@ def decide(
                         f"Deleting pod {obj['metadata']['name']}: no longer in the plan or its spec changed",
                     )
                 )
+        planned = {p.pod: p for p in plan.placements}
         for obj in actions.create:
             if obj["kind"] == "Pod":
-                placement = placement_of(obj) or {}
+                placement = planned[obj["metadata"]["name"]]
                 actions.events.append(
                     EventSpec(
                         "Normal",
                         "CreatedPod",
-                        f"Created pod {obj['metadata']['name']} on {placement.get('node')} "
-                        f"({_gpu_text(placement)}) for {', '.join(placement.get('models') or [])}",
+                        f"Created pod {placement.pod} on {placement.node} "
+                        f"({_gpu_text(placement)}) for {', '.join(placement.models)}",
                     )
                 )
         desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
         existing = {p["metadata"]["name"]: p for p in live}
         actions.pods_complete = all(
-            name in existing and _hash(existing[name]) == _hash(obj) for name, obj in desired_pods.items()
+            name in existing and spec_hash_of(existing[name]) == spec_hash_of(obj)
+            for name, obj in desired_pods.items()
         )
-    problem = _worst_problem(deployment, live, probe_output or {}) or _last_probe_problem(
+    problem = _worst_problem(deployment, live, probe_output or {}, engines) or _last_probe_problem(
         body.get("status") or {}, live, probe_output or {}
     )
-    actions.status = _status(body, deployment, invalid, plan, live, desired, lost, now, problem)
+    actions.status = build_status(body, deployment, invalid, plan, live, desired, lost, now, problem)
     previous = body.get("status") or {}
-    old_placed = _condition(previous, reasons.PLACED)
-    new_placed = _condition(actions.status, reasons.PLACED)
+    old_placed = condition(previous, reasons.PLACED)
+    new_placed = condition(actions.status, reasons.PLACED)
     if new_placed and (
         not old_placed
         or (old_placed["status"], old_placed["reason"]) != (new_placed["status"], new_placed["reason"])
     ):
         kind = "Normal" if new_placed["status"] == "True" else "Warning"
         actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
-    old_ready = _condition(previous, reasons.READY) or {}
-    new_ready = _condition(actions.status, reasons.READY) or {}
+    old_ready = condition(previous, reasons.READY) or {}
+    new_ready = condition(actions.status, reasons.READY) or {}
     # one Warning per new reason: messages carry volatile details (image pull back-off texts)
     if new_ready.get("reason") in reasons.POD_PROBLEMS and old_ready.get("reason") != new_ready["reason"]:
         actions.events.append(EventSpec("Warning", new_ready["reason"], problem.message if problem else ""))
-    if _same_status(previous, actions.status):
+    if same_status(previous, actions.status):
         actions.status = None
     return actions
 
 
-def _estimates(deployment: LLMDeployment | None) -> dict[str, int]:
+def _estimates(deployment: LLMDeployment | None, engines: EngineRegistry) -> dict[str, int]:
     """gpupin's estimate per model (bytes on one GPU), to show beside the engine's own figure."""
     if deployment is None:
         return {}
     result = {}
     for model in deployment.spec.models:
         try:
-            result[model.name] = estimate(model, deployment.spec).need_on(1)
-        except SizingError:
+            result[model.name] = engines.estimate(model, deployment.spec).need_on(1)
+        except (SizingError, ValueError):
             continue
     return result
 
 
 def _worst_problem(
-    deployment: LLMDeployment | None, pods: list[dict[str, Any]], probe_output: Mapping[str, str]
+    deployment: LLMDeployment | None,
+    pods: list[dict[str, Any]],
+    probe_output: Mapping[str, str],
+    engines: EngineRegistry,
 ) -> PodProblem | None:
     """The most severe problem among the pods that are not Ready (ties: the first pod by name)."""
     worst: PodProblem | None = None
@@ -213,7 +211,7 @@ def _worst_problem(
             continue
         output = probe_output.get(pod["metadata"]["name"])
         if output and estimates is None:
-            estimates = _estimates(deployment)
+            estimates = _estimates(deployment, engines)
         found = diagnose(pod, output, estimates)
         if found and (worst is None or found.severity > worst.severity):
             worst = found
@@ -229,7 +227,7 @@ def _last_probe_problem(
     """The previous probe-based Ready reason, kept while a running, not-Ready pod's probe has not
     been read yet (after an operator restart): unknown is not news, and flipping to PodsNotReady
     and back would write status twice and post the Warning again."""
-    old = _condition(previous, reasons.READY) or {}
+    old = condition(previous, reasons.READY) or {}
     if old.get("status") != "False" or old.get("reason") not in _PROBE_REASONS:
         return None
     unread = [p for p in pods if needs_probe_output(p) and p["metadata"]["name"] not in probe_output]
@@ -257,7 +255,11 @@ def _converge(
     replaced_pods = set()
     for (kind, name), obj in existing.items():
         target = wanted.get((kind, name))
-        if target is None or _hash(target) != _hash(obj) or (kind == "Pod" and is_finished(obj)):
+        if (
+            target is None
+            or spec_hash_of(target) != spec_hash_of(obj)
+            or (kind == "Pod" and is_finished(obj))
+        ):
             delete.append((obj, None))
             if kind == "Pod":
                 replaced_pods.add(name)
@@ -279,160 +281,3 @@ def _converge(
     # claim templates before their pods
     create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
     return create, delete, waiting
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), None)
-
-
-def _new_condition(
-    previous: dict[str, Any],
-    kind: str,
-    value: bool,
-    reason: str,
-    message: str,
-    generation: int | None,
-    now: datetime,
-) -> dict[str, Any]:
-    status = "True" if value else "False"
-    old = _condition(previous, kind)
-    since = (
-        old["lastTransitionTime"]
-        if old and old.get("status") == status and old.get("lastTransitionTime")
-        else (now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    )
-    condition: dict[str, Any] = {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    return condition
-
-
-def _status(
-    body: dict[str, Any],
-    deployment: LLMDeployment | None,
-    invalid: str | None,
-    plan: Plan | None,
-    live: list[dict[str, Any]],
-    desired: list[dict[str, Any]],
-    lost: list[str],
-    now: datetime,
-    problem: PodProblem | None = None,
-) -> dict[str, Any]:
-    previous = body.get("status") or {}
-    generation = body["metadata"].get("generation")
-    placed = plan is not None and plan.placed
-    if plan is None:
-        reason, message = reasons.INVALID_SPEC, invalid or "the spec could not be read"
-    else:
-        reason, message = plan.reason, plan.message
-    placed_condition = _new_condition(previous, reasons.PLACED, placed, reason, message, generation, now)
-
-    desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
-    by_name = {p["metadata"]["name"]: p for p in live}
-    if placed:
-        total = len(desired_pods)
-        ready = sum(
-            1
-            for name, obj in desired_pods.items()
-            if name in by_name and _hash(by_name[name]) == _hash(obj) and is_ready(by_name[name])
-        )
-    else:
-        total = len(live)
-        ready = sum(1 for p in live if is_ready(p))
-    if not placed and not live:
-        ready_condition = _new_condition(
-            previous, reasons.READY, False, reasons.NOT_PLACED, "no pods: not placed", generation, now
-        )
-    elif ready == total and placed:
-        ready_condition = _new_condition(
-            previous, reasons.READY, True, reasons.PODS_READY, f"{ready}/{total} pods ready", generation, now
-        )
-    else:
-        ready_condition = _new_condition(
-            previous,
-            reasons.READY,
-            False,
-            problem.reason if problem else reasons.PODS_NOT_READY,
-            f"{ready}/{total} pods ready" + (f"; {problem.message}" if problem else ""),
-            generation,
-            now,
-        )
-
-    was_placed = (_condition(previous, reasons.PLACED) or {}).get("status") == "True"
-    was_degraded = (_condition(previous, reasons.DEGRADED) or {}).get("status") == "True"
-    if lost:
-        degraded = _new_condition(
-            previous,
-            reasons.DEGRADED,
-            True,
-            DEGRADED_GPU_GONE,
-            "; ".join(lost) + ("; re-planned" if placed else f"; cannot re-place: {message}"),
-            generation,
-            now,
-        )
-    elif not placed and (was_placed or was_degraded):
-        degraded = _new_condition(
-            previous,
-            reasons.DEGRADED,
-            True,
-            DEGRADED_LOST,
-            f"was placed, cannot be placed now: {message}",
-            generation,
-            now,
-        )
-    else:
-        degraded = _new_condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
-
-    if placed and plan is not None:
-        placements = [p.as_json() for p in plan.placements]
-    else:
-        placements = []
-        for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
-            placement = placement_of(pod) or {}
-            placements.append(
-                {
-                    "pod": pod["metadata"]["name"],
-                    "node": str(placement.get("node", "")),
-                    "models": [str(m) for m in placement.get("models") or []],
-                    "gpus": [
-                        {
-                            "index": int(g.get("index", 0)),
-                            "uuid": str(g.get("uuid")),
-                            "name": str(g.get("name")),
-                            "vramBytes": int(g.get("vramBytes") or 0),
-                        }
-                        for g in placement.get("gpus") or []
-                    ],
-                }
-            )
-    if not placed and live:
-        message += f" ({len(live)} pod(s) of an earlier placement keep running)"
-    engine = plan.engine if plan else (deployment.spec.resolved_engine if deployment else None)
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": [placed_condition, ready_condition, degraded],
-        "placements": placements,
-        "engine": engine,
-        "models": ", ".join(m.name for m in deployment.spec.models) if deployment else None,
-        "gpus": sum(len(p["gpus"]) for p in placements),
-        "ready": f"{ready}/{total}",
-        "reason": reason,
-        "message": message,
-        "replicas": (deployment.spec.replicas if placed and deployment else 0),
-        "selector": ",".join(f"{k}={v}" for k, v in selector(deployment).items()) if deployment else None,
-    }
-    return {k: v for k, v in status.items() if v is not None}
-
-
-def _same_status(old: dict[str, Any], new: dict[str, Any] | None) -> bool:
-    return (
-        new is not None
-        and all(old.get(k) == v for k, v in new.items())
-        and not (set(old) - set(new) - {"kopf"})
-    )

@@ -3,7 +3,7 @@
 No kopf, no kubernetes imports. Reads what the kubelet writes into a pod's status (waiting and
 terminated container states, termination messages, the PodScheduled condition) and, for a
 running pod that is not Ready, the output of its last failed readiness probe (the kubelet's
-``Unhealthy`` Event), which for Ollama pods is :func:`gpupin.ollama_hooks.readiness_script`'s
+``Unhealthy`` Event), which for Ollama pods is :func:`gpupin.engines.ollama_scripts.readiness_script`'s
 per-model report. The operator puts the most severe problem into the Ready condition and an
 Event, instead of a bare "0/1 pods ready".
 """
@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpupin import ollama_hooks, reasons
+from gpupin import reasons
+from gpupin.engines import ollama_scripts
+from gpupin.engines.ollama import MODEL_PULL_CONTAINER
 from gpupin.quantity import format_memory
-from gpupin.render import MODEL_PULL_CONTAINER
 
 _IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 
@@ -114,9 +115,9 @@ def diagnose(
 
 
 def _probe_problem(name: str, output: str, estimates: Mapping[str, int]) -> PodProblem:
-    reports = ollama_hooks.parse_readiness(output)
+    reports = ollama_scripts.parse_readiness(output)
     if not reports:
-        text = ollama_hooks.probe_text(output)
+        text = ollama_scripts.probe_text(output)
         if text.startswith('command "') and text.endswith("timed out"):
             text = "it timed out"  # the kubelet quotes the whole command: not worth repeating
         return PodProblem(reasons.PODS_NOT_READY, f"pod {name}: readiness probe failed: {_tail(text)}", 5)

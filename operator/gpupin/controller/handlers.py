@@ -23,11 +23,12 @@ import structlog
 
 from gpupin import constants
 from gpupin.controller import metrics
-from gpupin.controller.cache import ClusterCache, is_ready, is_terminating, key_of
+from gpupin.controller.cache import ClusterCache, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
-from gpupin.controller.kube import ApiError, Kube
+from gpupin.controller.podstate import is_ready, is_terminating
 from gpupin.controller.runtime import Reconciler
+from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
 
@@ -73,7 +74,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     metrics.watch_allocations(STATE.cache.gpus_per_node)
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
-    kube = Kube()
+    kube = Kube(on_request=metrics.count_request)
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
     await _initial_lists(kube, STATE.cache)
     reconciler.enqueue_all()

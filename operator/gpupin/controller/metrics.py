@@ -60,3 +60,8 @@ def serve(port: int) -> None:
     if port and port not in _serving:
         start_http_server(port)
         _serving.add(port)
+
+
+def count_request(verb: str, resource: str) -> None:
+    """The REST client's ``on_request`` hook: one API request sent."""
+    API_REQUESTS.labels(verb=verb, resource=resource).inc()

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -34,42 +33,14 @@ from gpupin.controller.cache import ClusterCache, Key, current_pods
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
 from gpupin.controller.diagnose import needs_probe_output
-from gpupin.controller.kube import ApiError, Kube
+from gpupin.controller.workqueue import ProbeReading, WorkQueue, running_since
 from gpupin.inventory import Inventory
+from gpupin.kube import ApiError, Kube
 from gpupin.loading import describe_errors
-from gpupin.planner import Plan, Planner
+from gpupin.placement import Plan
+from gpupin.planner import Planner
 
 log = structlog.get_logger("gpupin.operator")
-
-
-@dataclass
-class WorkQueue:
-    """Deduplicating queue of deployment keys with delayed re-adds (level-based: a key queued
-    twice is reconciled once, from the latest cached state)."""
-
-    queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
-    pending: set[Key] = field(default_factory=set)
-    failures: dict[Key, int] = field(default_factory=dict)
-
-    def add(self, key: Key) -> None:
-        if key not in self.pending:
-            self.pending.add(key)
-            self.queue.put_nowait(key)
-            metrics.QUEUE_DEPTH.set(len(self.pending))
-
-    def add_after(self, key: Key, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, self.add, key)
-
-    def backoff(self, key: Key) -> float:
-        count = self.failures.get(key, 0) + 1
-        self.failures[key] = count
-        return float(min(60.0, 0.2 * 2 ** min(count, 9)) * (0.8 + 0.4 * random.random()))
-
-    async def get(self) -> Key:
-        key = await self.queue.get()
-        self.pending.discard(key)
-        metrics.QUEUE_DEPTH.set(len(self.pending))
-        return key
 
 
 class Reconciler:
@@ -171,6 +142,7 @@ class Reconciler:
             [c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
             inventory,
             self.config.render,
+            now=datetime.now(UTC),
             probe_output={
                 p["metadata"]["name"]: reading.message
                 for p in pods
@@ -237,7 +209,7 @@ class Reconciler:
             return
         try:
             message = await asyncio.to_thread(
-                self.kube.last_probe_failure, meta["namespace"], uid, _running_since(pod)
+                self.kube.last_probe_failure, meta["namespace"], uid, running_since(pod)
             )
         except ApiError as exc:  # status then says less; not worth a retry loop
             log.info("Could not read probe Events", pod=meta["name"], status=exc.status)
@@ -387,25 +359,6 @@ class Reconciler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-@dataclass
-class ProbeReading:
-    """What the operator last read of one pod's readiness-probe Events."""
-
-    message: str | None = None
-    read_at: float = -1e9
-    """time.monotonic() of the last read."""
-
-
-def _running_since(pod: dict[str, Any]) -> str:
-    """When the pod's containers last started (RFC 3339): older probe Events are about an
-    earlier run. Empty when unknown."""
-    started = [
-        str(((c.get("state") or {}).get("running") or {}).get("startedAt") or "")
-        for c in (pod.get("status") or {}).get("containerStatuses") or []
-    ]
-    return max(started, default="")
 
 
 def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:

@@ -37,6 +37,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gpupin import constants
+
 PRELOAD_LOG = "/tmp/gpupin-preload.log"
 """Where the postStart hook records each model's load result, for the readiness probe."""
 
@@ -277,15 +279,14 @@ class ModelReport:
 _ON_CPU = re.compile(r"^on CPU: (\d+) of (\d+) bytes in GPU memory$")
 
 
-KUBELET_READINESS_FAILED = "Readiness probe failed:"
-"""How the kubelet starts the message of an Unhealthy Event for a failed readiness probe."""
-KUBELET_COMBINED = "(combined from similar events): "
-"""What client-go puts before an Event message that stands for several similar ones."""
-
-
 def probe_text(message: str) -> str:
     """A readiness-probe Event's message less the kubelet's prefixes: what the probe printed."""
-    return message.strip().removeprefix(KUBELET_COMBINED).removeprefix(KUBELET_READINESS_FAILED).strip()
+    return (
+        message.strip()
+        .removeprefix(constants.KUBELET_COMBINED)
+        .removeprefix(constants.KUBELET_READINESS_FAILED)
+        .strip()
+    )
 
 
 def parse_readiness(output: str) -> list[ModelReport] | None:

@@ -1,16 +1,18 @@
-"""The thin REST client the operator writes with (kopf does the watching).
+"""The thin REST client the operator writes with (kopf does the watching) and the agent publishes with.
 
 It uses the official client's configuration loading (kubeconfig or in-cluster service
 account, token refresh included) and its HTTP layer, but speaks plain JSON dicts: the
 renderer produces dicts and the cache holds dicts, so nothing is converted to typed
-models and back. Calls block; the runtime runs them in threads. Every request is
-counted by verb and resource for the metrics and the benchmark.
+models and back. Calls block; the runtime runs them in threads. Every request is reported to
+``on_request(verb, resource)`` when given (the operator counts them for its metrics and the
+benchmark); the client itself knows no metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -18,8 +20,7 @@ from urllib.parse import quote, urlencode
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
-from gpupin.controller import metrics
-from gpupin.ollama_hooks import KUBELET_READINESS_FAILED
+from gpupin.constants import KUBELET_READINESS_FAILED
 
 CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events"}
 GROUP_KINDS = {"ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates")}
@@ -97,8 +98,13 @@ def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
 class Kube:
     """JSON in, JSON out; raises :class:`ApiError` on failure."""
 
-    def __init__(self, configuration: client.Configuration | None = None) -> None:
+    def __init__(
+        self,
+        configuration: client.Configuration | None = None,
+        on_request: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.configuration = configuration or load_configuration()
+        self.on_request = on_request
         self.api = client.ApiClient(self.configuration)
 
     def request(
@@ -119,7 +125,8 @@ class Kube:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[str(setting["key"]).title()] = str(setting["value"])
         resource = _resource(path)
-        metrics.API_REQUESTS.labels(verb=method, resource=resource).inc()
+        if self.on_request is not None:
+            self.on_request(method, resource)
         try:
             response = self.api.rest_client.request(  # type: ignore[no-untyped-call]
                 method, url, headers=headers, body=body, _request_timeout=timeout

@@ -1,0 +1,257 @@
+"""Ollama: one server per GPU (or GPU set) holding several models, sharing it by memory.
+
+- Sizing: the GGUF's size (the model data knows Ollama's default tags; otherwise parameters ×
+  bytes per parameter of the quantization in the tag, Q4_K_M by default) + a KV cache of
+  ``context × numParallel`` tokens per loaded model + per GPU ~457 MiB of CUDA context and the
+  compute graph (4 × min(context, 512) × (hidden + vocab) bytes, as Ollama's own estimator did).
+- Placement: shared per-GPU servers (:mod:`gpupin.kernel.shared`); a model larger than every GPU
+  spans GPUs of one node in one server, which splits its layers by free memory.
+- Launch settings: the context length, capped at the longest the pod's models were trained for
+  (Ollama caps each model there itself, and the memory was planned for the capped figure).
+- Pod: an init container pulls the models (:func:`~gpupin.engines.ollama_scripts.pull_script`);
+  a postStart hook loads them without generating and keeps them loaded; the readiness probe says
+  which model is not serving and why. One Service per model, selecting the pods that hold it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from gpupin import naming
+from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
+from gpupin.engines import ollama_scripts
+from gpupin.engines.base import MODELS_PATH, SECURITY, Engine, EnginePod, service, user_env
+from gpupin.kernel.context import PlanContext
+from gpupin.kernel.shared import SharedPlacer, SharedRequest
+from gpupin.placement import LaunchSettings, Placement
+from gpupin.quantity import MiB
+from gpupin.sizing import (
+    Estimate,
+    ModelFacts,
+    kv_per_token_guess,
+    normalize_ollama,
+    parameters_from_name,
+)
+
+MODEL_PULL_CONTAINER = "pull-models"
+"""The init container that pulls the models (the operator reads its termination message)."""
+
+OLLAMA_CUDA_OVERHEAD = 457 * MiB
+OLLAMA_BATCH = 512
+OLLAMA_UNKNOWN_GRAPH = 512 * MiB
+
+# Bytes per parameter of GGUF quantizations, including their block scales.
+OLLAMA_QUANT_BYTES: dict[str, float] = {
+    "q2_k": 0.35,
+    "q3_k_s": 0.46,
+    "q3_k_m": 0.49,
+    "q3_k_l": 0.53,
+    "q4_0": 0.56,
+    "q4_1": 0.63,
+    "q4_k_s": 0.58,
+    "q4_k_m": 0.61,
+    "q5_0": 0.69,
+    "q5_1": 0.75,
+    "q5_k_s": 0.69,
+    "q5_k_m": 0.71,
+    "q6_k": 0.82,
+    "q8_0": 1.06,
+    "f16": 2.0,
+    "fp16": 2.0,
+    "bf16": 2.0,
+}
+OLLAMA_DEFAULT_QUANT = "q4_k_m"
+KV_CACHE_BYTES = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
+
+
+class Ollama(Engine):
+    name = "ollama"
+    display_name = "Ollama"
+    default_image = "ollama/ollama:0.17.4"
+    port = 11434
+    owns_gpus = False
+    cuda_visible_uuids = True
+    naming_scheme = "ollama"
+
+    def size(self, model: ModelRef, spec: LLMDeploymentSpec, facts: ModelFacts | None) -> Estimate | None:
+        name = model.name
+        options = spec.ollama_options
+        quant = _quantization(name)
+        parameters = facts.parameters if facts else parameters_from_name(name)
+        if parameters is None:
+            return None
+        default_tag = facts is not None and (quant is None or quant == facts.ollama_quantization.lower())
+        if facts and default_tag:
+            weights = facts.ollama_weights_bytes
+            label = facts.ollama_quantization
+        else:
+            quant = quant or OLLAMA_DEFAULT_QUANT
+            weights = int(parameters * OLLAMA_QUANT_BYTES[quant])
+            label = quant.upper()
+        context = min(options.context_length, facts.context_length) if facts else options.context_length
+        tokens = context * options.num_parallel
+        kv_element = KV_CACHE_BYTES[options.kv_cache_type]
+        if facts:
+            kv_per_token = facts.kv_bytes_per_token(kv_element)
+            graph = 4 * min(context, OLLAMA_BATCH) * (facts.hidden_size + facts.vocab_size)
+        else:
+            kv_per_token = kv_per_token_guess(parameters) * kv_element / 2
+            graph = OLLAMA_UNKNOWN_GRAPH
+        return Estimate(
+            model=name,
+            source="data" if facts else "name",
+            weights_bytes=weights,
+            kv_bytes=math.ceil(kv_per_token * tokens),
+            overhead_per_gpu=OLLAMA_CUDA_OVERHEAD + graph,
+            weights_label=label,
+            context_tokens=tokens,
+            facts=facts,
+        )
+
+    def place(
+        self, ctx: PlanContext, spec: LLMDeploymentSpec, estimates: Sequence[Estimate]
+    ) -> tuple[list[Placement], str, str]:
+        options = spec.ollama_options
+
+        trained = {e.model: e.facts.context_length if e.facts else None for e in estimates}
+
+        def launch(models: Sequence[str]) -> LaunchSettings:
+            return LaunchSettings(
+                context_length=context_length(options.context_length, [trained[m] for m in models])
+            )
+
+        def summary(placements: Sequence[Placement], placed: Sequence[Estimate]) -> str:
+            sizes = ", ".join(f"{e.model} {e.explain().split(' (', 1)[0]}" for e in placed)
+            return (
+                f"{len(placements)} Ollama pod(s) on {sum(len(p.gpus) for p in placements)} GPU(s); {sizes} "
+                f"(context {options.context_length} × {options.num_parallel} parallel, kept loaded)"
+            )
+
+        request = SharedRequest(
+            estimates=estimates,
+            replicas=spec.replicas,
+            engine=self.display_name,
+            smaller_options=(
+                "a smaller model or quantization",
+                "a lower ollama.contextLength or numParallel (smaller KV cache)",
+            ),
+            launch=launch,
+            summary=summary,
+        )
+        return SharedPlacer(ctx, request).run()
+
+    def pod(self, spec: LLMDeploymentSpec, placement: Placement, image: str, require_gpu: bool) -> EnginePod:
+        options = spec.ollama_options
+        context = placement.launch.context_length or options.context_length
+        env = [
+            {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{self.port}"},
+            {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
+            {"name": "OLLAMA_KEEP_ALIVE", "value": options.keep_alive},
+            {"name": "OLLAMA_CONTEXT_LENGTH", "value": str(context)},
+            {"name": "OLLAMA_NUM_PARALLEL", "value": str(options.num_parallel)},
+            {"name": "OLLAMA_MAX_LOADED_MODELS", "value": str(len(placement.models))},
+        ]
+        if options.flash_attention is not None:  # unset: Ollama decides per model (on for gemma3, qwen3, …)
+            env.append({"name": "OLLAMA_FLASH_ATTENTION", "value": "1" if options.flash_attention else "0"})
+        env.append({"name": "OLLAMA_KV_CACHE_TYPE", "value": options.kv_cache_type})
+        models = placement.models
+        container: dict[str, Any] = {
+            "name": "ollama",
+            "image": image,
+            "args": ["serve"],
+            "ports": [{"name": "http", "containerPort": self.port, "protocol": "TCP"}],
+            "env": env,
+            # Load every planned model without generating and keep it resident, so the memory the
+            # planner budgeted is the memory Ollama holds. The hook returns at once and never fails.
+            "lifecycle": {
+                "postStart": {
+                    "exec": {"command": ["/bin/bash", "-c", ollama_scripts.preload_script(models, self.port)]}
+                }
+            },
+            "startupProbe": {
+                "httpGet": {"path": "/", "port": "http"},
+                "periodSeconds": 5,
+                "failureThreshold": 60,
+            },
+            "livenessProbe": {
+                "httpGet": {"path": "/", "port": "http"},
+                "periodSeconds": 20,
+                "failureThreshold": 3,
+            },
+            # Ready once every planned model is loaded, and wholly on the GPU unless CPU is allowed.
+            "readinessProbe": {
+                "exec": {
+                    "command": [
+                        "/bin/bash",
+                        "-c",
+                        ollama_scripts.readiness_script(models, self.port, require_gpu),
+                    ]
+                },
+                "periodSeconds": 10,
+                "timeoutSeconds": 5,
+            },
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
+            "securityContext": SECURITY,
+        }
+        return EnginePod(
+            container=container,
+            init_containers=[self._pull_container(spec, models, image)],
+            labels={naming.model_label_key(model): "true" for model in models},
+        )
+
+    def _pull_container(self, spec: LLMDeploymentSpec, models: Sequence[str], image: str) -> dict[str, Any]:
+        """Pull the models into the cache before the server starts, without touching a GPU: the image
+        sets NVIDIA_VISIBLE_DEVICES=all, which ``void`` overrides in every pinning mode."""
+        env = [
+            {"name": "OLLAMA_HOST", "value": f"127.0.0.1:{self.port}"},
+            {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
+            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+        ]
+        return {
+            "name": MODEL_PULL_CONTAINER,
+            "image": image,
+            "command": ["/bin/bash", "-c", ollama_scripts.pull_script(models, self.port)],
+            "env": [*env, *user_env(spec)],
+            # The last lines of the log (which model, Ollama's error) become the termination message.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
+            "securityContext": SECURITY,
+        }
+
+    def services(
+        self, deployment: LLMDeployment, labels: dict[str, str], selector: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        return [
+            service(
+                naming.model_service_name(deployment.metadata.name, model.name),
+                deployment.metadata.namespace,
+                labels,
+                {**selector, naming.model_label_key(model.name): "true"},
+                self.port,
+                annotations={"gpupin.dev/model": model.name},
+            )
+            for model in deployment.spec.models
+        ]
+
+
+def context_length(requested: int, trained: Sequence[int | None]) -> int:
+    """A server's context length (tokens): the spec's, capped at the longest context its models
+    were trained for when the model data knows every one (``None``: unknown). Ollama caps each
+    model at its own, and sizing planned the capped figure."""
+    if not trained or any(tokens is None for tokens in trained):
+        return requested
+    return min(requested, max(tokens for tokens in trained if tokens is not None))
+
+
+def _quantization(name: str) -> str | None:
+    """The GGUF quantization a tag names (``qwen2.5:14b-instruct-q8_0`` → ``q8_0``), if any."""
+    tag = normalize_ollama(name).rsplit(":", 1)[-1]
+    for token in re.split(r"[-_.](?=[a-z])", tag):
+        if token in OLLAMA_QUANT_BYTES:
+            return token
+    match = re.search(r"(q\d_k_[sml]|q\d_k|q\d_\d|f16|fp16|bf16)", tag)
+    return match.group(1) if match else None

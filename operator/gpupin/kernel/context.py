@@ -1,0 +1,26 @@
+"""What a placement strategy is given for one deployment (besides the engine's request)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gpupin.kernel.eligibility import GPUFilter
+from gpupin.kernel.state import ClusterState
+from gpupin.placement import CurrentPod
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    state: ClusterState
+    filter: GPUFilter
+    owner: str
+    """``namespace/name`` of the deployment: whose holds these are."""
+    name: str
+    """The deployment's name (pod names derive from it)."""
+    current: Sequence[CurrentPod]
+    """The deployment's existing pods: a re-plan keeps them where they are when it can."""
+    exclusive: bool
+    """Its pods own their GPUs (the engine or the pinning mode says so)."""
+    capacity_exists: Callable[[], bool]
+    """Would the deployment be placed if nothing else held any GPU? (tells 'taken' from 'too small')"""

@@ -1,0 +1,47 @@
+"""Words for refusals: GPUs, groups and holders as a person reads them.
+
+Pure and generic. ``RTX 4070 12.0 GiB + RTX 2060 6.0 GiB``; ``2 × L4 22.5 GiB``;
+``team/chat holds 20.0 GiB of A100 80.0 GiB (GPU 0 on node-a)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from gpupin.inventory import short_name
+from gpupin.kernel.state import Slot
+from gpupin.quantity import format_gib
+
+
+def count(n: int, noun: str) -> str:
+    return f"a {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def product_summary(slots: Sequence[Slot], with_cc: bool = False) -> str:
+    counts: dict[str, int] = {}
+    for slot in slots:
+        label = f"{short_name(slot.gpu.name)} {format_gib(slot.gpu.memory)}"
+        if with_cc:
+            label += f" CC {slot.gpu.compute_capability}"
+        counts[label] = counts.get(label, 0) + 1
+    return ", ".join(f"{n} × {label}" for label, n in sorted(counts.items()))
+
+
+def group_text(slots: Sequence[Slot]) -> str:
+    return " + ".join(f"{short_name(s.gpu.name)} {format_gib(s.gpu.memory)}" for s in slots)
+
+
+def holders_text(slots: Iterable[Slot], limit: int = 3) -> str:
+    """Who holds memory on these GPUs; only what is shown is formatted (refusals on big clusters)."""
+    owners: dict[str, list[Slot]] = {}
+    for slot in slots:
+        for owner in slot.holders:
+            owners.setdefault(owner, []).append(slot)
+    parts = []
+    for owner in sorted(owners)[:limit]:
+        items = [f"{format_gib(s.holders[owner])} of {s.describe()}" for s in owners[owner][:2]]
+        more = len(owners[owner]) - len(items)
+        parts.append(f"{owner} holds {', '.join(items)}" + (f" and {more} more GPU(s)" if more else ""))
+    if len(owners) > limit:
+        parts.append(f"{len(owners) - limit} more deployment(s)")
+    return "; ".join(parts)

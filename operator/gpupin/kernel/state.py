@@ -1,0 +1,206 @@
+"""The cluster as the planner sees it: one slot per whole GPU, and the indexes over them.
+
+Pure and generic: it knows GPUs, nodes, memory and who holds what — no engine, no pinning mode.
+A slot's memory is taken with :meth:`ClusterState.reserve` (undoable within one plan through
+:meth:`ClusterState.mark` and :meth:`ClusterState.rollback`). The indexes keep a plan from
+scanning every GPU of a large cluster: shareable slots by free bytes, and fully free slots per
+product key and node, bucketed by how many each node has.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gpupin.inventory import GPU, Inventory, short_name
+from gpupin.quantity import format_gib
+
+ProductKey = tuple[str, int, str]
+"""(product name, memory bytes, compute capability): GPUs with one key are interchangeable."""
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a pinning mode may ask of a node."""
+
+    name: str
+    mixed: bool
+    """The node has GPUs of more than one product key."""
+    pinnable_by_uuid: bool
+    """Every GPU of the node has a UUID (known from the agent or DRA, not only GFD labels)."""
+
+
+class Slot:
+    """One GPU's state during planning."""
+
+    __slots__ = ("exclusive", "exclusive_holders", "free", "gpu", "holders", "key", "node", "order")
+
+    def __init__(self, gpu: GPU, node: str, order: int) -> None:
+        self.gpu = gpu
+        self.node = node
+        self.order = order
+        self.key: ProductKey = gpu.product_key
+        self.free = gpu.memory
+        self.holders: dict[str, int] = {}
+        self.exclusive_holders: set[str] = set()
+        self.exclusive = False
+
+    @property
+    def fully_free(self) -> bool:
+        return not self.holders
+
+    @property
+    def cc(self) -> tuple[int, int]:
+        return self.gpu.cc
+
+    def describe(self) -> str:
+        return (
+            f"{short_name(self.gpu.name)} {format_gib(self.gpu.memory)} (GPU {self.gpu.index} on {self.node})"
+        )
+
+
+class ClusterState:
+    """Slots plus the indexes that keep a plan from scanning every GPU.
+
+    ``exclusive_only``: every hold owns its GPUs (pinning modes that cannot hand one GPU to two
+    pods), whatever the pod's own placement says."""
+
+    def __init__(self, inventory: Inventory, exclusive_only: bool) -> None:
+        self.exclusive_only = exclusive_only
+        self.slots: dict[str, Slot] = {}
+        self.by_order: list[Slot] = []
+        self.nodes: dict[str, list[Slot]] = {}
+        self.node_facts: dict[str, NodeFacts] = {}
+        self.mig_gpus: list[tuple[str, GPU]] = []
+        for node in sorted(inventory.nodes, key=lambda n: n.name):
+            self.node_facts[node.name] = NodeFacts(
+                node.name, node.mixed, all(gpu.pinnable_by_uuid for gpu in node.gpus)
+            )
+            slots = []
+            for gpu in sorted(node.gpus, key=lambda g: g.index):
+                if gpu.mig_enabled:
+                    self.mig_gpus.append((node.name, gpu))
+                    continue
+                slot = Slot(gpu, node.name, len(self.by_order))
+                self.by_order.append(slot)
+                self.slots[gpu.uuid] = slot
+                slots.append(slot)
+            self.nodes[node.name] = slots
+        # Slots that can still take shared (Ollama) memory, ordered by free bytes.
+        self.shareable: list[tuple[int, int]] = sorted((s.free, s.order) for s in self.by_order)
+        # Fully free slots per product key and node, and per key the nodes by free count.
+        self.free_by_key: dict[ProductKey, dict[str, list[Slot]]] = {}
+        # count → node positions (sorted), so a choice depends on the state alone, not on its history
+        self.count_buckets: dict[ProductKey, dict[int, list[int]]] = {}
+        self.node_names = sorted(self.nodes)
+        self.node_position = {name: i for i, name in enumerate(self.node_names)}
+        self.key_nodes: dict[ProductKey, dict[str, None]] = {}
+        for slot in self.by_order:
+            self.free_by_key.setdefault(slot.key, {}).setdefault(slot.node, []).append(slot)
+            self.key_nodes.setdefault(slot.key, {})[slot.node] = None
+        for key, per_node in self.free_by_key.items():
+            buckets = self.count_buckets.setdefault(key, {})
+            for node_name, slots in per_node.items():
+                bisect.insort(buckets.setdefault(len(slots), []), self.node_position[node_name])
+        # Keys ordered for best fit: smallest memory first.
+        self.keys_by_memory: list[ProductKey] = sorted(self.free_by_key, key=lambda k: (k[1], k[0], k[2]))
+        self.undo: list[tuple[Slot, int, dict[str, int], set[str]]] = []
+        self.owner_slots: dict[str, set[str]] = {}
+        self.eligible_cache: dict[tuple[object, ...], list[Slot]] = {}
+
+    # -- index maintenance -------------------------------------------------------------
+
+    def _unindex(self, slot: Slot) -> None:
+        if not slot.exclusive:
+            entry = (slot.free, slot.order)
+            i = bisect.bisect_left(self.shareable, entry)
+            if i < len(self.shareable) and self.shareable[i] == entry:
+                del self.shareable[i]
+        if slot.fully_free:
+            per_node = self.free_by_key[slot.key]
+            slots = per_node[slot.node]
+            buckets = self.count_buckets[slot.key]
+            position = self.node_position[slot.node]
+            _discard(buckets[len(slots)], position)
+            slots.remove(slot)
+            if slots:
+                bisect.insort(buckets.setdefault(len(slots), []), position)
+
+    def _index(self, slot: Slot) -> None:
+        if not slot.exclusive:
+            bisect.insort(self.shareable, (slot.free, slot.order))
+        if slot.fully_free:
+            slots = self.free_by_key[slot.key].setdefault(slot.node, [])
+            buckets = self.count_buckets[slot.key]
+            position = self.node_position[slot.node]
+            if slots:
+                _discard(buckets[len(slots)], position)
+            bisect.insort(slots, slot, key=lambda s: s.gpu.index)
+            bisect.insort(buckets.setdefault(len(slots), []), position)
+
+    def reserve(self, slot: Slot, num_bytes: int, owner: str, exclusive: bool) -> None:
+        """Take memory on a slot, remembering how to undo it."""
+        self.undo.append((slot, slot.free, dict(slot.holders), set(slot.exclusive_holders)))
+        self._unindex(slot)
+        slot.free -= num_bytes
+        slot.holders[owner] = slot.holders.get(owner, 0) + num_bytes
+        if exclusive or self.exclusive_only:
+            slot.exclusive_holders.add(owner)
+        slot.exclusive = bool(slot.exclusive_holders)
+        self._index(slot)
+        self.owner_slots.setdefault(owner, set()).add(slot.gpu.uuid)
+
+    def release(self, owner: str) -> None:
+        """Give back everything ``owner`` holds (outside a plan: not undoable)."""
+        for uuid in self.owner_slots.pop(owner, set()):
+            slot = self.slots[uuid]
+            if owner not in slot.holders:
+                continue
+            self._unindex(slot)
+            slot.free += slot.holders.pop(owner)
+            slot.exclusive_holders.discard(owner)
+            slot.exclusive = bool(slot.exclusive_holders)
+            self._index(slot)
+
+    def mark(self) -> int:
+        return len(self.undo)
+
+    def rollback(self, mark: int) -> None:
+        while len(self.undo) > mark:
+            slot, free, holders, exclusive_holders = self.undo.pop()
+            self._unindex(slot)
+            for owner in set(slot.holders) - set(holders):
+                self.owner_slots.get(owner, set()).discard(slot.gpu.uuid)
+            slot.free, slot.holders, slot.exclusive_holders = free, holders, exclusive_holders
+            slot.exclusive = bool(exclusive_holders)
+            self._index(slot)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def best_fit_shared(self, need: int, accept: Callable[[Slot], bool]) -> Slot | None:
+        """The slot with the least free memory that still fits ``need`` and is accepted."""
+        i = bisect.bisect_left(self.shareable, (need, -1))
+        while i < len(self.shareable):
+            slot = self.by_order[self.shareable[i][1]]
+            if accept(slot):
+                return slot
+            i += 1
+        return None
+
+    def free_group(self, key: ProductKey, size: int, node_ok: Callable[[str], bool]) -> list[Slot] | None:
+        """``size`` fully free slots of one key on one node, preferring the node with the fewest
+        such slots that suffice (keeps whole nodes free for larger groups)."""
+        buckets = self.count_buckets.get(key, {})
+        for count in sorted(c for c in buckets if c >= size):
+            for position in buckets[count]:
+                node = self.node_names[position]
+                if node_ok(node):
+                    return self.free_by_key[key][node][:size]
+        return None
+
+
+def _discard(sorted_list: list[int], value: int) -> None:
+    i = bisect.bisect_left(sorted_list, value)
+    if i < len(sorted_list) and sorted_list[i] == value:
+        del sorted_list[i]

@@ -1,0 +1,158 @@
+"""What the planner decides, typed, and how it travels: the plan, each pod's placement.
+
+Pure: no kopf, no kubernetes. A :class:`Placement` goes from the planner to the renderer, into
+the pod as the ``gpupin.dev/placement`` annotation (:meth:`Placement.to_annotation`), and back
+into the operator when the watch delivers the pod (:meth:`Placement.from_annotation`, one parse
+per distinct annotation). :class:`Hold` and :class:`CurrentPod` are what the planner reads of
+existing pods.
+
+The annotation's JSON shape is public and stable (``{"exclusive", "gpus": [{"index", "name",
+"uuid", "vramBytes"}], "models", "node"}``, keys sorted, compact): the pod's spec hash covers it,
+so a change would replace every serving pod at upgrade. The launch settings therefore travel in
+the typed object and the rendered container, not in the annotation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+Outcome = Literal["Placed", "Refused"]
+
+
+@dataclass(frozen=True)
+class GPUAssignment:
+    """One GPU of a placement."""
+
+    index: int
+    """The GPU's host index on its node (NVML order)."""
+    uuid: str
+    name: str
+    """Product name, e.g. ``NVIDIA GeForce RTX 4070``."""
+    vram_bytes: int
+    """Memory this placement reserves on the GPU, in bytes."""
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """Engine settings decided with the placement, so what runs is what was planned. ``None``:
+    the engine's own default (nothing rendered)."""
+
+    max_model_len: int | None = None
+    """Tokens of one sequence (vLLM ``--max-model-len``)."""
+    dtype: str | None = None
+    """Weights and activations dtype (vLLM ``--dtype``), e.g. ``half`` where a bfloat16 model
+    lands on compute capability < 8.0."""
+    context_length: int | None = None
+    """Tokens of context per request slot (Ollama ``OLLAMA_CONTEXT_LENGTH``)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One pod: the node, the GPUs it holds and the models it serves."""
+
+    pod: str
+    node: str
+    models: tuple[str, ...]
+    gpus: tuple[GPUAssignment, ...]
+    exclusive: bool = False
+    """The pod owns its GPUs: no other pod may share them (the engine or the pinning mode says so)."""
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
+
+    @property
+    def gpu_uuids(self) -> tuple[str, ...]:
+        return tuple(gpu.uuid for gpu in self.gpus)
+
+    def as_json(self) -> dict[str, Any]:
+        """The public shape: `gpupin plan -o json` placements and LLMDeployment status.placements."""
+        return {
+            "pod": self.pod,
+            "node": self.node,
+            "models": list(self.models),
+            "gpus": [
+                {"index": g.index, "uuid": g.uuid, "name": g.name, "vramBytes": g.vram_bytes}
+                for g in self.gpus
+            ],
+        }
+
+    def to_annotation(self) -> str:
+        """The pod's placement annotation: everything but the pod's name (the pod has it)."""
+        body = {k: v for k, v in self.as_json().items() if k != "pod"} | {"exclusive": self.exclusive}
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_annotation(cls, pod: str, text: str) -> Placement | None:
+        """The placement a pod's annotation holds; ``None`` when it is not one (unreadable input
+        is not a placement, and never a reason to delete the pod)."""
+        parsed = _parse_annotation(text)
+        if parsed is None:
+            return None
+        node, models, gpus, exclusive = parsed
+        return cls(pod=pod, node=node, models=models, gpus=gpus, exclusive=exclusive)
+
+
+@lru_cache(maxsize=16384)
+def _parse_annotation(
+    text: str,
+) -> tuple[str, tuple[str, ...], tuple[GPUAssignment, ...], bool] | None:
+    """One parse per distinct annotation text (pods are re-read on every reconcile)."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
+            return None
+        gpus = tuple(
+            GPUAssignment(
+                index=int(g.get("index", 0)),
+                uuid=str(g.get("uuid")),
+                name=str(g.get("name")),
+                vram_bytes=int(g.get("vramBytes") or 0),
+            )
+            for g in data["gpus"]
+        )
+        models = tuple(str(m) for m in data.get("models") or [])
+        return str(data.get("node", "")), models, gpus, bool(data.get("exclusive"))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The planner's answer for one deployment: placed (with placements) or refused (with a
+    reason from :mod:`gpupin.reasons` and a message a person can act on)."""
+
+    namespace: str
+    name: str
+    engine: str
+    outcome: Outcome
+    reason: str
+    message: str
+    placements: tuple[Placement, ...] = ()
+
+    @property
+    def placed(self) -> bool:
+        return self.outcome == "Placed"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Hold:
+    """GPU memory that another deployment's pod holds."""
+
+    uuid: str
+    vram_bytes: int
+    exclusive: bool
+    owner: str
+    """namespace/name of the holding deployment, for messages."""
+
+
+@dataclass(frozen=True)
+class CurrentPod:
+    """A pod of the deployment being planned that already exists (a re-plan keeps it in place)."""
+
+    gpu_uuids: tuple[str, ...]
+    models: tuple[str, ...]
