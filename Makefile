@@ -24,6 +24,7 @@ test: lint typecheck cluster-tools engines unit kind ## everything CI runs: lint
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks
 	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -76,4 +77,4 @@ constraints: $(STAMP) ## re-pin constraints.txt from the current .venv
 	mv constraints.txt.new constraints.txt
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
