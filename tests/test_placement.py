@@ -1,0 +1,79 @@
+"""The placement annotation: its public JSON shape, the round trip, and unreadable input.
+
+The annotation is how the operator knows, after a restart, which GPU memory each pod holds; its
+bytes are covered by the pod's spec hash, so its shape must not drift (a drift would replace every
+serving pod at upgrade). Unreadable annotations are not placements: they neither hold GPUs nor
+count as lost GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gpupin import constants
+from gpupin.controller.cache import ClusterCache
+from gpupin.controller.decide import lost_gpus
+from gpupin.controller.podstate import placement_of
+from gpupin.placement import GPUAssignment, LaunchSettings, Placement
+
+from helpers import RTX_4070, inventory, node
+
+PLACEMENT = Placement(
+    pod="chat-3f2a1c",
+    node="workstation",
+    models=("qwen2.5:14b",),
+    gpus=(GPUAssignment(0, "GPU-workstation-0", "NVIDIA GeForce RTX 4070", 10 * 2**30),),
+    exclusive=False,
+    launch=LaunchSettings(context_length=4096),
+)
+
+
+def _pod(annotation: str, name: str = "chat-3f2a1c") -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": f"uid-{name}",
+            "annotations": {constants.PLACEMENT_ANNOTATION: annotation},
+            "ownerReferences": [{"kind": constants.KIND, "name": "chat", "controller": True, "uid": "d"}],
+        },
+        "status": {"phase": "Running"},
+    }
+
+
+def test_the_annotation_keeps_its_public_shape() -> None:
+    assert PLACEMENT.to_annotation() == (
+        '{"exclusive":false,"gpus":[{"index":0,"name":"NVIDIA GeForce RTX 4070",'
+        '"uuid":"GPU-workstation-0","vramBytes":10737418240}],"models":["qwen2.5:14b"],"node":"workstation"}'
+    )
+
+
+def test_a_pod_gives_back_its_placement_less_the_launch_settings() -> None:
+    parsed = placement_of(_pod(PLACEMENT.to_annotation()))
+    assert parsed == Placement(PLACEMENT.pod, PLACEMENT.node, PLACEMENT.models, PLACEMENT.gpus, False)
+    assert parsed is not None and parsed.launch == LaunchSettings(), "launch settings ride in the container"
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    [
+        "not json",
+        "[]",
+        '{"node": "workstation"}',
+        '{"gpus": "GPU-workstation-0"}',
+        '{"gpus": [1]}',
+        '{"gpus": [{"uuid": "GPU-workstation-0", "vramBytes": "ten"}]}',
+        '{"gpus": [{"uuid": "GPU-workstation-0", "index": [0]}]}',
+    ],
+)
+def test_an_unreadable_annotation_holds_nothing_and_loses_nothing(annotation: str) -> None:
+    pod = _pod(annotation)
+    assert placement_of(pod) is None
+    cluster = inventory(node("workstation", RTX_4070))
+    assert lost_gpus(pod, cluster) is None, "unreadable input is not a lost GPU"
+    cache = ClusterCache()
+    cache.pods.upsert(pod)
+    assert cache.holds() == [] and cache.gpus_per_node() == {}
