@@ -178,6 +178,16 @@ def test_an_exclusive_group_engine_registered_only_here_gets_tensor_parallel_gro
     assert "a quantized variant" in refused.message
 
 
+def test_a_group_engine_that_does_not_own_its_gpus_is_a_programming_error() -> None:
+    class Careless(ShardServer):
+        name = "careless"
+        owns_gpus = False  # its ranks would leave room another pod could be planned into
+
+    item = _on("careless", models=models("org/shard-model"))
+    with pytest.raises(ValueError, match="must own its GPUs"):
+        Planner(inventory(node("a", A10)), engines=EngineRegistry([Careless()])).plan(item)
+
+
 def test_the_operator_reconciles_a_third_engine_with_its_registry() -> None:
     cluster = workstation()
     item = _on("tinyserver", models=models("tiny-a"))

@@ -3,7 +3,7 @@
 The annotation is how the operator knows, after a restart, which GPU memory each pod holds; its
 bytes are covered by the pod's spec hash, so its shape must not drift (a drift would replace every
 serving pod at upgrade). Unreadable annotations are not placements: they neither hold GPUs nor
-count as lost GPUs.
+count as lost GPUs; a figure that cannot be read holds the whole GPU.
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from gpupin import constants
+from gpupin import constants, reasons
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import lost_gpus
 from gpupin.controller.podstate import placement_of
 from gpupin.placement import GPUAssignment, LaunchSettings, Placement
+from gpupin.planner import Planner
 
-from helpers import RTX_4070, inventory, node
+from helpers import RTX_2060, RTX_4070, deployment, inventory, models, node
 
 PLACEMENT = Placement(
     pod="chat-3f2a1c",
@@ -58,22 +59,40 @@ def test_a_pod_gives_back_its_placement_less_the_launch_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    "annotation",
-    [
-        "not json",
-        "[]",
-        '{"node": "workstation"}',
-        '{"gpus": "GPU-workstation-0"}',
-        '{"gpus": [1]}',
-        '{"gpus": [{"uuid": "GPU-workstation-0", "vramBytes": "ten"}]}',
-        '{"gpus": [{"uuid": "GPU-workstation-0", "index": [0]}]}',
-    ],
+    "annotation", ["not json", "[]", '{"node": "workstation"}', '{"gpus": "GPU-workstation-0"}']
 )
-def test_an_unreadable_annotation_holds_nothing_and_loses_nothing(annotation: str) -> None:
+def test_an_annotation_that_is_no_placement_holds_nothing_and_loses_nothing(annotation: str) -> None:
     pod = _pod(annotation)
     assert placement_of(pod) is None
-    cluster = inventory(node("workstation", RTX_4070))
-    assert lost_gpus(pod, cluster) is None, "unreadable input is not a lost GPU"
+    assert lost_gpus(pod, inventory(node("workstation", RTX_4070))) is None, (
+        "unreadable input is not a lost GPU"
+    )
     cache = ClusterCache()
     cache.pods.upsert(pod)
     assert cache.holds() == [] and cache.gpus_per_node() == {}
+
+
+def test_a_partly_unreadable_annotation_keeps_what_it_can_and_never_frees_a_gpu() -> None:
+    """A figure that cannot be read counts as the whole GPU (before, it raised in the cache and
+    stopped every reconcile); an entry without a UUID names no GPU; without a node, GPUs are found
+    by UUID."""
+    text = (
+        '{"exclusive": false, "models": ["qwen2.5:14b"], "gpus": [1, {"index": 0}, '
+        '{"uuid": "GPU-workstation-0", "index": null, "vramBytes": "10Gi"}]}'
+    )
+    pod = _pod(text)
+    placement = placement_of(pod)
+    assert placement is not None and placement.node == "" and placement.models == ("qwen2.5:14b",)
+    assert placement.gpus == (GPUAssignment(0, "GPU-workstation-0", "", None),)
+    cluster = inventory(node("workstation", RTX_4070))
+    assert lost_gpus(pod, cluster) is None, "the GPU is there, on whichever node"
+    assert lost_gpus(pod, inventory(node("elsewhere", RTX_2060))) == (
+        "GPU GPU-workstation-0 has left the GPU inventory"
+    )
+    cache = ClusterCache()
+    cache.pods.upsert(pod)
+    (hold,) = cache.holds()
+    assert hold.vram_bytes is None
+    small = deployment("other", models=models("qwen2.5:0.5b"))
+    refused = Planner(cluster, cache.holds()).plan(small)
+    assert refused.reason == reasons.INSUFFICIENT_GPUS, "the unknown hold takes the whole GPU"

@@ -155,6 +155,27 @@ def test_ollama_pod_keeps_the_planned_memory_true() -> None:
     # What these programs do is checked on the real Ollama server in test_ollama_pods.py.
 
 
+@pytest.mark.parametrize(
+    ("names", "context"),
+    [
+        (("nomic-embed-text",), "2048"),  # trained for 2048: Ollama would cap it there itself
+        (("nomic-embed-text", "llama3.2:3b"), "8192"),  # one server: the longer-trained model keeps 8192
+        (("nomic-embed-text", "acme/house-model:1b"), "8192"),  # unknown training context: as asked
+    ],
+)
+def test_ollama_context_is_what_was_sized_capped_at_the_models_training(
+    names: tuple[str, ...], context: str
+) -> None:
+    """Sizing caps each model's KV cache at the context it was trained for; the pod renders the
+    same figure, so the server runs what was planned and the Placed message says so."""
+    item = deployment("ctx", engine="ollama", models=models(*names), ollama={"contextLength": 8192})
+    result = plan(item, inventory(node("n", A10)))
+    (pod,) = _of(render(item, result, RenderConfig()), "Pod")
+    assert _env(pod["spec"]["containers"][0])["OLLAMA_CONTEXT_LENGTH"] == context
+    assert f"(context {context} × 1 parallel" in result.message
+    assert ("capped at the longest context" in result.message) == (context != "8192"), result.message
+
+
 @pytest.mark.parametrize("pinning", PINNING_MODES)
 def test_model_pull_never_sees_a_gpu(pinning: PinningModeName) -> None:
     """The ollama image sets NVIDIA_VISIBLE_DEVICES=all: the init container overrides it in every mode."""

@@ -273,7 +273,7 @@ def _plan(args: argparse.Namespace) -> int:
     config = RenderConfig(
         pinning=args.pinning,
         runtime_class_name=args.runtime_class or None,
-        images={"ollama": args.ollama_image, "vllm": args.vllm_image},
+        images=(("ollama", args.ollama_image), ("vllm", args.vllm_image)),
     )
     planner = Planner(inventory, pinning=args.pinning)
     results: list[tuple[LLMDeployment, Plan]] = []
@@ -340,7 +340,7 @@ def print_table(results: Sequence[tuple[LLMDeployment, Plan]], out: TextIO, widt
         out.write(f"\n{result.key} ({result.engine}): {status}\n")
         for p in result.placements:
             gpus = " + ".join(
-                f"GPU {g.index} {short_name(g.name)} [{format_gib(g.vram_bytes)}]" for g in p.gpus
+                f"GPU {g.index} {short_name(g.name)} [{format_gib(g.vram_bytes or 0)}]" for g in p.gpus
             )
             out.write(f"  pod {p.pod} on {p.node}: {gpus} ← {', '.join(p.models)}\n")
         out.write(

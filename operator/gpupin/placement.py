@@ -31,8 +31,9 @@ class GPUAssignment:
     uuid: str
     name: str
     """Product name, e.g. ``NVIDIA GeForce RTX 4070``."""
-    vram_bytes: int
-    """Memory this placement reserves on the GPU, in bytes."""
+    vram_bytes: int | None
+    """Memory this placement reserves on the GPU, in bytes; ``None`` only when read back from an
+    annotation whose figure is unreadable (the GPU then counts as wholly held)."""
 
 
 @dataclass(frozen=True)
@@ -97,24 +98,43 @@ class Placement:
 def _parse_annotation(
     text: str,
 ) -> tuple[str, tuple[str, ...], tuple[GPUAssignment, ...], bool] | None:
-    """One parse per distinct annotation text (pods are re-read on every reconcile)."""
+    """One parse per distinct annotation text (pods are re-read on every reconcile), field by
+    field: what can be read is kept. A GPU entry without a readable UUID is dropped (it names no
+    GPU); an unreadable ``vramBytes`` becomes ``None`` (the GPU then counts as wholly held, never
+    as free); an unreadable node becomes ``""`` (GPUs are then found by UUID alone)."""
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
-            return None
-        gpus = tuple(
-            GPUAssignment(
-                index=int(g.get("index", 0)),
-                uuid=str(g.get("uuid")),
-                name=str(g.get("name")),
-                vram_bytes=int(g.get("vramBytes") or 0),
-            )
-            for g in data["gpus"]
-        )
-        models = tuple(str(m) for m in data.get("models") or [])
-        return str(data.get("node", "")), models, gpus, bool(data.get("exclusive"))
-    except (ValueError, TypeError, AttributeError):
+    except ValueError:
         return None
+    if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
+        return None
+    gpus = []
+    for item in data["gpus"]:
+        if not isinstance(item, dict) or not isinstance(item.get("uuid"), str) or not item["uuid"]:
+            continue
+        gpus.append(
+            GPUAssignment(
+                index=_integer(item.get("index", 0)) or 0,
+                uuid=item["uuid"],
+                name=str(item.get("name", "")),
+                vram_bytes=_integer(item.get("vramBytes", 0)),
+            )
+        )
+    models = data.get("models")
+    node = data.get("node")
+    return (
+        node if isinstance(node, str) else "",
+        tuple(str(m) for m in models) if isinstance(models, list) else (),
+        tuple(gpus),
+        data.get("exclusive") is True,
+    )
+
+
+def _integer(value: object) -> int | None:
+    """A non-negative JSON integer, else None (``"1Gi"``, null, a list, a negative or bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 @dataclass(frozen=True)
@@ -144,7 +164,8 @@ class Hold:
     """GPU memory that another deployment's pod holds."""
 
     uuid: str
-    vram_bytes: int
+    vram_bytes: int | None
+    """Bytes held; ``None``: unknown (an unreadable annotation), so the whole GPU, exclusively."""
     exclusive: bool
     owner: str
     """namespace/name of the holding deployment, for messages."""

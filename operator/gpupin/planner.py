@@ -55,10 +55,11 @@ class Planner:
         self,
         inventory: Inventory,
         holds: Iterable[Hold] = (),
-        pinning: PinningModeName | str = "visible-devices",
+        pinning: PinningModeName = "visible-devices",
         engines: EngineRegistry = ENGINES,
     ) -> None:
         self.inventory = inventory
+        self.pinning = pinning
         self.mode = pinning_modes.get(pinning)
         self.engines = engines
         self.state = ClusterState(inventory, exclusive_only=not self.mode.shares_gpus)
@@ -70,7 +71,11 @@ class Planner:
         """Record GPU memory that pods hold (holds on GPUs the inventory lacks are ignored)."""
         for hold in holds:
             slot = self.state.slots.get(hold.uuid)
-            if slot is not None:
+            if slot is None:
+                continue
+            if hold.vram_bytes is None:  # unknown: the whole GPU, never a free share of it
+                self.state.reserve(slot, slot.gpu.memory, hold.owner, exclusive=True)
+            else:
                 self.state.reserve(slot, hold.vram_bytes, hold.owner, hold.exclusive)
         self.state.undo.clear()
 
@@ -84,7 +89,7 @@ class Planner:
     def _capacity_planner(self) -> Planner:
         """The same cluster with nothing held: tells 'too small' from 'taken'."""
         if self._empty is None:
-            self._empty = Planner(self.inventory, (), self.mode.name, self.engines)
+            self._empty = Planner(self.inventory, (), self.pinning, self.engines)
             self._empty._is_capacity_view = True
         return self._empty
 
@@ -148,7 +153,7 @@ def plan(
     deployment: LLMDeployment,
     inventory: Inventory,
     holds: Iterable[Hold] = (),
-    pinning: PinningModeName | str = "visible-devices",
+    pinning: PinningModeName = "visible-devices",
     current: Sequence[CurrentPod] = (),
     engines: EngineRegistry = ENGINES,
 ) -> Plan:

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gpupin import constants, naming, pinning
@@ -35,14 +34,14 @@ class RenderConfig:
     pinning: PinningModeName = "visible-devices"
     runtime_class_name: str | None = "nvidia"
     """RuntimeClass of the NVIDIA container runtime (visible-devices mode); empty for none."""
-    images: Mapping[str, str] = field(default_factory=dict)
-    """Server image per engine name; an engine not named uses its own default image."""
+    images: tuple[tuple[str, str], ...] = ()
+    """(engine name, image) pairs; an engine not named uses its own default image."""
     require_gpu: bool = True
     """An Ollama pod is Ready only when its models are wholly in GPU memory. False for clusters
     without GPUs (kind, demos), where Ollama serves from the CPU."""
 
     def image(self, engine: Engine) -> str:
-        return self.images.get(engine.name) or engine.default_image
+        return dict(self.images).get(engine.name) or engine.default_image
 
 
 def render(

@@ -235,8 +235,9 @@ class GPUStatus(ApiModel):
     index: int
     uuid: str
     name: str
-    vram_bytes: int
-    """Memory this placement reserves on the GPU."""
+    vram_bytes: int | None = None
+    """Memory this placement reserves on the GPU, in bytes (absent when a pod's record of it is
+    unreadable: the GPU then counts as wholly held)."""
 
 
 class PlacementStatus(ApiModel):

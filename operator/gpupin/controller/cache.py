@@ -206,7 +206,7 @@ class ClusterCache:
         counts: dict[str, int] = defaultdict(int)
         for pod in self.pods.values():
             placement = placement_of(pod)
-            if placement is not None and not is_finished(pod):
+            if placement is not None and placement.node and not is_finished(pod):
                 counts[placement.node] += len(placement.gpus)
         return counts
 

@@ -42,7 +42,7 @@ class OperatorConfig:
         return RenderConfig(
             pinning=self.pinning,
             runtime_class_name=self.runtime_class_name,
-            images={"ollama": self.ollama_image, "vllm": self.vllm_image},
+            images=(("ollama", self.ollama_image), ("vllm", self.vllm_image)),
             require_gpu=self.require_gpu,
         )
 

@@ -25,7 +25,7 @@ from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
 from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of
 from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status, spec_hash_of
-from gpupin.engines import ENGINES, EngineRegistry
+from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
 from gpupin.placement import Placement, Plan
 from gpupin.render import RenderConfig, render
@@ -75,6 +75,10 @@ def lost_gpus(pod: dict[str, Any], inventory: Inventory) -> str | None:
     if placement is None:
         return None
     node_name = placement.node
+    if not node_name:  # the annotation names no node: look the GPUs up anywhere
+        present = {g.uuid for n in inventory.nodes for g in n.gpus}
+        missing = [g.uuid for g in placement.gpus if g.uuid not in present]
+        return f"GPU {', '.join(missing)} has left the GPU inventory" if missing else None
     node = next((n for n in inventory.nodes if n.name == node_name), None)
     if node is None:
         return f"node {node_name} has left the GPU inventory"
@@ -113,7 +117,7 @@ def decide(
         why = lost_gpus(pod, inventory)
         if why is not None:
             placement = placement_of(pod)
-            gone_node = placement is None or placement.node not in node_names
+            gone_node = placement is not None and bool(placement.node) and placement.node not in node_names
             actions.delete.append((pod, 0 if gone_node else None))
             lost.append(f"{pod['metadata']['name']}: {why}")
             actions.events.append(
@@ -192,7 +196,7 @@ def _estimates(deployment: LLMDeployment | None, engines: EngineRegistry) -> dic
     for model in deployment.spec.models:
         try:
             result[model.name] = engines.estimate(model, deployment.spec).need_on(1)
-        except (SizingError, ValueError):
+        except (SizingError, UnknownEngine):
             continue
     return result
 

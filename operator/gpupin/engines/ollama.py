@@ -125,10 +125,17 @@ class Ollama(Engine):
 
         def summary(placements: Sequence[Placement], placed: Sequence[Estimate]) -> str:
             sizes = ", ".join(f"{e.model} {e.explain().split(' (', 1)[0]}" for e in placed)
-            return (
+            served = max((p.launch.context_length or options.context_length for p in placements), default=0)
+            message = (
                 f"{len(placements)} Ollama pod(s) on {sum(len(p.gpus) for p in placements)} GPU(s); {sizes} "
-                f"(context {options.context_length} × {options.num_parallel} parallel, kept loaded)"
+                f"(context {served} × {options.num_parallel} parallel, kept loaded)"
             )
+            if served < options.context_length:
+                message += (
+                    f"; contextLength {options.context_length} is capped at the longest context "
+                    "the models were trained for"
+                )
+            return message
 
         request = SharedRequest(
             estimates=estimates,

@@ -57,6 +57,8 @@ class GroupPlacer:
     :class:`~gpupin.kernel.eligibility.Refusal` with the stage that failed and the options left."""
 
     def __init__(self, ctx: PlanContext, request: GroupRequest) -> None:
+        if not ctx.exclusive:  # a rank sized to a fraction of each GPU leaves room nobody else may take
+            raise ValueError(f"{request.engine} is placed in tensor-parallel groups, so it must own its GPUs")
         self.ctx = ctx
         self.state = ctx.state
         self.filter = ctx.filter

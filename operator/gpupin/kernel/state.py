@@ -87,7 +87,7 @@ class ClusterState:
                 self.slots[gpu.uuid] = slot
                 slots.append(slot)
             self.nodes[node.name] = slots
-        # Slots that can still take shared (Ollama) memory, ordered by free bytes.
+        # Slots that can still take shared memory (no exclusive holder), ordered by free bytes.
         self.shareable: list[tuple[int, int]] = sorted((s.free, s.order) for s in self.by_order)
         # Fully free slots per product key and node, and per key the nodes by free count.
         self.free_by_key: dict[ProductKey, dict[str, list[Slot]]] = {}

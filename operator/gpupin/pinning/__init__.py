@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from gpupin.pinning.base import PinningMode
 from gpupin.pinning.device_plugin import DevicePlugin
@@ -11,8 +11,11 @@ from gpupin.pinning.dra import DRA
 from gpupin.pinning.visible_devices import VisibleDevices
 
 PinningModeName = Literal["visible-devices", "dra", "device-plugin"]
+"""The modes, for flags and types: a new mode adds its name here and its class below."""
+PINNING_MODES: tuple[PinningModeName, ...] = get_args(PinningModeName)
 MODES: dict[str, PinningMode] = {mode.name: mode for mode in (VisibleDevices(), DRA(), DevicePlugin())}
-PINNING_MODES: tuple[PinningModeName, ...] = ("visible-devices", "dra", "device-plugin")
+if tuple(MODES) != PINNING_MODES:  # pragma: no cover - a programming error, caught at import
+    raise ImportError(f"pinning modes {tuple(MODES)} and their names {PINNING_MODES} differ")
 
 
 def get(name: str) -> PinningMode:
