@@ -125,6 +125,22 @@ def test_yaml_output_is_the_manifests(capsys: pytest.CaptureFixture[str], tmp_pa
     assert kinds == ["ResourceClaimTemplate", "Pod", "Service"]
 
 
+def test_yaml_output_spells_every_object_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """No YAML anchors (&id001/*id001): every container has its own securityContext, written out."""
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "-f",
+        str(EXAMPLES / "seed" / "1-ollama-both-gpus.yaml"),
+        "--inventory",
+        WORKSTATION,
+        "-o",
+        "yaml",
+    )
+    assert code == 0 and out.count("securityContext:") >= 4
+    assert "&id" not in out and "*id" not in out
+
+
 def test_later_deployments_see_what_earlier_ones_took(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import pytest
 
 from gpupin.engines import ENGINES
-from gpupin.engines.ollama import OLLAMA_QUANT_BYTES
 from gpupin.quantity import GiB, parse_bytes
-from gpupin.sizing import ModelCatalog, SizingError, parameters_from_name
+from gpupin.sizing import GGUF_QUANT_BYTES, ModelCatalog, SizingError, parameters_from_name
 
 from helpers import deployment, models
 
@@ -74,7 +73,7 @@ def test_model_data_is_consistent() -> None:
     for facts in CATALOG.entries:
         assert facts.attention_heads % facts.kv_heads == 0, facts.id
         # the download size agrees with parameters × bytes per parameter of its quantization (±10%)
-        expected = facts.parameters * OLLAMA_QUANT_BYTES[facts.ollama_quantization.lower()]
+        expected = facts.parameters * GGUF_QUANT_BYTES[facts.ollama_quantization.lower()]
         assert 0.9 < facts.ollama_weights_bytes / expected < 1.1, facts.id
         assert facts.layers > 0 and facts.head_dim > 0 and facts.context_length >= 2048
 

@@ -47,7 +47,8 @@ class LaunchSettings:
     """Weights and activations dtype (vLLM ``--dtype``), e.g. ``half`` where a bfloat16 model
     lands on compute capability < 8.0."""
     context_length: int | None = None
-    """Tokens of context per request slot (Ollama ``OLLAMA_CONTEXT_LENGTH``)."""
+    """Tokens of context the server is started with (Ollama ``OLLAMA_CONTEXT_LENGTH``, per request
+    slot; a llama.cpp server's ``--ctx-size`` would be the whole server's)."""
 
 
 @dataclass(frozen=True)

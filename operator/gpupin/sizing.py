@@ -26,6 +26,27 @@ import yaml
 from gpupin.api.v1alpha1 import LLMDeploymentSpec, ModelRef
 from gpupin.quantity import format_gb, format_gib, parse_bytes
 
+# Bytes per parameter of GGUF quantizations, including their block scales.
+GGUF_QUANT_BYTES: dict[str, float] = {
+    "q2_k": 0.35,
+    "q3_k_s": 0.46,
+    "q3_k_m": 0.49,
+    "q3_k_l": 0.53,
+    "q4_0": 0.56,
+    "q4_1": 0.63,
+    "q4_k_s": 0.58,
+    "q4_k_m": 0.61,
+    "q5_0": 0.69,
+    "q5_1": 0.75,
+    "q5_k_s": 0.69,
+    "q5_k_m": 0.71,
+    "q6_k": 0.82,
+    "q8_0": 1.06,
+    "f16": 2.0,
+    "fp16": 2.0,
+    "bf16": 2.0,
+}
+
 _SIZE_RE = re.compile(r"(?<![a-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z0-9])", re.I)
 
 
@@ -169,6 +190,16 @@ def normalize_ollama(name: str) -> str:
     if ":" not in name.rsplit("/", 1)[-1]:
         name += ":latest"
     return name
+
+
+def gguf_quantization(tag: str) -> str | None:
+    """The GGUF quantization a tag names, lower case (``14b-instruct-q8_0`` → ``q8_0``), if any."""
+    tag = tag.lower()
+    for token in re.split(r"[-_.](?=[a-z])", tag):
+        if token in GGUF_QUANT_BYTES:
+            return token
+    match = re.search(r"(q\d_k_[sml]|q\d_k|q\d_\d|f16|fp16|bf16)", tag)
+    return match.group(1) if match else None
 
 
 def parameters_from_name(name: str) -> int | None:

@@ -32,14 +32,11 @@ class SpecRule:
     check: Callable[[Any], bool]
 
 
-def _cel_resolves_vllm() -> str:
-    return (
-        "(self.engine == 'vllm' || (self.engine == 'auto' && size(self.models) == 1"
-        f" && self.models[0].name.matches('{HF_REPO_PATTERN}')))"
-    )
-
-
-_VLLM = _cel_resolves_vllm()
+_AUTO_PICKS_VLLM = f"size(self.models) == 1 && self.models[0].name.matches('{HF_REPO_PATTERN}')"
+# CEL twins of LLMDeploymentSpec.resolved_engine, one per engine: each says "resolves to X" in
+# full, so a rule stays right when another engine joins the enum (never "not vLLM, so Ollama").
+_VLLM = f"(self.engine == 'vllm' || (self.engine == 'auto' && {_AUTO_PICKS_VLLM}))"
+_OLLAMA = f"(self.engine == 'ollama' || (self.engine == 'auto' && !({_AUTO_PICKS_VLLM})))"
 
 # The flags gpupin renders for vLLM (gpupin.engines.vllm), with vLLM's aliases (-tp) and the underscore
 # spelling its FlexibleArgumentParser also accepts (vllm/utils/argparse_utils.py, 0.33.0).
@@ -74,7 +71,7 @@ SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         scope="spec",
         field="spec.ollama",
-        cel=f"!has(self.ollama) || !{_VLLM}",
+        cel=f"!has(self.ollama) || {_OLLAMA}",
         message="ollama settings need engine: ollama",
         check=lambda s: s.ollama is None or s.resolved_engine == "ollama",
     ),

@@ -2,7 +2,8 @@
 
 ``ENGINES`` holds the built-in ones (vLLM, Ollama). An engine that is not registered is an error
 (:class:`UnknownEngine`), never a fallback to another. Adding an engine is one module that
-implements the interface, registered here (and the name in the API's ``engine`` enum).
+implements the interface, registered here; the README's "Code layout" lists what the product
+adds around it (the API's ``engine`` enum and options, an image flag, the chart).
 """
 
 from __future__ import annotations

@@ -25,8 +25,11 @@ from gpupin.sizing import Estimate, ModelCatalog, ModelFacts, NamingScheme, with
 MODELS_PATH = "/models"
 """Where every engine's model cache volume is mounted."""
 
-SECURITY: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-"""The container securityContext every engine container gets (restricted Pod Security)."""
+
+def security_context() -> dict[str, Any]:
+    """The container securityContext every engine container gets (restricted Pod Security); a new
+    dict each time, so no two containers share one (YAML output would show anchors)."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 @dataclass
@@ -90,8 +93,10 @@ class Engine(ABC):
 
     @abstractmethod
     def pod(self, spec: LLMDeploymentSpec, placement: Placement, image: str, require_gpu: bool) -> EnginePod:
-        """The engine's containers for one placement. ``require_gpu``: Ready only when the
-        models are wholly in GPU memory (false on clusters without GPUs)."""
+        """The engine's containers for one placement; the container needs an ``env`` list (the
+        renderer puts the pinning mode's entries before it and the spec's after). ``require_gpu``:
+        Ready only when the models are wholly in GPU memory, for engines that can fall back to the
+        CPU, as Ollama does (false on clusters without GPUs); others ignore it."""
 
     @abstractmethod
     def services(

@@ -16,21 +16,22 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from gpupin import naming
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.engines import ollama_scripts
-from gpupin.engines.base import MODELS_PATH, SECURITY, Engine, EnginePod, service, user_env
+from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, security_context, service, user_env
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.shared import SharedPlacer, SharedRequest
 from gpupin.placement import LaunchSettings, Placement
 from gpupin.quantity import MiB
 from gpupin.sizing import (
+    GGUF_QUANT_BYTES,
     Estimate,
     ModelFacts,
+    gguf_quantization,
     kv_per_token_guess,
     normalize_ollama,
     parameters_from_name,
@@ -43,26 +44,6 @@ OLLAMA_CUDA_OVERHEAD = 457 * MiB
 OLLAMA_BATCH = 512
 OLLAMA_UNKNOWN_GRAPH = 512 * MiB
 
-# Bytes per parameter of GGUF quantizations, including their block scales.
-OLLAMA_QUANT_BYTES: dict[str, float] = {
-    "q2_k": 0.35,
-    "q3_k_s": 0.46,
-    "q3_k_m": 0.49,
-    "q3_k_l": 0.53,
-    "q4_0": 0.56,
-    "q4_1": 0.63,
-    "q4_k_s": 0.58,
-    "q4_k_m": 0.61,
-    "q5_0": 0.69,
-    "q5_1": 0.75,
-    "q5_k_s": 0.69,
-    "q5_k_m": 0.71,
-    "q6_k": 0.82,
-    "q8_0": 1.06,
-    "f16": 2.0,
-    "fp16": 2.0,
-    "bf16": 2.0,
-}
 OLLAMA_DEFAULT_QUANT = "q4_k_m"
 KV_CACHE_BYTES = {"f16": 2.0, "q8_0": 1.0, "q4_0": 0.5}
 
@@ -89,7 +70,7 @@ class Ollama(Engine):
             label = facts.ollama_quantization
         else:
             quant = quant or OLLAMA_DEFAULT_QUANT
-            weights = int(parameters * OLLAMA_QUANT_BYTES[quant])
+            weights = int(parameters * GGUF_QUANT_BYTES[quant])
             label = quant.upper()
         context = min(options.context_length, facts.context_length) if facts else options.context_length
         tokens = context * options.num_parallel
@@ -202,7 +183,7 @@ class Ollama(Engine):
             },
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
-            "securityContext": SECURITY,
+            "securityContext": security_context(),
         }
         return EnginePod(
             container=container,
@@ -226,7 +207,7 @@ class Ollama(Engine):
             # The last lines of the log (which model, Ollama's error) become the termination message.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
-            "securityContext": SECURITY,
+            "securityContext": security_context(),
         }
 
     def services(
@@ -255,10 +236,5 @@ def context_length(requested: int, trained: Sequence[int | None]) -> int:
 
 
 def _quantization(name: str) -> str | None:
-    """The GGUF quantization a tag names (``qwen2.5:14b-instruct-q8_0`` → ``q8_0``), if any."""
-    tag = normalize_ollama(name).rsplit(":", 1)[-1]
-    for token in re.split(r"[-_.](?=[a-z])", tag):
-        if token in OLLAMA_QUANT_BYTES:
-            return token
-    match = re.search(r"(q\d_k_[sml]|q\d_k|q\d_\d|f16|fp16|bf16)", tag)
-    return match.group(1) if match else None
+    """The GGUF quantization an Ollama tag names (``qwen2.5:14b-instruct-q8_0`` → ``q8_0``), if any."""
+    return gguf_quantization(normalize_ollama(name).rsplit(":", 1)[-1])

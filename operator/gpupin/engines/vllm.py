@@ -22,7 +22,7 @@ from typing import Any
 
 from gpupin import naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
-from gpupin.engines.base import MODELS_PATH, SECURITY, Engine, EnginePod, service
+from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, security_context, service
 from gpupin.inventory import short_name
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import ComputeRequirement
@@ -202,7 +202,7 @@ class VLLM(Engine):
             "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": mounts,
-            "securityContext": SECURITY,
+            "securityContext": security_context(),
         }
         return EnginePod(container=container, volumes=volumes)
 
