@@ -99,9 +99,12 @@ class Planner:
         """Plan one deployment; when placed (and ``commit``), its GPUs are taken for the ones planned after it."""
         spec = deployment.spec
         name = spec.resolved_engine
-        mark = self.state.mark()
         try:
             engine = self.engines.get(name)
+        except UnknownEngine as exc:  # never planned as another engine
+            return _refused(deployment, name, Refusal(reasons.INVALID_SPEC, str(exc)))
+        mark = self.state.mark()
+        try:
             try:
                 estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
             except SizingError as exc:
@@ -116,18 +119,9 @@ class Planner:
                 capacity_exists=lambda: self.fits_when_empty(deployment),
             )
             placements, reason, message = engine.place(ctx, spec, estimates)
-        except (Refusal, UnknownEngine) as refusal:
+        except Refusal as refusal:
             self.state.rollback(mark)
-            if isinstance(refusal, UnknownEngine):
-                refusal = Refusal(reasons.INVALID_SPEC, str(refusal))
-            return Plan(
-                namespace=deployment.metadata.namespace,
-                name=deployment.metadata.name,
-                engine=name,
-                outcome="Refused",
-                reason=refusal.reason,
-                message=refusal.message,
-            )
+            return _refused(deployment, name, refusal)
         if commit:
             self.state.undo.clear()
         else:
@@ -147,6 +141,17 @@ class Planner:
         if self._is_capacity_view:
             return False  # this planner already is the empty cluster, and the plan failed on it
         return self._capacity_planner().plan(deployment, commit=False).placed
+
+
+def _refused(deployment: LLMDeployment, engine: str, refusal: Refusal) -> Plan:
+    return Plan(
+        namespace=deployment.metadata.namespace,
+        name=deployment.metadata.name,
+        engine=engine,
+        outcome="Refused",
+        reason=refusal.reason,
+        message=refusal.message,
+    )
 
 
 def plan(
