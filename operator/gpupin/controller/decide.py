@@ -23,8 +23,8 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
-from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of
-from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status, spec_hash_of
+from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of, spec_hash_of
+from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status
 from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
 from gpupin.placement import Placement, Plan

@@ -1,4 +1,5 @@
-"""Pure reads of a pod as the API server returns it: its state and the placement it carries.
+"""Pure reads of a pod (or another object gpupin made) as the API server returns it: its state,
+the placement it carries, its spec hash.
 
 No kopf, no kubernetes imports, no cache: the decision, the diagnosis and the watch-fed cache all
 read pods through these.
@@ -35,3 +36,8 @@ def is_ready(pod: dict[str, Any]) -> bool:
         if condition.get("type") == "Ready":
             return bool(condition.get("status") == "True")
     return False
+
+
+def spec_hash_of(obj: dict[str, Any]) -> str | None:
+    """The spec-hash label of a rendered or existing object."""
+    return (obj["metadata"].get("labels") or {}).get(constants.SPEC_HASH_LABEL)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from gpupin import constants, reasons
+from gpupin import reasons
 from gpupin.api.v1alpha1 import (
     Condition,
     GPUStatus,
@@ -20,18 +20,13 @@ from gpupin.api.v1alpha1 import (
     PlacementStatus,
 )
 from gpupin.controller.diagnose import PodProblem
-from gpupin.controller.podstate import is_ready, placement_of
+from gpupin.controller.podstate import is_ready, placement_of, spec_hash_of
 from gpupin.placement import Placement, Plan
 from gpupin.render import selector
 
 DEGRADED_NO = "AsExpected"
 DEGRADED_LOST = "PlacementLost"
 DEGRADED_GPU_GONE = "GPULost"
-
-
-def spec_hash_of(obj: dict[str, Any]) -> str | None:
-    """The spec-hash label of a rendered or existing object."""
-    return (obj["metadata"].get("labels") or {}).get(constants.SPEC_HASH_LABEL)
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
