@@ -229,7 +229,9 @@ class Ollama(Engine):
 def context_length(requested: int, trained: Sequence[int | None]) -> int:
     """A server's context length (tokens): the spec's, capped at the longest context its models
     were trained for when the model data knows every one (``None``: unknown). Ollama caps each
-    model at its own, and sizing planned the capped figure."""
+    model at its own (``llm/server.go``, v0.17.4: ``NumCtx`` above the GGUF's ``context_length`` is
+    set to it, with a "requested context size too large for model" warning), and sizing planned
+    the capped figure."""
     if not trained or any(tokens is None for tokens in trained):
         return requested
     return min(requested, max(tokens for tokens in trained if tokens is not None))
