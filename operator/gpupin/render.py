@@ -23,7 +23,7 @@ from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.engines import ENGINES, Engine, EngineRegistry
 from gpupin.engines.base import user_env
-from gpupin.pinning import PinningModeName
+from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
 
 
@@ -57,7 +57,7 @@ def render(
     objects: list[dict[str, Any]] = []
     for placement in plan.placements:
         objects.extend(mode.objects(deployment.metadata.namespace, placement, dict(labels)))
-        objects.append(render_pod(deployment, placement, config, engine))
+        objects.append(render_pod(deployment, placement, config, engine, mode))
     objects.extend(engine.services(deployment, labels, selector(deployment)))
     return [with_spec_hash(obj) for obj in objects]
 
@@ -91,11 +91,10 @@ def selector(deployment: LLMDeployment) -> dict[str, str]:
 
 
 def render_pod(
-    deployment: LLMDeployment, placement: Placement, config: RenderConfig, engine: Engine
+    deployment: LLMDeployment, placement: Placement, config: RenderConfig, engine: Engine, mode: PinningMode
 ) -> dict[str, Any]:
     """The pod of one placement: the engine's containers, pinned by the operator's mode."""
     spec = deployment.spec
-    mode = pinning.get(config.pinning)
     part = engine.pod(spec, placement, spec.image or config.image(engine), config.require_gpu)
     labels = common_labels(deployment, engine.name)
     for gpu in placement.gpus:
