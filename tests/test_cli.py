@@ -19,7 +19,7 @@ import yaml
 from gpupin import constants
 from gpupin.cli import main
 
-from helpers import EXAMPLES, RTX_2060, RTX_4070, node
+from helpers import EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node
 
 WORKSTATION = str(EXAMPLES / "inventory" / "workstation.yaml")
 
@@ -187,6 +187,56 @@ def test_inventory_from_kubectl_get_nodes(capsys: pytest.CaptureFixture[str], tm
         "NVIDIA GeForce RTX 2060",
         "NVIDIA GeForce RTX 4070",
     ]
+
+
+CASE_04 = FIXTURES / "cases" / "04-gfd-mig-single-labels"
+
+
+@pytest.mark.parametrize("inventory_file", ["inventory.yaml", "inventory-agent-for-comparison.yaml"])
+def test_mig_node_is_refused_from_gfd_labels_as_from_the_agent(
+    capsys: pytest.CaptureFixture[str], inventory_file: str
+) -> None:
+    # vllm-project/vllm#5107's machine: one A100 in MIG mode (two 3g.40gb instances). GFD under
+    # mig.strategy=single counts the instances, so the labels once read as two whole GPUs and
+    # pods were pinned to indices 0 and 1 of a node that has one card.
+    code, out, err = run(
+        capsys,
+        "plan",
+        "-f",
+        str(CASE_04 / "deployments.yaml"),
+        "--inventory",
+        str(CASE_04 / inventory_file),
+        "-o",
+        "json",
+    )
+    assert code == 1
+    plan = json.loads(out)
+    (result,) = plan["deployments"]
+    assert (result["outcome"], result["reason"]) == ("Refused", "NoMatchingGPU")
+    assert result["placements"] == []
+    assert not [m for m in plan["manifests"] if m["kind"] == "Pod"]
+    if inventory_file == "inventory.yaml":
+        assert "skipped node gpu-node-1: GFD labels describe MIG devices" in err
+        assert "gpupin does not place on MIG slices" in err and "run the gpupin agent" in err
+
+
+def test_whole_gpu_gfd_node_is_still_placed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # the case's node with MIG off and two whole A100s: the same GFD path places both replicas
+    nodes = yaml.safe_load((CASE_04 / "inventory.yaml").read_text())
+    labels = nodes["items"][0]["metadata"]["labels"]
+    for key in ("nvidia.com/gpu.slices.gi", "nvidia.com/gpu.slices.ci"):
+        del labels[key]
+    labels["nvidia.com/gpu.product"] = "NVIDIA-A100-SXM4-80GB"
+    labels["nvidia.com/gpu.memory"] = "81920"  # mig.strategy=single stays, as the GPU Operator leaves it
+    path = _write(tmp_path, "nodes.yaml", yaml.safe_dump(nodes))
+    code, out, err = run(
+        capsys, "plan", "-f", str(CASE_04 / "deployments.yaml"), "--inventory", path, "-o", "json"
+    )
+    assert code == 0, err
+    (result,) = json.loads(out)["deployments"]
+    assert result["outcome"] == "Placed"
+    assert sorted([g["index"] for g in p["gpus"]] for p in result["placements"]) == [[0], [1]]
+    assert "skipped" not in err
 
 
 BAD_INPUTS = [

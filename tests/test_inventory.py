@@ -2,7 +2,8 @@
 
 Aspects: quantities and numbers for memory; duplicate indices/UUIDs rejected; the annotation
 round-trips byte-identically (the agent relies on it to skip patches); GFD labels are used
-only where they describe every card (count equals the node's nvidia.com/gpu), never guessed.
+only where they describe every card (count equals the node's nvidia.com/gpu), never guessed;
+GFD labels of MIG devices are never read as whole GPUs (index i would not be the i-th card).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from gpupin.inventory import (
 )
 from gpupin.loading import load_inventory
 
-from helpers import EXAMPLES, RTX_2060, RTX_4070, node
+from helpers import EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node
+
+CASE_04 = FIXTURES / "cases" / "04-gfd-mig-single-labels"
 
 
 def test_example_inventory_loads() -> None:
@@ -138,3 +141,119 @@ def test_annotation_wins_over_gfd_and_cpu_nodes_are_skipped() -> None:
     assert [n.name for n in inventory.nodes] == ["w"]
     assert inventory.nodes[0].gpus[0].name == "NVIDIA GeForce RTX 4070"
     assert len(problems) == 1 and "mixed" in problems[0]
+
+
+def _status(node_obj: dict[str, object]) -> dict[str, dict[str, str]]:
+    status = node_obj["status"]
+    assert isinstance(status, dict)
+    return status
+
+
+def test_gfd_mig_single_node_is_skipped_with_a_problem_that_says_what_to_do() -> None:
+    # vllm-project/vllm#5107's machine: one A100 80GB cut into two 3g.40gb instances; under
+    # mig.strategy=single gpu.count (2) equals nvidia.com/gpu (2), so only the MIG signs tell
+    inventory, problems = load_inventory(CASE_04 / "inventory.yaml")
+    assert inventory.nodes == []
+    (problem,) = problems
+    for fragment in (
+        "node gpu-node-1",
+        "MIG devices, not whole GPUs",
+        "product NVIDIA-A100-SXM4-80GB-MIG-3g.40gb",
+        "nvidia.com/gpu.slices.ci, nvidia.com/gpu.slices.gi",
+        "nvidia.com/mig.strategy=single",
+        "gpupin does not place on MIG slices",
+        "run the gpupin agent",
+        "reports MIG mode per GPU",
+    ):
+        assert fragment in problem, (fragment, problem)
+
+
+MIG_SIGNALS = {
+    "product ends in -MIG-<profile>": (
+        {constants.GFD_PRODUCT_LABEL: "NVIDIA-A100-SXM4-80GB-MIG-3g.40gb"},
+        {},
+    ),
+    "product -MIG-INVALID (single, layout GFD cannot express)": (
+        {constants.GFD_PRODUCT_LABEL: "NVIDIA-A100-SXM4-80GB-MIG-INVALID"},
+        {},
+    ),
+    "MIG and time-slicing together": (
+        {constants.GFD_PRODUCT_LABEL: "NVIDIA-A100-SXM4-80GB-MIG-1g.10gb-SHARED"},
+        {},
+    ),
+    "gpu.slices label": ({"nvidia.com/gpu.slices.gi": "3"}, {}),
+    "mixed strategy per-profile label": ({"nvidia.com/mig-3g.40gb.count": "2"}, {}),
+    "mig-* capacity": ({}, {"capacity": {"nvidia.com/mig-3g.40gb": "2"}}),
+    "mig-* allocatable": ({}, {"allocatable": {"nvidia.com/mig-3g.40gb": "2"}}),
+}
+
+
+@pytest.mark.parametrize(("labels", "resources"), MIG_SIGNALS.values(), ids=MIG_SIGNALS.keys())
+def test_each_mig_signal_alone_excludes_the_node(
+    labels: dict[str, str], resources: dict[str, dict[str, str]]
+) -> None:
+    # a whole-GPU node that passes every other check (count 4 = capacity 4 = allocatable 4) plus one sign
+    node_obj = _node("a100", {**GFD_A100, **labels}, gpus="4")
+    for field, extra in resources.items():
+        _status(node_obj)[field].update(extra)
+    with pytest.raises(NodeReadError, match="GFD labels describe MIG devices") as caught:
+        node_inventory_from_node(node_obj)
+    assert "run the gpupin agent" in str(caught.value)
+    inventory, problems = inventory_from_nodes([node_obj])
+    assert inventory.nodes == [] and len(problems) == 1
+
+
+def test_gpu_operator_whole_gpu_node_is_read_despite_mig_strategy_label() -> None:
+    # What a GPU Operator install with mig.strategy=single writes on a whole-GPU node (MIG off):
+    # GFD labels the strategy on every GPU node, so it is not a MIG sign on its own; neither is
+    # a mig-* resource kubelet keeps at 0 after MIG was turned off
+    labels = {
+        **GFD_A100,
+        "nvidia.com/mig.strategy": "single",
+        "nvidia.com/mig.capable": "true",
+        "nvidia.com/mig.config": "all-disabled",
+        "nvidia.com/mig.config.state": "success",
+        "nvidia.com/gpu.replicas": "1",
+        "nvidia.com/gpu.sharing-strategy": "none",
+    }
+    node_obj = _node("a100", labels, gpus="4")
+    _status(node_obj)["capacity"]["nvidia.com/mig-3g.40gb"] = "0"
+    parsed = node_inventory_from_node(node_obj)
+    assert parsed is not None
+    assert [g.index for g in parsed.gpus] == [0, 1, 2, 3]
+    assert parsed.gpus[0].name == "NVIDIA A100 SXM4 80GB"
+
+
+@pytest.mark.parametrize(
+    ("capacity", "allocatable", "readable"),
+    [
+        ("4", "4", True),
+        ("4", None, True),  # a hand-written Node with capacity only
+        (None, "4", True),
+        ("6", "4", False),  # allocatable matches but the node has 6 devices: which 4 are these?
+        ("4", "3", False),  # a card is unhealthy; its index is not known
+        (None, None, False),
+    ],
+)
+def test_gfd_count_must_match_every_stated_gpu_count(
+    capacity: str | None, allocatable: str | None, readable: bool
+) -> None:
+    node_obj = _node("a100", GFD_A100)
+    status = _status(node_obj)
+    if capacity is not None:
+        status["capacity"] = {"cpu": "64", "nvidia.com/gpu": capacity}
+    if allocatable is not None:
+        status["allocatable"] = {"cpu": "64", "nvidia.com/gpu": allocatable}
+    if readable:
+        parsed = node_inventory_from_node(node_obj)
+        assert parsed is not None and len(parsed.gpus) == 4
+    else:
+        with pytest.raises(NodeReadError, match="describe one GPU model per node"):
+            node_inventory_from_node(node_obj)
+
+
+def test_gfd_count_against_a_node_that_lists_other_resources_but_no_gpus() -> None:
+    node_obj = _node("a100", GFD_A100)
+    _status(node_obj)["capacity"] = {"cpu": "64"}
+    with pytest.raises(NodeReadError, match=r"capacity no nvidia\.com/gpu"):
+        node_inventory_from_node(node_obj)

@@ -46,6 +46,13 @@ GFD_COUNT_LABEL: Final = "nvidia.com/gpu.count"
 GFD_CC_MAJOR_LABEL: Final = "nvidia.com/gpu.compute.major"
 GFD_CC_MINOR_LABEL: Final = "nvidia.com/gpu.compute.minor"
 GPU_RESOURCE: Final = "nvidia.com/gpu"
+# Signs that GFD and the device plugin describe MIG devices, not whole GPUs: labels that
+# mig.strategy=single adds (gpu.slices.gi, gpu.slices.ci), and the per-profile labels and
+# resources of mig.strategy=mixed (nvidia.com/mig-3g.40gb.count, nvidia.com/mig-3g.40gb).
+GFD_SLICES_LABEL_PREFIX: Final = "nvidia.com/gpu.slices."
+MIG_RESOURCE_PREFIX: Final = "nvidia.com/mig-"
+# Named in messages only: GFD sets it under any MIG strategy but none, on MIG-off nodes too.
+GFD_MIG_STRATEGY_LABEL: Final = "nvidia.com/mig.strategy"
 
 # The NVIDIA DRA driver's DeviceClass and attribute domain.
 DRA_DEVICE_CLASS: Final = "gpu.nvidia.com"

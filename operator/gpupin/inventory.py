@@ -28,6 +28,8 @@ from gpupin import constants
 from gpupin.quantity import ByteQuantity, MiB, format_gib, format_quantity
 
 _CC_RE = re.compile(r"^[0-9]+\.[0-9]+$")
+# GFD's product label for MIG devices: <model>-MIG-<profile>, e.g. NVIDIA-A100-SXM4-80GB-MIG-3g.40gb
+_GFD_MIG_PRODUCT = "-MIG-"
 
 
 class _InventoryModel(BaseModel):
@@ -161,21 +163,76 @@ def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
         ) from exc
 
 
+def gfd_mig_signals(labels: Mapping[str, str], status: Mapping[str, Any]) -> list[str]:
+    """What on a Node says its GFD labels and ``nvidia.com/gpu`` count MIG devices, not GPUs.
+
+    Under the device plugin's ``mig.strategy=single`` GFD rewrites the node's labels to describe
+    the MIG instances: the product gains ``-MIG-<profile>`` (``-MIG-INVALID`` for a layout it
+    cannot express), ``nvidia.com/gpu.slices.*`` appear, and ``gpu.count`` and the node's
+    ``nvidia.com/gpu`` both count instances, so they agree and the count check alone passes.
+    Under ``mixed`` each profile gets its own ``nvidia.com/mig-<profile>.*`` labels and resource.
+    Index ``i`` of such a node is not the ``i``-th card, so any of these signals excludes it.
+
+    ``nvidia.com/mig.strategy`` on its own is not a signal: GFD sets it whenever the configured
+    strategy is ``single`` or ``mixed``, on nodes whose GPUs all have MIG off too (GPU Operator
+    installs with ``single`` label every GPU node so); neither are ``mig.capable`` and
+    ``mig.config``. A ``nvidia.com/mig-*`` resource at 0 is a leftover of an earlier layout
+    (kubelet keeps extended resources it no longer serves at 0), not a MIG device.
+    """
+    signals: list[str] = []
+    product = labels.get(constants.GFD_PRODUCT_LABEL, "")
+    if _GFD_MIG_PRODUCT in product:
+        signals.append(f"product {product}")
+    mig_labels = sorted(
+        key
+        for key in labels
+        if key.startswith((constants.GFD_SLICES_LABEL_PREFIX, constants.MIG_RESOURCE_PREFIX))
+    )
+    if mig_labels:
+        signals.append("labels " + ", ".join(mig_labels))
+    for field in ("capacity", "allocatable"):
+        resources = status.get(field) or {}
+        mig_resources = sorted(
+            f"{key}={value}"
+            for key, value in resources.items()
+            if str(key).startswith(constants.MIG_RESOURCE_PREFIX) and str(value) not in ("", "0")
+        )
+        if mig_resources:
+            signals.append(f"{field} " + ", ".join(mig_resources))
+    return signals
+
+
 def node_inventory_from_gfd(
-    node_name: str, labels: Mapping[str, str], gpu_capacity: str | None
+    node_name: str, labels: Mapping[str, str], status: Mapping[str, Any]
 ) -> NodeInventory:
     """Build a node's GPUs from GFD labels, only where they describe every card.
 
     GFD keeps one label set per node; on a node with two GPU models it describes one of
     them, chosen at random, and ``nvidia.com/gpu.count`` counts only that model. So the
-    labels are trusted only when that count equals the node's ``nvidia.com/gpu``
-    capacity: then every card is that model. Anything else raises ``NodeReadError``.
+    labels are trusted only when that count equals the node's ``nvidia.com/gpu`` in both
+    ``capacity`` (every device the plugin registered) and ``allocatable`` (the healthy ones),
+    where each is stated: then every card is that model and indices 0..count-1 all exist and
+    are usable. A count that matches allocatable but not capacity can be one model of a mixed
+    node whose other card is unhealthy; one that matches capacity but not allocatable includes
+    an unhealthy card whose index is unknown. Either way an index could name the wrong card.
+    MIG and time-slicing rewrite the labels and the resource count, so they are checked
+    first. Anything else raises ``NodeReadError``.
     GFD gives no UUIDs, so these GPUs are pinned by index (``uuid`` is ``GFD-<node>-<i>``).
     """
     product = labels.get(constants.GFD_PRODUCT_LABEL)
     if not product:
         raise NodeReadError(
             f"node {node_name}: no {constants.INVENTORY_ANNOTATION} annotation and no GFD labels"
+        )
+    mig = gfd_mig_signals(labels, status)
+    if mig:
+        strategy = labels.get(constants.GFD_MIG_STRATEGY_LABEL)
+        raise NodeReadError(
+            f"node {node_name}: GFD labels describe MIG devices, not whole GPUs ({'; '.join(mig)}"
+            + (f"; {constants.GFD_MIG_STRATEGY_LABEL}={strategy}" if strategy else "")
+            + "), so they do not say which GPU indices the node has; gpupin does not place on MIG "
+            "slices — run the gpupin agent on the node, which reports MIG mode per GPU (GPUs with MIG "
+            "off are used whole), or disable MIG on the node"
         )
     try:
         count = int(labels[constants.GFD_COUNT_LABEL])
@@ -188,10 +245,16 @@ def node_inventory_from_gfd(
         raise NodeReadError(
             f"node {node_name}: GPUs are time-sliced (-SHARED); GFD cannot describe each card"
         )
-    if gpu_capacity is None or str(gpu_capacity) != str(count):
+    advertised = {
+        field: (status.get(field) or {}).get(constants.GPU_RESOURCE)
+        for field in ("capacity", "allocatable")
+        if status.get(field)
+    }
+    if not advertised or any(value is None or str(value) != str(count) for value in advertised.values()):
+        said = ", ".join(f"{field} {value or 'no'}" for field, value in advertised.items()) or "no"
         raise NodeReadError(
             f"node {node_name}: GFD describes {count} × {product} but the node advertises "
-            f"{gpu_capacity or 'no'} nvidia.com/gpu; GFD labels describe one GPU model per node, so the "
+            f"{said} {constants.GPU_RESOURCE}; GFD labels describe one GPU model per node, so the "
             "node is treated as unknown — run the gpupin agent there"
         )
     name = product.replace("-", " ")
@@ -231,9 +294,7 @@ def node_inventory_from_node(
         return from_slices
     if constants.GFD_PRODUCT_LABEL not in labels:
         return None
-    status = node.get("status") or {}
-    capacity = (status.get("allocatable") or status.get("capacity") or {}).get(constants.GPU_RESOURCE)
-    return node_inventory_from_gfd(name, labels, capacity)
+    return node_inventory_from_gfd(name, labels, node.get("status") or {})
 
 
 def inventory_from_nodes(nodes: Iterable[Mapping[str, Any]]) -> tuple[Inventory, list[str]]:
