@@ -12,6 +12,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# `gpupin plan` reads unknown models' metadata from Hugging Face or the Ollama registry by default.
+# Tests run offline: the ones that read metadata point it at a local stand-in (tests/model_hub.py).
+os.environ["GPUPIN_MODEL_METADATA"] = "offline"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 # --- a real control plane (kwokctl, binary runtime) shared by the operator and e2e tests ---
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
-from gpupin import __version__
+from gpupin import __version__, modelcli
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.engines import ENGINES
 from gpupin.inventory import short_name
@@ -102,9 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="runtimeClassName for visible-devices pinning (default %(default)s; '' for none)",
     )
+    modelcli.add_metadata_arguments(plan)
     plan.add_argument("--ollama-image", default=ENGINES.get("ollama").default_image, metavar="IMAGE")
     plan.add_argument("--vllm-image", default=ENGINES.get("vllm").default_image, metavar="IMAGE")
     plan.set_defaults(run=_plan)
+
+    modelcli.add_models_command(sub)
 
     crd = sub.add_parser(
         "crd", help="print the LLMDeployment CustomResourceDefinition (for kubectl apply -f -)"
@@ -275,7 +278,8 @@ def _plan(args: argparse.Namespace) -> int:
         runtime_class_name=args.runtime_class or None,
         images=(("ollama", args.ollama_image), ("vllm", args.vllm_image)),
     )
-    planner = Planner(inventory, pinning=args.pinning)
+    engines = modelcli.engines_for(args, [d.spec for d in deployments])
+    planner = Planner(inventory, pinning=args.pinning, engines=engines)
     results: list[tuple[LLMDeployment, Plan]] = []
     seen: set[str] = set()
     for deployment in deployments:
@@ -311,6 +315,7 @@ def plan_json(
                 "reason": result.reason,
                 "message": result.message,
                 "placements": [p.as_json() for p in result.placements],
+                "models": [m.as_json() for m in result.models],
             }
             for _, result in results
         ],
@@ -346,3 +351,9 @@ def print_table(results: Sequence[tuple[LLMDeployment, Plan]], out: TextIO, widt
         out.write(
             textwrap.fill(result.message, width=width, initial_indent="  ", subsequent_indent="    ") + "\n"
         )
+        for m in result.models:
+            read = f", read {m.read_at}" if m.read_at else ""
+            line = f"{m.name}: {format_gib(m.vram_bytes)} from {m.origin}{read}"
+            out.write(
+                textwrap.fill(line, width=width, initial_indent="  sized ", subsequent_indent="    ") + "\n"
+            )
