@@ -88,7 +88,18 @@ def test_json_shape_is_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(out)
     assert set(data) == {"deployments", "manifests"}
     (item,) = data["deployments"]
-    assert set(item) == {"name", "namespace", "engine", "outcome", "reason", "message", "placements"}
+    assert set(item) == {
+        "name",
+        "namespace",
+        "engine",
+        "outcome",
+        "reason",
+        "message",
+        "placements",
+        "models",
+    }
+    for sized in item["models"]:  # added by the model-metadata work: additive, as the contract allows
+        assert set(sized) == {"name", "vramBytes", "source", "origin", "readAt"}
     assert (item["name"], item["namespace"], item["engine"]) == ("assistant", "default", "ollama")
     for placement in item["placements"]:
         assert set(placement) == {"pod", "node", "models", "gpus"}

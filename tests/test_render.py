@@ -326,7 +326,7 @@ _OUTCOMES: dict[str, dict[str, str]] = {
         "ollama-on-pascal": reasons.PLACED_OK,
         "qwen14b-q8": reasons.PLACED_OK,
         "embeddings": reasons.PLACED_OK,
-        "phi4-tp4": reasons.INSUFFICIENT_GPUS,
+        "phi4-tp2": reasons.INSUFFICIENT_GPUS,
         "wants-h100": reasons.NO_MATCHING_GPU,
         "mystery": reasons.UNKNOWN_MODEL_SIZE,
     },

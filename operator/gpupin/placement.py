@@ -46,6 +46,8 @@ class LaunchSettings:
     dtype: str | None = None
     """Weights and activations dtype (vLLM ``--dtype``), e.g. ``half`` where a bfloat16 model
     lands on compute capability < 8.0."""
+    runner: str | None = None
+    """vLLM ``--runner`` (``pooling`` for an embedding model), None: the engine's choice."""
     context_length: int | None = None
     """Tokens of context the server is started with (Ollama ``OLLAMA_CONTEXT_LENGTH``, per request
     slot; a llama.cpp server's ``--ctx-size`` would be the whole server's)."""
@@ -150,6 +152,8 @@ class Plan:
     reason: str
     message: str
     placements: tuple[Placement, ...] = ()
+    models: tuple[ModelSizing, ...] = ()
+    """How each model was sized, and from what (empty when planning stopped before sizing)."""
 
     @property
     def placed(self) -> bool:
@@ -158,6 +162,31 @@ class Plan:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ModelSizing:
+    """What one model was sized at and where its figures came from, for status and ``gpupin plan``."""
+
+    name: str
+    vram_bytes: int
+    """The estimate on one GPU (bytes), or models[].vram."""
+    source: str
+    """spec, data, metadata or name (see :class:`gpupin.sizing.Estimate`)."""
+    origin: str
+    """Where the figures were read, in words."""
+    read_at: str | None = None
+    """When the metadata was read from the model's registry (RFC 3339); None for data shipped
+    with gpupin or given in the cluster."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "vramBytes": self.vram_bytes,
+            "source": self.source,
+            "origin": self.origin,
+            "readAt": self.read_at,
+        }
 
 
 @dataclass(frozen=True)

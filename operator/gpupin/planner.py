@@ -24,6 +24,7 @@ GPU of a large cluster. :func:`plan` plans one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from gpupin import pinning as pinning_modes
 from gpupin import reasons
@@ -34,8 +35,9 @@ from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import GPUFilter, Refusal
 from gpupin.kernel.state import ClusterState
 from gpupin.pinning import PinningMode, PinningModeName
-from gpupin.placement import CurrentPod, Hold, Plan
-from gpupin.sizing import SizingError
+from gpupin.placement import CurrentPod, Hold, ModelSizing, Plan
+from gpupin.quantity import format_gib
+from gpupin.sizing import Estimate, SizingError
 
 
 def exclusive(engine: Engine, mode: PinningMode) -> bool:
@@ -86,6 +88,29 @@ class Planner:
         from the whole inventory for every plan (what the operator does)."""
         self.state.release(owner)
 
+    def _room_hint(self, engine: Engine, deployment: LLMDeployment) -> str:
+        """How much a model of unknown size may need and still be placed here: the largest GPU less
+        what the deployment's other models need (so an example figure never asks for a whole GPU)."""
+        spec = deployment.spec
+        others = 0
+        for model in spec.models:
+            try:
+                others += engine.estimate(model, spec, self.engines.catalog).need_on(1)
+            except SizingError:
+                continue
+        largest = max((int(g.memory) for n in self.inventory.nodes for g in n.gpus), default=0)
+        room = largest - others
+        if room <= 0:
+            return ""
+        where = "beside the other models on the largest GPU here" if others else "on the largest GPU here"
+        return f"; up to {format_gib(room)} fits {where}"
+
+    def use_engines(self, engines: EngineRegistry) -> None:
+        """Size with another registry from now on (the operator's, as model metadata is read)."""
+        self.engines = engines
+        if self._empty is not None:
+            self._empty.engines = engines
+
     def _capacity_planner(self) -> Planner:
         """The same cluster with nothing held: tells 'too small' from 'taken'."""
         if self._empty is None:
@@ -104,14 +129,18 @@ class Planner:
         except UnknownEngine as exc:  # never planned as another engine
             return _refused(deployment, name, Refusal(reasons.INVALID_SPEC, str(exc)))
         mark = self.state.mark()
+        sized: tuple[ModelSizing, ...] = ()
         try:
             try:
                 estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
+                sized = tuple(_sizing(e) for e in estimates)
             except SizingError as exc:
-                raise Refusal(reasons.UNKNOWN_MODEL_SIZE, str(exc)) from exc
+                raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
             ctx = PlanContext(
                 state=self.state,
-                filter=GPUFilter(spec.gpu_selector, engine.compute_requirement(spec), self.mode, self.state),
+                filter=GPUFilter(
+                    spec.gpu_selector, engine.compute_requirement(spec, estimates), self.mode, self.state
+                ),
                 owner=deployment.key,
                 name=deployment.metadata.name,
                 current=current,
@@ -121,7 +150,7 @@ class Planner:
             placements, reason, message = engine.place(ctx, spec, estimates)
         except Refusal as refusal:
             self.state.rollback(mark)
-            return _refused(deployment, name, refusal)
+            return replace(_refused(deployment, name, refusal), models=sized)
         if commit:
             self.state.undo.clear()
         else:
@@ -134,6 +163,7 @@ class Planner:
             reason=reason,
             message=message,
             placements=tuple(sorted(placements, key=lambda p: p.pod)),
+            models=sized,
         )
 
     def fits_when_empty(self, deployment: LLMDeployment) -> bool:
@@ -141,6 +171,23 @@ class Planner:
         if self._is_capacity_view:
             return False  # this planner already is the empty cluster, and the plan failed on it
         return self._capacity_planner().plan(deployment, commit=False).placed
+
+
+def _sizing(estimate: Estimate) -> ModelSizing:
+    facts = estimate.facts
+    if estimate.source == "spec":
+        origin = "spec.models[].vram"
+    elif estimate.source == "name":
+        origin = "the parameter count in its name"
+    else:
+        origin = facts.origin if facts else ""
+    return ModelSizing(
+        name=estimate.model,
+        vram_bytes=estimate.need_on(1),
+        source=estimate.source,
+        origin=origin,
+        read_at=facts.read_at if facts and estimate.source == "metadata" else None,
+    )
 
 
 def _refused(deployment: LLMDeployment, engine: str, refusal: Refusal) -> Plan:

@@ -20,6 +20,11 @@ DTYPE_FALLBACK: Final = "DtypeFallback"
 # Placed=False: what the planner refused and why
 INVALID_SPEC: Final = "InvalidSpec"
 UNKNOWN_MODEL_SIZE: Final = "UnknownModelSize"
+UNKNOWN_MODEL: Final = "UnknownModel"
+"""The model's registry (Hugging Face, Ollama) says the name does not exist."""
+UNSUPPORTED_MODEL: Final = "UnsupportedModel"
+"""The engine cannot serve this model as asked (a GGUF repo on vLLM, maxModelLen above the
+model's context, a tensor parallel size its heads do not divide)."""
 NO_MATCHING_GPU: Final = "NoMatchingGPU"
 UNSUPPORTED_COMPUTE_CAPABILITY: Final = "UnsupportedComputeCapability"
 HETEROGENEOUS_TENSOR_PARALLEL: Final = "HeterogeneousTensorParallel"
@@ -48,6 +53,8 @@ REFUSALS: Final = frozenset(
     {
         INVALID_SPEC,
         UNKNOWN_MODEL_SIZE,
+        UNKNOWN_MODEL,
+        UNSUPPORTED_MODEL,
         NO_MATCHING_GPU,
         UNSUPPORTED_COMPUTE_CAPABILITY,
         HETEROGENEOUS_TENSOR_PARALLEL,

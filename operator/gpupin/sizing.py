@@ -16,17 +16,36 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 
 from gpupin.api.v1alpha1 import LLMDeploymentSpec, ModelRef
+from gpupin.modelfacts import ModelFacts
+
+__all__ = [
+    "GGUF_QUANT_BYTES",
+    "Estimate",
+    "ModelCatalog",
+    "ModelDataError",
+    "ModelFacts",
+    "SizingError",
+    "gguf_quant_bytes",
+    "gguf_quantization",
+    "kv_per_token_guess",
+    "normalize_ollama",
+    "parameters_from_name",
+    "parse_model_data",
+    "source_of",
+    "with_spec_vram",
+]
 from gpupin.quantity import format_gb, format_gib, parse_bytes
 
-# Bytes per parameter of GGUF quantizations, including their block scales.
+# Bytes per parameter of GGUF quantizations, including their block scales (llama.cpp's bits per
+# weight / 8, plus the 16-bit embeddings and output layer the K-quants keep at higher precision).
 GGUF_QUANT_BYTES: dict[str, float] = {
     "q2_k": 0.35,
     "q3_k_s": 0.46,
@@ -42,36 +61,28 @@ GGUF_QUANT_BYTES: dict[str, float] = {
     "q5_k_m": 0.71,
     "q6_k": 0.82,
     "q8_0": 1.06,
+    "iq1_s": 0.22,
+    "iq1_m": 0.24,
+    "iq2_xxs": 0.28,
+    "iq2_xs": 0.31,
+    "iq2_s": 0.33,
+    "iq2_m": 0.35,
+    "iq3_xxs": 0.40,
+    "iq3_xs": 0.43,
+    "iq3_s": 0.45,
+    "iq3_m": 0.47,
+    "iq4_xs": 0.55,
+    "iq4_nl": 0.58,
+    "mxfp4": 0.55,
     "f16": 2.0,
     "fp16": 2.0,
     "bf16": 2.0,
+    "f32": 4.0,
 }
+_K_QUANT = re.compile(r"^(?:ud-)?q(\d)_k(?:_([a-z0-9]+))?$")
+_QUANT_TOKEN = re.compile(r"^(?:ud-)?(?:i?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16|f32|mxfp4)$")
 
 _SIZE_RE = re.compile(r"(?<![a-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z0-9])", re.I)
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """One entry of data/models.yaml."""
-
-    id: str
-    ollama_names: tuple[str, ...]
-    hf_names: tuple[str, ...]
-    parameters: int
-    layers: int
-    attention_heads: int
-    kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
-    context_length: int
-    dtype: str
-    ollama_quantization: str
-    ollama_weights_bytes: int
-    source: str
-
-    def kv_bytes_per_token(self, bytes_per_element: float) -> float:
-        return 2 * self.layers * self.kv_heads * self.head_dim * bytes_per_element
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,9 @@ class Estimate:
     """What one model needs, in parts, so messages can show the arithmetic."""
 
     model: str
-    source: Literal["spec", "data", "name"]
+    source: Literal["spec", "data", "metadata", "name"]
+    """Where the figures come from: models[].vram, model data (bundled or the cluster's), the
+    model's own metadata read from its registry, or the parameter count in its name."""
     weights_bytes: int
     kv_bytes: int
     overhead_per_gpu: int
@@ -116,15 +129,34 @@ class Estimate:
             f"{format_gib(self.kv_bytes)} KV cache for {context}",
             f"{format_gib(gpus * self.overhead_per_gpu)} runtime",
         ]
-        basis = "" if self.source == "data" else ", sized from the parameter count in its name"
+        basis = ", sized from the parameter count in its name" if self.source == "name" else ""
         return f"~{format_gib(self.need_on(gpus))} ({' + '.join(parts)}{basis})"
 
 
+def source_of(facts: ModelFacts | None) -> Literal["data", "metadata", "name"]:
+    """An :class:`Estimate`'s ``source`` for facts from data, from metadata read at ``read_at``,
+    or none (the name)."""
+    if facts is None:
+        return "name"
+    return "metadata" if facts.read_at else "data"
+
+
 class SizingError(ValueError):
-    """The model cannot be sized; the message tells the user to set ``vram``."""
+    """The model cannot be sized; the message tells the user what to do. ``reason`` is the
+    refusal reason: ``UnknownModelSize`` (nothing sizes it) or ``UnknownModel`` (its registry
+    says it does not exist)."""
+
+    def __init__(self, message: str, reason: str = "UnknownModelSize") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 NamingScheme = Literal["ollama", "huggingface"]
+
+
+class ModelDataError(ValueError):
+    """Model data (the bundled file or a cluster's ConfigMap) that cannot be read; the message
+    names the file, the entry and the field."""
 
 
 class ModelCatalog:
@@ -132,8 +164,10 @@ class ModelCatalog:
     through the registry that holds it (:class:`gpupin.engines.EngineRegistry`), so a test or
     another data source can hand them another catalog; nothing reads it from a global."""
 
-    def __init__(self, entries: Iterable[ModelFacts]) -> None:
+    def __init__(self, entries: Iterable[ModelFacts], unknown: Mapping[str, str] | None = None) -> None:
         self.entries = tuple(entries)
+        self.unknown: dict[str, str] = {k.lower(): v for k, v in (unknown or {}).items()}
+        """Names their registry says do not exist (lower case) → why; refused as unknown."""
         self.by_ollama: dict[str, ModelFacts] = {}
         self.by_hf: dict[str, ModelFacts] = {}
         for facts in self.entries:
@@ -141,12 +175,25 @@ class ModelCatalog:
                 self.by_ollama[normalize_ollama(name)] = facts
             for name in facts.hf_names:
                 self.by_hf[name.lower()] = facts
+        self.by_hf_repo_name: dict[str, ModelFacts] = {}
+        """By the part of a Hugging Face id after the organisation: what a GGUF repo of the model
+        (``hf.co/unsloth/Qwen3-8B-GGUF``) is named after."""
+        for facts in self.entries:
+            for name in facts.hf_names:
+                self.by_hf_repo_name.setdefault(name.lower().rsplit("/", 1)[-1], facts)
 
     @classmethod
     def packaged(cls) -> ModelCatalog:
         """The package's ``data/models.yaml`` (read and parsed on each call: hold the result)."""
-        raw = yaml.safe_load(resources.files("gpupin").joinpath("data/models.yaml").read_text())
-        return cls(_facts(entry) for entry in raw["models"])
+        text = resources.files("gpupin").joinpath("data/models.yaml").read_text()
+        return cls(parse_model_data(text, "gpupin's bundled model data"))
+
+    def overlay(
+        self, entries: Iterable[ModelFacts], unknown: Mapping[str, str] | None = None
+    ) -> ModelCatalog:
+        """This catalog with ``entries`` over it (a name they carry resolves to them) and more
+        names known not to exist."""
+        return ModelCatalog((*self.entries, *entries), {**self.unknown, **(unknown or {})})
 
     def lookup(self, name: str, scheme: NamingScheme) -> ModelFacts | None:
         """The entry for a name, trying the engine's naming scheme first, then the other; an
@@ -157,28 +204,80 @@ class ModelCatalog:
                 return found
             base, _, tag = normalize_ollama(name).partition(":")
             size = tag.split("-", 1)[0]
-            return self.by_ollama.get(f"{base}:{size}") or self.by_hf.get(name.lower())
+            found = self.by_ollama.get(f"{base}:{size}") or self.by_hf.get(name.lower())
+            if found is None and base.startswith(("hf.co/", "huggingface.co/")):
+                repo = base.rsplit("/", 1)[-1].removesuffix("-gguf").removesuffix("_gguf")
+                found = self.by_hf_repo_name.get(repo)
+            return found
         return self.by_hf.get(name.lower()) or self.by_ollama.get(normalize_ollama(name))
 
 
-def _facts(entry: dict[str, Any]) -> ModelFacts:
-    return ModelFacts(
-        id=entry["id"],
-        ollama_names=tuple(entry["names"].get("ollama", [])),
-        hf_names=tuple(entry["names"].get("huggingface", [])),
-        parameters=int(entry["parameters"]),
-        layers=int(entry["layers"]),
-        attention_heads=int(entry["attentionHeads"]),
-        kv_heads=int(entry["kvHeads"]),
-        head_dim=int(entry["headDim"]),
-        hidden_size=int(entry["hiddenSize"]),
-        vocab_size=int(entry["vocabSize"]),
-        context_length=int(entry["contextLength"]),
-        dtype=entry["dtype"],
-        ollama_quantization=entry["ollama"]["quantization"],
-        ollama_weights_bytes=int(entry["ollama"]["weightsBytes"]),
-        source=" ".join(str(entry["source"]).split()),
-    )
+_REQUIRED = ("id", "parameters", "layers", "attentionHeads", "kvHeads", "headDim", "contextLength")
+_OPTIONAL_INT = {
+    "hiddenSize": "hidden_size",
+    "vocabSize": "vocab_size",
+    "valueHeadDim": "value_head_dim",
+    "slidingWindow": "sliding_window",
+    "slidingLayers": "sliding_layers",
+    "experts": "experts",
+    "expertsUsed": "experts_used",
+    "kvLoraRank": "kv_lora_rank",
+    "qkRopeHeadDim": "qk_rope_head_dim",
+    "hfWeightsBytes": "hf_weights_bytes",
+    "projectorBytes": "projector_bytes",
+    "visionGraphBytes": "vision_graph_bytes",
+}
+
+
+def parse_model_data(text: str, origin: str) -> list[ModelFacts]:
+    """Entries of a model-data YAML document (``models: [...]``, the format of
+    ``data/models.yaml``). ``origin`` names the document in errors and in each entry's
+    :attr:`~gpupin.modelfacts.ModelFacts.origin`. Raises :class:`ModelDataError`."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ModelDataError(f"{origin}: not YAML: {err}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+        raise ModelDataError(f"{origin}: expected a mapping with a list under 'models'")
+    return [_facts(entry, f"{origin}, models[{i}]", origin) for i, entry in enumerate(raw["models"])]
+
+
+def _facts(entry: Any, where: str, origin: str) -> ModelFacts:
+    if not isinstance(entry, dict):
+        raise ModelDataError(f"{where}: expected a mapping")
+    missing = [key for key in _REQUIRED if key not in entry]
+    if missing:
+        raise ModelDataError(f"{where} ({entry.get('id', '?')}): missing {', '.join(missing)}")
+    names = entry.get("names") or {}
+    ollama = entry.get("ollama") or {}
+    try:
+        optional = {
+            field: int(entry[key]) for key, field in _OPTIONAL_INT.items() if entry.get(key) is not None
+        }
+        return ModelFacts(
+            id=str(entry["id"]),
+            ollama_names=tuple(str(n) for n in names.get("ollama", [])),
+            hf_names=tuple(str(n) for n in names.get("huggingface", [])),
+            parameters=int(entry["parameters"]),
+            layers=int(entry["layers"]),
+            attention_heads=int(entry["attentionHeads"]),
+            kv_heads=int(entry["kvHeads"]),
+            head_dim=int(entry["headDim"]),
+            context_length=int(entry["contextLength"]),
+            dtype=str(entry.get("dtype", "bfloat16")),
+            architecture=str(entry.get("architecture", "")),
+            quantization=entry.get("quantization"),
+            embedding=bool(entry.get("embedding", False)),
+            tied_embeddings=bool(entry.get("tiedEmbeddings", False)),
+            vision=bool(entry.get("vision", False)),
+            ollama_quantization=str(ollama.get("quantization", "")),
+            ollama_weights_bytes=int(ollama.get("weightsBytes", 0)),
+            source=" ".join(str(entry.get("source", "")).split()),
+            origin=origin,
+            **cast(dict[str, Any], {"hidden_size": 0, "vocab_size": 0, **optional}),
+        )
+    except (TypeError, ValueError) as err:
+        raise ModelDataError(f"{where} ({entry.get('id')}): {err}") from None
 
 
 def normalize_ollama(name: str) -> str:
@@ -193,13 +292,38 @@ def normalize_ollama(name: str) -> str:
 
 
 def gguf_quantization(tag: str) -> str | None:
-    """The GGUF quantization a tag names, lower case (``14b-instruct-q8_0`` → ``q8_0``), if any."""
-    tag = tag.lower()
-    for token in re.split(r"[-_.](?=[a-z])", tag):
-        if token in GGUF_QUANT_BYTES:
+    """The GGUF quantization a tag names, lower case, if any: ``14b-instruct-q8_0`` → ``q8_0``,
+    ``UD-Q4_K_XL`` → ``ud-q4_k_xl``, ``IQ4_XS`` → ``iq4_xs``. Case-insensitive."""
+    tag = tag.lower().rsplit(":", 1)[-1]
+    tokens = re.split(r"[-.](?=[a-z])", tag)
+    for i, token in enumerate(tokens):
+        if token == "ud" and i + 1 < len(tokens):
+            token = f"ud-{tokens[i + 1]}"
+        if _QUANT_TOKEN.match(token):
             return token
-    match = re.search(r"(q\d_k_[sml]|q\d_k|q\d_\d|f16|fp16|bf16)", tag)
-    return match.group(1) if match else None
+    match = re.search(r"(?:ud-)?(?:i?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16)", tag)
+    return match.group(0) if match else None
+
+
+def gguf_quant_bytes(quant: str) -> tuple[float, str] | None:
+    """(bytes per parameter, the quantization it is sized as) for a tag's quantization, or None.
+
+    Exact llama.cpp types are in :data:`GGUF_QUANT_BYTES`. Unsloth's dynamic mixes (``Q4_K_XL``,
+    ``UD-Q4_K_XL``) and bare K-quants (``q5_K``) are mixes within their K-quant family: sized like
+    ``_M`` of the family (``Q6_K``, ``Q2_K`` have one size; ``Q8_K_XL`` like ``Q8_0``)."""
+    quant = quant.lower()
+    if quant in GGUF_QUANT_BYTES:
+        return GGUF_QUANT_BYTES[quant], quant.upper()
+    plain = quant.removeprefix("ud-")
+    if plain in GGUF_QUANT_BYTES:
+        return GGUF_QUANT_BYTES[plain], plain.upper()
+    match = _K_QUANT.match(quant)
+    if match:
+        bits = match.group(1)
+        for like in (f"q{bits}_k_m", f"q{bits}_k", f"q{bits}_0"):
+            if like in GGUF_QUANT_BYTES:
+                return GGUF_QUANT_BYTES[like], like.upper()
+    return None
 
 
 def parameters_from_name(name: str) -> int | None:
@@ -244,7 +368,8 @@ def with_spec_vram(
     if result is None:
         index = [m.name for m in spec.models].index(model.name)
         raise SizingError(
-            f"cannot size {model.name}: it is not in gpupin's model data and its name gives no parameter "
-            f"count (like 7b or 14B); set spec.models[{index}].vram to the GPU memory it needs, e.g. vram: 16Gi"
+            f"cannot size {model.name}: gpupin's model data does not know it and its name gives no parameter "
+            f"count (like 7b or 14B). Set spec.models[{index}].vram to the GPU memory it needs: its download "
+            "size plus its KV cache (about 1.3 × the download at 4096 tokens)"
         )
     return result

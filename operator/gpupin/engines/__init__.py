@@ -43,6 +43,11 @@ class EngineRegistry:
             self._catalog = ModelCatalog.packaged()
         return self._catalog
 
+    def with_catalog(self, catalog: ModelCatalog) -> EngineRegistry:
+        """The same engines sizing from another catalog (e.g. the bundled data with the metadata
+        read for a cluster's models over it)."""
+        return EngineRegistry(self._engines.values(), catalog)
+
     def register(self, engine: Engine) -> Engine:
         """Add an engine; a second engine of one name is a programming error."""
         if engine.name in self._engines:

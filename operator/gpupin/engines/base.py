@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import ComputeRequirement
 from gpupin.placement import Placement
-from gpupin.sizing import Estimate, ModelCatalog, ModelFacts, NamingScheme, with_spec_vram
+from gpupin.sizing import Estimate, ModelCatalog, ModelFacts, NamingScheme, SizingError, with_spec_vram
 
 MODELS_PATH = "/models"
 """Where every engine's model cache volume is mounted."""
@@ -74,12 +75,17 @@ class Engine(ABC):
         """What one model needs on this engine, ``models[].vram`` overriding; raises
         :class:`gpupin.sizing.SizingError` when it cannot be sized."""
         facts = catalog.lookup(model.name, self.naming_scheme)
+        missing = catalog.unknown.get(model.name.lower())
+        if missing and model.vram is None and facts is None:
+            raise SizingError(f"{model.name} is unknown: {missing}", reasons.UNKNOWN_MODEL)
         return with_spec_vram(self.size(model, spec, facts), model, spec, facts)
 
     # -- placement --------------------------------------------------------------------------
 
-    def compute_requirement(self, spec: LLMDeploymentSpec) -> ComputeRequirement | None:
-        """The oldest GPUs the engine runs on with these settings (``None``: any)."""
+    def compute_requirement(
+        self, spec: LLMDeploymentSpec, estimates: Sequence[Estimate] = ()
+    ) -> ComputeRequirement | None:
+        """The oldest GPUs the engine runs on with these settings and models (``None``: any)."""
         return None
 
     @abstractmethod

@@ -25,20 +25,23 @@ from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, security_context, service
 from gpupin.inventory import short_name
 from gpupin.kernel.context import PlanContext
-from gpupin.kernel.eligibility import ComputeRequirement
+from gpupin.kernel.eligibility import ComputeRequirement, Refusal
 from gpupin.kernel.groups import GroupPlacer, GroupRequest, PlanWarning
 from gpupin.kernel.state import Slot
+from gpupin.modelfacts import DTYPE_BYTES
 from gpupin.placement import LaunchSettings, Placement
-from gpupin.quantity import GiB, format_gib, format_quantity, parse_bytes
-from gpupin.sizing import Estimate, ModelFacts, kv_per_token_guess, parameters_from_name
+from gpupin.quantity import GiB, MiB, format_gib, format_quantity, parse_bytes
+from gpupin.sizing import Estimate, ModelFacts, kv_per_token_guess, parameters_from_name, source_of
 
 VLLM_MIN_CC = (7, 5)
 BF16_MIN_CC = (8, 0)
 VLLM_RANK_OVERHEAD = 2 * GiB
+VLLM_CONTEXT_OVERHEAD = 512 * MiB
+VLLM_CUDA_GRAPHS = 512 * MiB
+VLLM_BATCH_TOKENS = 2048
 VLLM_ASSUMED_CONTEXT = 8192
 """--max-model-len when neither the spec nor the model data gives one; rendered into the pod, so
 what runs is what was planned."""
-DTYPE_BYTES = {"bfloat16": 2.0, "float16": 2.0, "half": 2.0, "float32": 4.0}
 # Hugging Face repos whose name says they are quantized. AWQ/GPTQ keep embeddings in 16 bit,
 # so small models come out near 0.7 bytes per parameter.
 HF_QUANT_HINTS: tuple[tuple[re.Pattern[str], float, str], ...] = (
@@ -64,40 +67,77 @@ class VLLM(Engine):
         parameters = facts.parameters if facts else parameters_from_name(name)
         if parameters is None:
             return None
-        dtype = options.dtype if options.dtype != "auto" else (facts.dtype if facts else "bfloat16")
-        bytes_per_param = DTYPE_BYTES.get(dtype, 2.0)
-        label = "float16" if dtype == "half" else dtype
-        for pattern, quant_bytes, quant_label in HF_QUANT_HINTS:
-            if pattern.search(name):
-                bytes_per_param, label = quant_bytes, quant_label
-                break
+        dtype = served_dtype(options.dtype, facts)
         assumed = False
         if options.max_model_len is not None:
             context = options.max_model_len
-        elif facts is not None:
+        elif facts is not None and facts.context_length:
             context = facts.context_length
         else:
             context, assumed = VLLM_ASSUMED_CONTEXT, True
-        kv_element = 2.0 if dtype != "float32" else 4.0
-        kv_per_token = facts.kv_bytes_per_token(kv_element) if facts else kv_per_token_guess(parameters)
+        kv_element = 4.0 if dtype == "float32" else 2.0
+        if facts is not None:
+            weights, label = _checkpoint_weights(facts, dtype)
+            kv = facts.kv_bytes(context, 1, kv_element)
+        else:
+            weights, label = int(parameters * DTYPE_BYTES.get(dtype, 2.0)), dtype
+            for pattern, quant_bytes, quant_label in HF_QUANT_HINTS:
+                if pattern.search(name):
+                    weights, label = int(parameters * quant_bytes), quant_label
+                    break
+            kv = kv_per_token_guess(parameters) * context * kv_element / 2
         return Estimate(
             model=name,
-            source="data" if facts else "name",
-            weights_bytes=int(parameters * bytes_per_param),
-            kv_bytes=math.ceil(kv_per_token * context),
-            overhead_per_gpu=VLLM_RANK_OVERHEAD,
+            source=source_of(facts),
+            weights_bytes=weights,
+            kv_bytes=math.ceil(kv),
+            overhead_per_gpu=runtime_bytes(facts, spec.tensor_parallel_size),
             weights_label=label,
             context_tokens=context,
             facts=facts,
             assumed_context=assumed,
         )
 
-    def compute_requirement(self, spec: LLMDeploymentSpec) -> ComputeRequirement:
-        if spec.vllm_options.dtype == "bfloat16":
+    def compute_requirement(
+        self, spec: LLMDeploymentSpec, estimates: Sequence[Estimate] = ()
+    ) -> ComputeRequirement:
+        facts = estimates[0].facts if estimates else None
+        quant = facts.quantization if facts else None
+        if quant and quant in QUANT_MIN_CC:
+            cc = QUANT_MIN_CC[quant]
+            if (
+                facts is not None
+                and no_float16(facts)
+                and cc < BF16_MIN_CC
+                and spec.vllm_options.dtype != "float32"
+            ):
+                cc = BF16_MIN_CC  # no float16 for it, and FP8/INT kernels take no float32 activations
+            if cc > VLLM_MIN_CC:
+                return ComputeRequirement(
+                    cc,
+                    f"{estimates[0].model} is {quant.upper()}-quantized"
+                    + (
+                        f" {_arch_name(facts)}, which vLLM runs only in bfloat16"
+                        if facts and no_float16(facts)
+                        else ""
+                    )
+                    + f": vLLM 0.33 needs compute capability {cc[0]}.{cc[1]} or newer for it",
+                    "Select GPUs of that capability, a 16-bit or AWQ/GPTQ variant of the model, or engine: ollama "
+                    "with a GGUF of it",
+                )
+        if spec.vllm_options.dtype == "bfloat16" or (
+            facts is not None and no_float16(facts) and spec.vllm_options.dtype not in ("float32",)
+        ):
+            why = (
+                "vllm.dtype bfloat16 needs compute capability 8.0 or newer"
+                if spec.vllm_options.dtype == "bfloat16"
+                else f"{estimates[0].model} ({_arch_name(facts)}) does not run in float16 on vLLM, and bfloat16 "
+                "needs compute capability 8.0 or newer"
+            )
             return ComputeRequirement(
                 BF16_MIN_CC,
-                "vllm.dtype bfloat16 needs compute capability 8.0 or newer",
-                "Use vllm.dtype auto (float16 on older GPUs) or engine: ollama, which runs on older GPUs, "
+                why,
+                "Use vllm.dtype float32 (twice the memory), engine: ollama, which runs on older GPUs, "
                 "or select newer GPUs",
             )
         return ComputeRequirement(
@@ -106,12 +146,45 @@ class VLLM(Engine):
             "Use engine: ollama, which runs on older GPUs, or select newer GPUs",
         )
 
+    def check_model(self, spec: LLMDeploymentSpec, est: Estimate) -> None:
+        """Refuse (``UnsupportedModel``) what vLLM 0.33 would refuse at start-up: a GGUF repo, a
+        quantization it has no kernels for, ``maxModelLen`` above the model's context."""
+        facts = est.facts
+        if facts is None:
+            if GGUF_NAME.search(est.model):
+                raise Refusal(reasons.UNSUPPORTED_MODEL, _gguf_message(est.model))
+            return
+        if facts.gguf_repo:
+            raise Refusal(reasons.UNSUPPORTED_MODEL, _gguf_message(est.model))
+        if facts.quantization and facts.quantization.startswith("bitsandbytes"):
+            raise Refusal(
+                reasons.UNSUPPORTED_MODEL,
+                f"{est.model} is bitsandbytes-quantized, which vLLM 0.33 loads only with a plugin the "
+                "vllm/vllm-openai image does not have. Use an AWQ, GPTQ or FP8 variant, or engine: ollama with a GGUF",
+            )
+        requested = spec.vllm_options.max_model_len
+        allowed = any(
+            v.name == "VLLM_ALLOW_LONG_MAX_MODEL_LEN" and v.value not in (None, "", "0") for v in spec.env
+        )
+        if requested and facts.context_length and requested > facts.context_length and not allowed:
+            raise Refusal(
+                reasons.UNSUPPORTED_MODEL,
+                f"vllm.maxModelLen {requested} is longer than the {facts.context_length} tokens {est.model} was "
+                f"trained for; vLLM refuses to start. Set maxModelLen ≤ {facts.context_length} (or set env "
+                "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model is known to extrapolate)",
+            )
+
     def place(
         self, ctx: PlanContext, spec: LLMDeploymentSpec, estimates: Sequence[Estimate]
     ) -> tuple[list[Placement], str, str]:
         est = estimates[0]
         options = spec.vllm_options
-        prefers_bf16 = options.dtype == "auto" and (est.facts is None or est.facts.dtype == "bfloat16")
+        self.check_model(spec, est)
+        quantized = est.facts is not None and est.facts.quantization is not None
+        prefers_bf16 = (
+            options.dtype == "auto" and not quantized and (est.facts is None or est.facts.dtype == "bfloat16")
+        )
+        runner = "pooling" if est.facts is not None and est.facts.embedding else None
         explicit_dtype = options.dtype if options.dtype != "auto" else None
         max_model_len = options.max_model_len or (est.context_tokens if est.assumed_context else None)
 
@@ -123,11 +196,11 @@ class VLLM(Engine):
                     f"{est.model} is bfloat16 but {', '.join(old)} (compute capability below 8.0) has no "
                     "bfloat16: it is served as float16 (--dtype half)",
                 )
-                return LaunchSettings(max_model_len=max_model_len, dtype="half"), [warning]
-            return LaunchSettings(max_model_len=max_model_len, dtype=explicit_dtype), []
+                return LaunchSettings(max_model_len=max_model_len, dtype="half", runner=runner), [warning]
+            return LaunchSettings(max_model_len=max_model_len, dtype=explicit_dtype, runner=runner), []
 
         def smaller_options() -> list[str]:
-            options_ = ["a quantized variant (AWQ, GPTQ, FP8)"]
+            options_ = [] if quantized else ["a quantized variant (AWQ, GPTQ, FP8)"]
             if est.facts is not None and est.facts.ollama_names:
                 options_.append(
                     f"engine: ollama with {est.facts.ollama_names[0]} ({est.facts.ollama_quantization}, "
@@ -149,6 +222,7 @@ class VLLM(Engine):
             launch=launch,
             smaller_options=smaller_options,
             alternatives=("engine: ollama, which uses each card's full memory (one server per GPU)",),
+            tensor_parallel_problem=lambda size: tensor_parallel_problem(est.facts, size),
         )
         return GroupPlacer(ctx, request).run()
 
@@ -172,6 +246,8 @@ class VLLM(Engine):
             args += ["--max-model-len", str(placement.launch.max_model_len)]
         if placement.launch.dtype:
             args += ["--dtype", placement.launch.dtype]
+        if placement.launch.runner:
+            args += ["--runner", placement.launch.runner]
         args += list(options.args)
         mounts = [{"name": "models", "mountPath": MODELS_PATH}]
         volumes = []
@@ -211,3 +287,92 @@ class VLLM(Engine):
     ) -> list[dict[str, Any]]:
         name = naming.deployment_service_name(deployment.metadata.name)
         return [service(name, deployment.metadata.namespace, labels, selector, self.port)]
+
+
+def served_dtype(requested: str, facts: ModelFacts | None) -> str:
+    """The dtype vLLM computes in: the spec's, else the checkpoint's (a float32 checkpoint is
+    served in 16 bit under ``auto``, as vLLM's ``_get_and_verify_dtype`` does)."""
+    if requested != "auto":
+        return "float16" if requested == "half" else requested
+    if facts is None or facts.dtype not in DTYPE_BYTES:
+        return "bfloat16"
+    return "bfloat16" if facts.dtype == "float32" else facts.dtype
+
+
+def _checkpoint_weights(facts: ModelFacts, dtype: str) -> tuple[int, str]:
+    """(bytes, label) of the weights vLLM loads: a quantized checkpoint as stored; an unquantized
+    one converted to the served dtype (exact when the safetensors header was read)."""
+    if facts.quantization:
+        return facts.checkpoint_bytes(), facts.quantization.upper()
+    stored = DTYPE_BYTES.get(facts.dtype, 2.0)
+    served = DTYPE_BYTES.get(dtype, 2.0)
+    return int(facts.checkpoint_bytes() * served / stored), dtype
+
+
+def runtime_bytes(facts: ModelFacts | None, tensor_parallel: int) -> int:
+    """Per-rank memory beside weights and KV cache: CUDA context and non-torch memory, the
+    activation peak of a profiling batch, CUDA graphs. Scaled by the model's width (the
+    activation peak grows with hidden size and vocabulary) so a small model is not dominated by a
+    large model's constant; 2 GiB when the shape is unknown."""
+    if facts is None or not facts.hidden_size:
+        return VLLM_RANK_OVERHEAD
+    activations = VLLM_BATCH_TOKENS * (facts.hidden_size * 24 + facts.vocab_size * 4 // 16) // tensor_parallel
+    return VLLM_CONTEXT_OVERHEAD + VLLM_CUDA_GRAPHS + activations
+
+
+QUANT_MIN_CC: dict[str, tuple[int, int]] = {
+    "fp8": (7, 5),
+    "w8a8-fp8": (7, 5),
+    "w8a16-fp8": (7, 5),
+    "w8a8-int8": (7, 5),
+    "w8a16-int8": (7, 5),
+    "w4a16": (7, 5),
+    "awq": (7, 5),
+    "gptq": (7, 5),
+    "nvfp4": (7, 5),
+    "mxfp4": (8, 0),
+    "experts_int8": (8, 0),
+    "fbgemm_fp8": (8, 0),
+}
+"""The oldest compute capability vLLM 0.33.0 serves each quantization on, read in its source
+(``get_min_capability`` of each config under ``model_executor/layers/quantization/``, enforced by
+``VllmConfig._get_quantization_config``; Marlin's own floor of 7.5 in ``marlin_utils.py``). FP8
+below 8.9 runs weight-only (W8A16) through the Humming/Marlin kernels, with 16-bit activations."""
+
+_NO_FLOAT16 = ("Gemma2", "Gemma3", "Glm4")
+"""Architectures vLLM 0.33 refuses in float16 (``_FLOAT16_NOT_SUPPORTED_MODELS`` in
+``vllm/config/model.py``): on GPUs without bfloat16 it falls back to float32."""
+GGUF_NAME = re.compile(r"gguf", re.I)
+
+
+def no_float16(facts: ModelFacts) -> bool:
+    return facts.architecture.startswith(_NO_FLOAT16)
+
+
+def _arch_name(facts: ModelFacts | None) -> str:
+    return (
+        facts.architecture.removesuffix("ForCausalLM").removesuffix("ForConditionalGeneration")
+        if facts
+        else ""
+    )
+
+
+def tensor_parallel_problem(facts: ModelFacts | None, size: int) -> str | None:
+    """Why vLLM cannot shard the model over ``size`` ranks: the size must divide the attention
+    heads (``ModelConfig.verify_with_parallel_config``), and divide the KV heads or be a multiple
+    of them (KV heads are then replicated; ``QKVParallelLinear``)."""
+    if facts is None or size == 1:
+        return None
+    if facts.attention_heads % size:
+        return f"it does not divide the {facts.attention_heads} attention heads"
+    kv = facts.kv_heads
+    if not facts.kv_lora_rank and kv % size and size % kv:
+        return f"it neither divides the {kv} KV heads nor is a multiple of them"
+    return None
+
+
+def _gguf_message(model: str) -> str:
+    return (
+        f"{model} is a repo of GGUF files, which vLLM 0.33 does not load (GGUF is a plugin it lacks). "
+        f"Use engine: ollama with hf.co/{model}:<quantization>, e.g. hf.co/{model}:Q4_K_M"
+    )

@@ -50,6 +50,8 @@ class GroupRequest:
     """What else could make the model fit, in the engine's words (quantization, another engine)."""
     alternatives: Sequence[str]
     """Other ways to use mismatched GPUs (another engine), for a heterogeneous-group refusal."""
+    tensor_parallel_problem: Callable[[int], str | None] = lambda size: None
+    """Why the model cannot be split over ``size`` ranks (heads it does not divide), or None."""
 
 
 class GroupPlacer:
@@ -73,13 +75,13 @@ class GroupPlacer:
 
     def run(self) -> tuple[list[Placement], str, str]:
         est, tp = self.est, self.tp
-        heads = est.facts.attention_heads if est.facts else None
-        if heads is not None and heads % tp:
-            divisors = [d for d in range(1, heads + 1) if heads % d == 0 and d <= 16]
+        problem = self.request.tensor_parallel_problem(tp)
+        if problem is not None:
+            sizes = [d for d in range(1, 17) if self.request.tensor_parallel_problem(d) is None]
             raise Refusal(
                 reasons.INVALID_SPEC,
-                f"tensorParallelSize {tp} does not divide the {heads} attention heads of {est.model}; "
-                f"use one of {', '.join(map(str, divisors))}",
+                f"tensorParallelSize {tp} cannot split {est.model}: {problem}. "
+                f"Use one of {', '.join(map(str, sizes))}",
             )
         self.filter.ensure_any()
         placements: list[Placement] = []
@@ -292,9 +294,8 @@ class GroupPlacer:
             f"({biggest.describe()} × {self.request.utilization_setting} {self.util})"
         )
         options = []
-        heads = self.est.facts.attention_heads if self.est.facts else None
         for size in range(self.tp + 1, 17):
-            if heads is not None and heads % size:
+            if self.request.tensor_parallel_problem(size) is not None:
                 continue
             if self.est.per_gpu(size) <= self.util * biggest.gpu.memory:
                 options.append(
