@@ -247,12 +247,29 @@ class PlacementStatus(ApiModel):
     gpus: list[GPUStatus]
 
 
+class ModelSizingStatus(ApiModel):
+    """How one model was sized, and where the figures came from."""
+
+    name: str
+    vram: str
+    """The estimate on one GPU (or models[].vram), e.g. 9.8Gi."""
+    source: Literal["spec", "data", "metadata", "name"]
+    """spec: models[].vram; data: gpupin's or the cluster's model data; metadata: read from the
+    model's registry; name: the parameter count in its name (an estimate to check)."""
+    origin: str
+    """Where the figures were read, in words (the registry and repo, the data file, the field)."""
+    read_at: str | None = None
+    """When the metadata was read from the registry (RFC 3339)."""
+
+
 class LLMDeploymentStatus(ApiModel):
     """Written by the operator; observedGeneration says which spec it describes."""
 
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     placements: list[PlacementStatus] = Field(default_factory=list)
+    sizing: list[ModelSizingStatus] = Field(default_factory=list)
+    """How each model was sized and from what, so a surprising plan can be checked."""
     engine: str | None = None
     """The engine serving the deployment (auto resolved)."""
     model_list: str | None = Field(default=None, alias="models")

@@ -36,6 +36,12 @@ class OperatorConfig:
     """kopf's liveness endpoint /healthz; 0 disables."""
     concurrency: int = 8
     """API writes of different deployments in flight at once (allocation itself is serial)."""
+    model_metadata: str = "online"
+    """online: read unknown models' metadata from Hugging Face / the Ollama registry; offline: never."""
+    model_data: tuple[str, ...] = ()
+    """Files of model data (the bundled models.yaml's format; the chart mounts a ConfigMap)."""
+    hf_endpoint: str | None = None
+    ollama_registry: str | None = None
 
     @property
     def render(self) -> RenderConfig:
@@ -58,6 +64,10 @@ ENV = {
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
     "concurrency": "GPUPIN_CONCURRENCY",
+    "model_metadata": "GPUPIN_MODEL_METADATA",
+    "model_data": "GPUPIN_MODEL_DATA",
+    "hf_endpoint": "HF_ENDPOINT",
+    "ollama_registry": "GPUPIN_OLLAMA_REGISTRY",
 }
 
 
@@ -127,6 +137,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"API writes of different deployments in flight at once (env {ENV['concurrency']}; default 8)",
     )
 
+    parser.add_argument(
+        "--model-metadata",
+        choices=("online", "offline"),
+        default=env.get(ENV["model_metadata"]) or "online",
+        help="online: read the metadata of models the model data does not know from Hugging Face or the "
+        "Ollama registry (config.json, safetensors and GGUF headers; never weights); offline: size them from "
+        f"their name (env {ENV['model_metadata']}; default online)",
+    )
+    parser.add_argument(
+        "--model-data",
+        action="append",
+        default=[p for p in env.get(ENV["model_data"], "").split(",") if p],
+        metavar="FILE",
+        help="model data in the format of gpupin's models.yaml, over the bundled data (repeatable; env "
+        f"{ENV['model_data']}, comma-separated; the chart mounts a ConfigMap)",
+    )
+    parser.add_argument(
+        "--hf-endpoint",
+        default=env.get(ENV["hf_endpoint"]) or None,
+        help=f"Hugging Face endpoint or mirror (env {ENV['hf_endpoint']}; token from HF_TOKEN)",
+    )
+    parser.add_argument(
+        "--ollama-registry",
+        default=env.get(ENV["ollama_registry"]) or None,
+        help=f"Ollama registry (env {ENV['ollama_registry']}; default the public registry)",
+    )
+
 
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
@@ -144,6 +181,13 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--resync-seconds must be positive")
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
+    if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
+        from gpupin.controller.metadata import cluster_catalog
+
+        try:
+            cluster_catalog(tuple(args.model_data))
+        except OSError as err:
+            raise ValueError(f"--model-data {err.filename}: {err.strerror}") from None
     return OperatorConfig(
         pinning=args.pinning,
         runtime_class_name=args.runtime_class or None,
@@ -159,6 +203,10 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         concurrency=args.concurrency,
+        model_metadata=args.model_metadata,
+        model_data=tuple(args.model_data),
+        hf_endpoint=args.hf_endpoint,
+        ollama_registry=args.ollama_registry,
     )
 
 

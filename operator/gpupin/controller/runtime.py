@@ -33,10 +33,12 @@ from gpupin.controller.cache import ClusterCache, Key, current_pods
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
 from gpupin.controller.diagnose import needs_probe_output
+from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.controller.workqueue import ProbeReading, WorkQueue, running_since
 from gpupin.inventory import Inventory
 from gpupin.kube import ApiError, Kube
 from gpupin.loading import describe_errors
+from gpupin.modelsource import ModelSource
 from gpupin.placement import Plan
 from gpupin.planner import Planner
 
@@ -60,6 +62,10 @@ class Reconciler:
         self.probes: dict[Key, dict[str, ProbeReading]] = {}
         """Deployment → pod uid → the latest failed readiness probe of a running, not-Ready pod."""
         self._probe_rechecks: set[Key] = set()
+        source = None
+        if config.model_metadata == "online":
+            source = ModelSource(hf_endpoint=config.hf_endpoint, ollama_registry=config.ollama_registry)
+        self.metadata = ModelMetadata(cluster_catalog(config.model_data), source, on_read=self.enqueue_all)
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -125,7 +131,13 @@ class Reconciler:
         pods = self.cache.pods_of(key)
         inventory = self.cache.inventory()
         planner = self._planner()
+        engines = self.metadata.registry
         if deployment is not None:
+            waited = self.metadata.registry_for(deployment)
+            if waited is None:
+                return None  # a model's metadata is being read; on_read re-queues this deployment
+            engines = waited
+            planner.use_engines(engines)
             planner.release(f"{key[0]}/{key[1]}")  # its own pods are hints for the plan, not holds against it
             plan = planner.plan(deployment, current_pods(pods), commit=False)
             if not plan.placed:
@@ -143,6 +155,7 @@ class Reconciler:
             inventory,
             self.config.render,
             now=datetime.now(UTC),
+            engines=engines,
             probe_output={
                 p["metadata"]["name"]: reading.message
                 for p in pods

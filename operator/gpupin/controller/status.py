@@ -17,11 +17,13 @@ from gpupin.api.v1alpha1 import (
     GPUStatus,
     LLMDeployment,
     LLMDeploymentStatus,
+    ModelSizingStatus,
     PlacementStatus,
 )
 from gpupin.controller.diagnose import PodProblem
 from gpupin.controller.podstate import is_ready, placement_of, spec_hash_of
 from gpupin.placement import Placement, Plan
+from gpupin.quantity import GiB
 from gpupin.render import selector
 
 DEGRADED_NO = "AsExpected"
@@ -165,6 +167,16 @@ def build_status(
         observed_generation=generation,
         conditions=[placed_condition, ready_condition, degraded],
         placements=placements,
+        sizing=[
+            ModelSizingStatus(
+                name=m.name,
+                vram=f"{m.vram_bytes / GiB:.1f}Gi",
+                source=m.source,
+                origin=m.origin,
+                read_at=m.read_at,
+            )
+            for m in (plan.models if plan else ())
+        ],
         engine=engine,
         model_list=", ".join(m.name for m in deployment.spec.models) if deployment else None,
         gpus=sum(len(p.gpus) for p in placements),
