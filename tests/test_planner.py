@@ -513,3 +513,19 @@ def test_pod_names_are_dns_labels_even_for_long_deployment_names() -> None:
 def test_unknown_pinning_mode_is_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="visible-devices"):
         Planner(workstation(), pinning="magic")  # type: ignore[arg-type]
+
+
+def test_a_gpu_a_vllm_pod_owns_is_said_to_be_held_exclusively() -> None:
+    # a vLLM pod takes its whole GPU whatever its gpuMemoryUtilization: a refusal that followed
+    # must not describe that GPU as partly used (issue 12)
+    planner = Planner(inventory(node("box", RTX_4090)))
+    small = deployment(
+        "small-vllm",
+        engine="vllm",
+        models=models("Qwen/Qwen2.5-0.5B-Instruct"),
+        vllm={"gpuMemoryUtilization": 0.3, "maxModelLen": 4096},
+    )
+    assert planner.plan(small).placed
+    refused = planner.plan(deployment("chat", engine="ollama", models=models("qwen2.5:7b")))
+    assert refused.reason == reasons.INSUFFICIENT_GPUS
+    assert "default/small-vllm holds RTX 4090 24.0 GiB (GPU 0 on box) exclusively (it uses" in refused.message

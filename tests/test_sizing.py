@@ -139,4 +139,6 @@ def test_vram_overrides_everything() -> None:
 def test_unsizable_model_says_to_set_vram() -> None:
     with pytest.raises(SizingError, match=r"Set spec.models\[0\].vram") as raised:
         _estimate("acme/house-model:latest", "ollama")
-    assert "16Gi" not in str(raised.value)  # case 11: an example of a whole GPU's size led to a second refusal
+    assert "16Gi" not in str(
+        raised.value
+    )  # case 11: an example of a whole GPU's size led to a second refusal

@@ -1,7 +1,9 @@
 """Words for refusals: GPUs, groups and holders as a person reads them.
 
 Pure and generic. ``RTX 4070 12.0 GiB + RTX 2060 6.0 GiB``; ``2 × L4 22.5 GiB``;
-``team/chat holds 20.0 GiB of A100 80.0 GiB (GPU 0 on node-a)``.
+``team/chat holds 20.0 GiB of A100 80.0 GiB (GPU 0 on node-a)``; a GPU held exclusively (a
+vLLM pod owns its GPUs, whatever fraction it uses) is said to be, with what it uses:
+``team/chat holds A100 80.0 GiB (GPU 0 on node-a) exclusively (it uses 20.0 GiB)``.
 """
 
 from __future__ import annotations
@@ -39,9 +41,15 @@ def holders_text(slots: Iterable[Slot], limit: int = 3) -> str:
             owners.setdefault(owner, []).append(slot)
     parts = []
     for owner in sorted(owners)[:limit]:
-        items = [f"{format_gib(s.holders[owner])} of {s.describe()}" for s in owners[owner][:2]]
+        items = [_held(s, owner) for s in owners[owner][:2]]
         more = len(owners[owner]) - len(items)
         parts.append(f"{owner} holds {', '.join(items)}" + (f" and {more} more GPU(s)" if more else ""))
     if len(owners) > limit:
         parts.append(f"{len(owners) - limit} more deployment(s)")
     return "; ".join(parts)
+
+
+def _held(slot: Slot, owner: str) -> str:
+    if owner in slot.exclusive_holders:
+        return f"{slot.describe()} exclusively (it uses {format_gib(slot.holders[owner])})"
+    return f"{format_gib(slot.holders[owner])} of {slot.describe()}"
