@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gpupin import modelsource
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.engines import ENGINES
-from gpupin.modelsource import ModelNotFound, ModelSource, OllamaName, SourceUnavailable, resolve_models
+from gpupin.modelsource import (
+    ModelNotFound,
+    ModelSource,
+    ModelUnsupported,
+    OllamaName,
+    SourceUnavailable,
+    resolve_models,
+)
 from gpupin.planner import Planner
 from gpupin.quantity import GiB
+from gpupin.sizing import ModelCatalog
 from model_hub import GATED_TOKEN, ModelHub
 
 from helpers import RTX_4090, inventory, node
@@ -123,7 +132,7 @@ def test_embedding_model_in_float32(hub: ModelHub) -> None:
 
 
 def test_gguf_repo_asked_for_vllm_points_to_ollama(hub: ModelHub) -> None:
-    with pytest.raises(ModelNotFound, match=r"engine: ollama with hf.co/unsloth/Qwen3-8B-GGUF"):
+    with pytest.raises(ModelUnsupported, match=r"engine: ollama with hf.co/unsloth/Qwen3-8B-GGUF"):
         source_for(hub).facts("unsloth/Qwen3-8B-GGUF", "huggingface")
 
 
@@ -221,14 +230,73 @@ def test_models_the_data_knows_are_not_asked_for(hub: ModelHub) -> None:
 
 def test_metadata_read_is_visible_in_the_plan(hub: ModelHub) -> None:
     deployment = _deployment("qwen3:30b-a3b", "ollama", {"contextLength": 8192})
-    engines, _ = resolve_models(
-        [deployment.spec], ENGINES.with_catalog(ENGINES.catalog.overlay([])), source_for(hub)
-    )
+    engines, _ = resolve_models([deployment.spec], ENGINES.with_catalog(ModelCatalog([])), source_for(hub))
     result = Planner(inventory(node("n", RTX_4090)), engines=engines).plan(deployment)
     (sized,) = result.models
-    assert sized.source in ("data", "metadata")
-    assert sized.vram_bytes < 24 * GiB
+    assert sized.source == "metadata" and sized.read_at and hub.url in sized.origin
+    assert 18 * GiB < sized.vram_bytes < 22 * GiB
+
+
+def test_a_gguf_repo_on_vllm_is_unsupported_with_the_ollama_name(hub: ModelHub) -> None:
+    deployment = _deployment("unsloth/Qwen3-8B-GGUF", "vllm", {})
+    engines, _ = resolve_models([deployment.spec], ENGINES, source_for(hub))
+    result = Planner(inventory(node("n", RTX_4090)), engines=engines).plan(deployment)
+    assert (result.outcome, result.reason) == ("Refused", "UnsupportedModel")
+    assert "hf.co/unsloth/Qwen3-8B-GGUF" in result.message
+
+
+def test_names_no_registry_can_hold_are_unknown_not_a_crash(hub: ModelHub) -> None:
+    for name, scheme in (("a/b/c/d", "huggingface"), ("a..b/c:d", "ollama")):
+        with pytest.raises(ModelNotFound):
+            source_for(hub).facts(name, scheme)
+
+
+def test_a_cached_failure_is_raised_anew(hub: ModelHub) -> None:
+    source = source_for(hub)
+    errors = []
+    for _ in range(2):
+        with pytest.raises(ModelNotFound) as raised:
+            source.facts("qwen3:31b", "ollama")
+        errors.append(raised.value)
+    assert errors[0] is not errors[1] and str(errors[0]) == str(errors[1])
 
 
 def test_offline_is_the_test_default() -> None:
     assert os.environ.get("GPUPIN_MODEL_METADATA") == "offline"
+
+
+def test_header_reader_agrees_with_the_gguf_package(tmp_path: Path) -> None:
+    # gpupin reads GGUF headers itself (in memory, skipping the tokenizer's strings); the gguf
+    # package's own reader must see the same keys and tensors in the same bytes
+    import gguf
+
+    from gpupin.modelfacts.gguf_header import read_header
+    from model_hub import FIXTURES, _gguf_header
+
+    for folder, tag in (("library/qwen3", "30b-a3b"), ("library/llava", "7b"), ("library/tinyllama", "1.1b")):
+        header = _gguf_header(str(FIXTURES / "ollama" / folder), tag)
+        path = tmp_path / f"{tag}.gguf"
+        path.write_bytes(header)
+        ours = read_header(header)
+        os.truncate(path, ours.data_offset + sum(t.bytes for t in ours.tensors))  # sparse: no weights written
+        theirs = gguf.GGUFReader(path)
+        assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+        assert [t.bytes for t in ours.tensors] == [int(t.n_bytes) for t in theirs.tensors]
+        assert ours.data_offset == theirs.data_offset
+        for key, field in theirs.fields.items():
+            if key.startswith("GGUF."):
+                continue
+            value = field.contents()
+            mine = ours.kv[key]
+            assert (len(value) if isinstance(value, list) and len(value) > 4096 else value) == mine, key
+
+
+@pytest.mark.parametrize("cut", [3, 40, 5000, 300_000])
+def test_cut_headers_say_so(cut: int) -> None:
+    from gpupin.modelfacts.gguf_header import GGUFHeaderError, read_header
+    from model_hub import FIXTURES, _gguf_header
+
+    header = _gguf_header(str(FIXTURES / "ollama" / "library" / "tinyllama"), "1.1b")
+    with pytest.raises(GGUFHeaderError) as raised:
+        read_header(header[:cut])
+    assert raised.value.truncated or cut < 4

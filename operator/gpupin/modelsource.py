@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeploymentSpec
 from gpupin.engines import EngineRegistry
 from gpupin.modelfacts import (
@@ -61,6 +62,11 @@ class SourceUnavailable(SourceError):
     """The source could not be asked or did not answer usably; try again later."""
 
 
+class ModelUnsupported(SourceError):
+    """The model exists but is not one the engine can serve (a repo of GGUF files asked of vLLM),
+    or its metadata describes something gpupin cannot size (no layers or heads)."""
+
+
 @dataclass(frozen=True)
 class OllamaName:
     """``[host/][namespace/]model[:tag]``; ``hf.co/org/repo:Q4_K_M`` is host ``hf.co``."""
@@ -78,7 +84,7 @@ class OllamaName:
             last, _, tag = last.partition(":")
             path = f"{head}/{last}" if head else last
         parts = path.split("/")
-        host = parts.pop(0) if len(parts) > 1 and "." in parts[0] else ""
+        host = parts.pop(0).lower() if len(parts) > 1 and "." in parts[0] else ""
         namespace = "/".join(parts[:-1]) or "library"
         return cls(host, namespace, parts[-1], tag or "latest")
 
@@ -111,14 +117,15 @@ class ModelSource:
         self.ttl = ttl
         self.failure_ttl = failure_ttl
         self.clock = clock
-        self._cache: dict[tuple[str, str], tuple[float, ModelFacts | SourceError]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, ModelFacts | tuple[type[SourceError], str]]] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ the one entry point
     def facts(self, name: str, scheme: str) -> ModelFacts:
         """The facts of ``name`` (an Ollama name when ``scheme`` is "ollama", else a Hugging Face
-        repo id; ``hf.co/…`` names are GGUF repos either way). Raises :class:`ModelNotFound` or
-        :class:`SourceUnavailable`."""
+        repo id; ``hf.co/…`` names are GGUF repos either way). Raises :class:`ModelNotFound`,
+        :class:`ModelUnsupported` or :class:`SourceUnavailable`; a name no registry could hold
+        (``a/b/c/d``) is :class:`ModelNotFound`."""
         key = (scheme, name.lower())
         now = self.clock()
         with self._lock:
@@ -127,18 +134,22 @@ class ModelSource:
             at, value = hit
             fresh = self.ttl if isinstance(value, ModelFacts) else self.failure_ttl
             if now - at < fresh:
-                if isinstance(value, SourceError):
-                    raise value
+                if isinstance(value, tuple):  # a failure: raised anew (no traceback kept alive)
+                    raise value[0](value[1])
                 return value
         try:
-            result: ModelFacts | SourceError = self._read(name, scheme)
+            facts = self._read(name, scheme)
         except SourceError as err:
-            result = err
+            failure: tuple[type[SourceError], str] = (type(err), str(err))
+        except (ValueError, TypeError, UnicodeError) as err:  # names no URL can hold, odd answers
+            failure = (ModelNotFound, f"{name} is not a name its registry can hold: {_short(err)}")
+        else:
+            with self._lock:
+                self._cache[key] = (now, facts)
+            return facts
         with self._lock:
-            self._cache[key] = (now, result)
-        if isinstance(result, SourceError):
-            raise result
-        return result
+            self._cache[key] = (now, failure)
+        raise failure[0](failure[1])
 
     def _read(self, name: str, scheme: str) -> ModelFacts:
         if scheme == "ollama" or name.lower().startswith("hf.co/"):
@@ -177,7 +188,7 @@ class ModelSource:
             raise ModelNotFound(f"{where} does not exist (or is private)") from err
         except EntryNotFoundError as err:
             if self._has_gguf(api, repo):
-                raise ModelNotFound(
+                raise ModelUnsupported(
                     f"{where} holds GGUF files, which vLLM does not serve: use engine: ollama with "
                     f"hf.co/{repo}:<quantization>"
                 ) from err
@@ -185,7 +196,7 @@ class ModelSource:
         except Exception as err:  # network and protocol errors of any kind: not an answer about the model
             raise SourceUnavailable(f"could not read config.json of {where}: {_short(err)}") from err
         if not isinstance(config, dict):
-            raise ModelNotFound(f"config.json of {where} is not a JSON object")
+            raise ModelUnsupported(f"config.json of {where} is not a JSON object")
         counts: dict[str, int] | None
         try:
             found = api.get_safetensors_metadata(repo, revision=revision, timeout=self.timeout)
@@ -200,7 +211,7 @@ class ModelSource:
         try:
             return facts_from_hf(repo, config, counts, origin=origin, read_at=_now())
         except ConfigError as err:
-            raise ModelNotFound(str(err)) from err
+            raise ModelUnsupported(f"{err}: gpupin cannot size it from its metadata") from err
 
     def _has_gguf(self, api: Any, repo: str) -> bool:
         try:
@@ -212,7 +223,8 @@ class ModelSource:
     def ollama(self, name: str) -> ModelFacts:
         """Manifest and GGUF header of an Ollama model name."""
         ref = OllamaName.parse(name)
-        if ref.host in ("hf.co", "huggingface.co"):
+        hugging_face = ref.host in ("hf.co", "huggingface.co")
+        if hugging_face:
             base = self.hf_ollama_registry
         elif ref.host and ref.host != "registry.ollama.ai":
             base = f"https://{ref.host}"
@@ -245,12 +257,12 @@ class ModelSource:
                     origin=f"manifest and GGUF header of {where}",
                     read_at=_now(),
                     ollama_names=(name,),
-                    hf_names=(name.split("/", 1)[1].rsplit(":", 1)[0],) if ref.host.startswith("hf") else (),
+                    hf_names=(f"{ref.namespace}/{ref.model}",) if hugging_face else (),
                 )
                 return facts
             except GGUFHeaderError as err:
                 if not err.truncated or read >= HEADER_MAX_READ or len(header) < read:
-                    raise ModelNotFound(f"{where}: {err}") from err
+                    raise ModelUnsupported(f"{where}: {err}") from err
                 read *= 2
 
     def _open(self, url: str, where: str, headers: dict[str, str]) -> Any:
@@ -302,7 +314,8 @@ def resolve_models(
     (they are then sized from their name, and the notes say why). ``source`` None: offline."""
     catalog = registry.catalog
     found: list[ModelFacts] = []
-    unknown: dict[str, str] = {}
+    refused: dict[str, tuple[str, str]] = {}
+    unread: dict[str, str] = {}
     notes: list[str] = []
     seen: set[str] = set()
     for spec in specs:
@@ -320,14 +333,17 @@ def resolve_models(
             try:
                 facts = source.facts(model.name, scheme)
             except ModelNotFound as err:
-                unknown[key] = str(err)
+                refused[key] = (reasons.UNKNOWN_MODEL, f"{model.name} is unknown: {err}")
+            except ModelUnsupported as err:
+                refused[key] = (reasons.UNSUPPORTED_MODEL, f"{model.name} cannot be served as asked: {err}")
             except SourceUnavailable as err:
+                unread[key] = str(err)
                 notes.append(f"{model.name}: metadata not read ({err}); sized from its name")
             else:
                 found.append(named_as(facts, model.name, scheme))
-    if not found and not unknown:
+    if not found and not refused and not unread:
         return registry, notes
-    return registry.with_catalog(catalog.overlay(found, unknown)), notes
+    return registry.with_catalog(catalog.overlay(found, refused, unread)), notes
 
 
 def named_as(facts: ModelFacts, name: str, scheme: str) -> ModelFacts:

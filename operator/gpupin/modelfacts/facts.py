@@ -5,7 +5,8 @@ A :class:`ModelFacts` is built from one of three sources, and says which in :att
 - the model's own metadata: a Hugging Face ``config.json`` with the safetensors header(s)
   (:mod:`gpupin.modelfacts.hf_config`), or the GGUF header of an Ollama model or a GGUF repo
   (:mod:`gpupin.modelfacts.gguf_header`);
-- gpupin's bundled model data (``data/models.yaml``), regenerated from that metadata;
+- gpupin's bundled model data (``data/models.yaml``), compiled from public copies of that
+  metadata (each entry names them); ``gpupin models refresh`` re-reads it from the sources;
 - a cluster's own model data (a ConfigMap in the same format).
 
 Every figure is a plain count or a byte size; nothing here reads the network or the clock.
@@ -41,6 +42,7 @@ class ModelFacts:
     """One model's facts. Counts are plain integers; byte sizes are bytes.
 
     ``parameters`` is the total parameter count (all experts of a mixture-of-experts model).
+    ``context_length`` and ``sliding_window`` are tokens (0 / None: not known / no window).
     ``hf_weights_bytes`` is the checkpoint's weight bytes as stored (exact from the safetensors
     header(s); ``None`` when only the count is known, then parameters × bytes of ``dtype``).
     The KV cache per token is :meth:`kv_bytes`; ``sliding_window`` layers hold at most the

@@ -32,9 +32,23 @@ SAFETENSORS_DTYPE_BYTES: dict[str, float] = {
 }
 """Bytes per element of safetensors dtypes (the header's ``dtype`` strings)."""
 
-# Architectures that end in "Model" (no language-model head) or name a pooling head are
-# embedding models; vLLM serves them with its pooling runner.
-_EMBEDDING_SUFFIXES = ("Model", "ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+EMBEDDING_ARCHITECTURES = frozenset(
+    {
+        "BertModel",
+        "RobertaModel",
+        "XLMRobertaModel",
+        "NomicBertModel",
+        "MPNetModel",
+        "DistilBertModel",
+        "ModernBertModel",
+        "GteModel",
+        "NewModel",
+        "JinaBertModel",
+        "BgeM3EmbeddingModel",
+    }
+)
+"""Encoder architectures that embed (vLLM serves them with its pooling runner); a name ending in
+``EmbeddingModel`` too. Not every ``…Model`` is one: ``GPT2LMHeadModel`` and ``ChatGLMModel`` generate."""
 
 
 class ConfigError(ValueError):
@@ -68,6 +82,7 @@ def facts_from_hf(
         raise ConfigError(
             f"config.json of {repo} gives no num_hidden_layers or num_attention_heads (architecture {arch or 'unknown'})"
         )
+
     hidden = _int(text, "hidden_size", "n_embd", "d_model") or 0
     kv_heads = _int(text, "num_key_value_heads", "n_head_kv") or heads
     kv_lora = _int(text, "kv_lora_rank") or 0
@@ -78,6 +93,10 @@ def facts_from_hf(
         nope = _int(text, "qk_nope_head_dim") or 0
         head_dim = nope + rope_dim
         value_dim = _int(text, "v_head_dim") or head_dim
+    if not head_dim:
+        raise ConfigError(
+            f"config.json of {repo} gives neither head_dim nor hidden_size (architecture {arch})"
+        )
     vocab = _int(text, "vocab_size") or _int(config, "vocab_size") or 0
     context = _int(text, "max_position_embeddings", "n_positions", "seq_length") or 0
     window, sliding = _sliding(text, layers)
@@ -85,7 +104,7 @@ def facts_from_hf(
     used = _int(text, "num_experts_per_tok", "num_experts_per_token", "moe_topk") or 0
     dtype = str(text.get("torch_dtype") or text.get("dtype") or config.get("torch_dtype") or "bfloat16")
     quant = quantization_of(config.get("quantization_config") or text.get("quantization_config"))
-    embedding = arch.endswith(_EMBEDDING_SUFFIXES) and not arch.endswith("ForCausalLM")
+    embedding = arch in EMBEDDING_ARCHITECTURES or arch.endswith("EmbeddingModel")
     if parameter_count:
         parameters = sum(parameter_count.values())
         weights: int | None = int(
