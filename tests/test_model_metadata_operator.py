@@ -68,7 +68,7 @@ async def test_a_missing_model_is_refused_as_unknown(hub: ModelHub) -> None:
     meta.registry_for(d)
     await _until(lambda: reads)
     registry = meta.registry_for(d)
-    assert registry is not None and "qwen3:31b" in registry.catalog.unknown
+    assert registry is not None and registry.catalog.refused["qwen3:31b"][0] == "UnknownModel"
 
 
 async def test_an_unreachable_registry_sizes_from_the_name_and_retries_later(hub: ModelHub) -> None:
@@ -84,7 +84,7 @@ async def test_an_unreachable_registry_sizes_from_the_name_and_retries_later(hub
     await _until(lambda: reads)
     registry = meta.registry_for(d)  # planned meanwhile, from the name; not waited for again
     assert registry is not None and registry.catalog.lookup("tinyllama:1.1b", "ollama") is None
-    assert meta.notes() and "503" in meta.notes()[0]
+    assert "503" in registry.catalog.notes["tinyllama:1.1b"]
     hub.fail_with = None
     now[0] = 61
     assert meta.registry_for(d) is not None  # retried in the background, the plan does not wait
@@ -110,3 +110,17 @@ def test_cluster_model_data_errors_name_the_file_and_field(tmp_path: Path) -> No
     bad.write_text("models:\n- {id: acme-7b, parameters: 7000000000, layers: 32}\n")
     with pytest.raises(ModelDataError, match=r"bad.yaml, models\[0\] \(acme-7b\): missing attentionHeads"):
         cluster_catalog((str(bad),))
+
+
+async def test_what_was_read_is_read_again_after_its_time(hub: ModelHub) -> None:
+    now = [0.0]
+    reads: list[None] = []
+    source = ModelSource(hf_endpoint=hub.url, ollama_registry=hub.url, ttl=0)
+    meta = ModelMetadata(ENGINES.catalog, source, lambda: reads.append(None), ttl=3600, clock=lambda: now[0])
+    d = deployment(engine="ollama", models=models("tinyllama:1.1b"))
+    meta.registry_for(d)
+    await _until(lambda: reads)
+    now[0] = 3601
+    assert meta.registry_for(d) is not None  # the old facts serve while they are read again
+    await _until(lambda: len(reads) == 2)
+    assert sum(1 for _, path, _ in hub.requests if "/manifests/" in path) == 2

@@ -140,7 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-metadata",
         choices=("online", "offline"),
-        default=env.get(ENV["model_metadata"]) or "online",
+        default=env.get(ENV["model_metadata"])
+        or ("offline" if env.get("HF_HUB_OFFLINE") in ("1", "true") else "online"),
         help="online: read the metadata of models the model data does not know from Hugging Face or the "
         "Ollama registry (config.json, safetensors and GGUF headers; never weights); offline: size them from "
         f"their name (env {ENV['model_metadata']}; default online)",
