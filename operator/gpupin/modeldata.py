@@ -3,8 +3,9 @@
 ``gpupin models refresh`` re-reads every entry of a model-data file from its sources — the first
 Hugging Face id's ``config.json`` and safetensors headers, the first Ollama name's manifest and
 GGUF header — and writes the file back with the figures read, keeping each entry's id, names and
-the file's opening comment. The bundled data is regenerated this way; a cluster's own data (a
-ConfigMap for air-gapped clusters) can be made the same way where the services can be reached.
+the file's opening comment. The bundled data can be regenerated this way where the services can be
+reached (the shipped file was compiled from public copies of the same metadata, as each entry's
+``source`` says); a cluster's own data (a ConfigMap for air-gapped clusters) is made the same way.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ GPU of a large cluster. :func:`plan` plans one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from gpupin import pinning as pinning_modes
@@ -133,7 +133,7 @@ class Planner:
         try:
             try:
                 estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
-                sized = tuple(_sizing(e) for e in estimates)
+                sized = tuple(_sizing(e, self.engines.catalog.notes) for e in estimates)
             except SizingError as exc:
                 raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
             ctx = PlanContext(
@@ -173,12 +173,15 @@ class Planner:
         return self._capacity_planner().plan(deployment, commit=False).placed
 
 
-def _sizing(estimate: Estimate) -> ModelSizing:
+def _sizing(estimate: Estimate, notes: Mapping[str, str]) -> ModelSizing:
     facts = estimate.facts
     if estimate.source == "spec":
         origin = "spec.models[].vram"
     elif estimate.source == "name":
         origin = "the parameter count in its name"
+        note = notes.get(estimate.model.lower())
+        if note:
+            origin += f" (its metadata was not read: {note})"
     else:
         origin = facts.origin if facts else ""
     return ModelSizing(

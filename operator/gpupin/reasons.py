@@ -24,7 +24,8 @@ UNKNOWN_MODEL: Final = "UnknownModel"
 """The model's registry (Hugging Face, Ollama) says the name does not exist."""
 UNSUPPORTED_MODEL: Final = "UnsupportedModel"
 """The engine cannot serve this model as asked (a GGUF repo on vLLM, maxModelLen above the
-model's context, a tensor parallel size its heads do not divide)."""
+model's context, a quantization its image has no kernels for) or gpupin cannot size it from its
+metadata. A tensor parallel size its heads do not divide is InvalidSpec."""
 NO_MATCHING_GPU: Final = "NoMatchingGPU"
 UNSUPPORTED_COMPUTE_CAPABILITY: Final = "UnsupportedComputeCapability"
 HETEROGENEOUS_TENSOR_PARALLEL: Final = "HeterogeneousTensorParallel"

@@ -19,12 +19,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Literal, cast
-
-import yaml
+from typing import Literal
 
 from gpupin.api.v1alpha1 import LLMDeploymentSpec, ModelRef
 from gpupin.modelfacts import ModelFacts
+from gpupin.modelfacts.data import ModelDataError, parse_model_data
 
 __all__ = [
     "GGUF_QUANT_BYTES",
@@ -106,11 +105,17 @@ class Estimate:
     """True when the context is gpupin's assumption (the engine then renders it, so what runs is
     what was planned)."""
 
+    kv_shards_max: int = 0
+    """Over how many ranks the KV cache can be split at most (vLLM: the KV heads, 1 for an MLA
+    latent; more ranks hold copies); 0: any number."""
+
     def need_on(self, gpus: int) -> int:
-        """Total memory when spread over ``gpus`` GPUs (each pays the per-GPU overhead)."""
+        """Total bytes when spread over ``gpus`` GPUs (each pays the per-GPU overhead, and holds
+        its share of the KV cache, or a copy when there are more ranks than KV heads)."""
         if self.fixed_total is not None:
             return self.fixed_total
-        return self.weights_bytes + self.kv_bytes + gpus * self.overhead_per_gpu
+        shards = min(gpus, self.kv_shards_max) if self.kv_shards_max else gpus
+        return self.weights_bytes + math.ceil(self.kv_bytes * gpus / shards) + gpus * self.overhead_per_gpu
 
     def per_gpu(self, gpus: int) -> int:
         """Memory per GPU when split equally (vLLM tensor parallel ranks)."""
@@ -154,20 +159,23 @@ class SizingError(ValueError):
 NamingScheme = Literal["ollama", "huggingface"]
 
 
-class ModelDataError(ValueError):
-    """Model data (the bundled file or a cluster's ConfigMap) that cannot be read; the message
-    names the file, the entry and the field."""
-
-
 class ModelCatalog:
     """Model facts by normalized Ollama name and by Hugging Face id (lower case). Engines read it
     through the registry that holds it (:class:`gpupin.engines.EngineRegistry`), so a test or
     another data source can hand them another catalog; nothing reads it from a global."""
 
-    def __init__(self, entries: Iterable[ModelFacts], unknown: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        entries: Iterable[ModelFacts],
+        refused: Mapping[str, tuple[str, str]] | None = None,
+        notes: Mapping[str, str] | None = None,
+    ) -> None:
         self.entries = tuple(entries)
-        self.unknown: dict[str, str] = {k.lower(): v for k, v in (unknown or {}).items()}
-        """Names their registry says do not exist (lower case) → why; refused as unknown."""
+        self.refused: dict[str, tuple[str, str]] = {k.lower(): v for k, v in (refused or {}).items()}
+        """Names (lower case) their registry answered for with a refusal: (reason, message) —
+        ``UnknownModel`` when it does not exist, ``UnsupportedModel`` when the engine cannot serve it."""
+        self.notes: dict[str, str] = {k.lower(): v for k, v in (notes or {}).items()}
+        """Names (lower case) whose metadata could not be read → why (shown where they are sized)."""
         self.by_ollama: dict[str, ModelFacts] = {}
         self.by_hf: dict[str, ModelFacts] = {}
         for facts in self.entries:
@@ -189,11 +197,16 @@ class ModelCatalog:
         return cls(parse_model_data(text, "gpupin's bundled model data"))
 
     def overlay(
-        self, entries: Iterable[ModelFacts], unknown: Mapping[str, str] | None = None
+        self,
+        entries: Iterable[ModelFacts],
+        refused: Mapping[str, tuple[str, str]] | None = None,
+        notes: Mapping[str, str] | None = None,
     ) -> ModelCatalog:
         """This catalog with ``entries`` over it (a name they carry resolves to them) and more
         names known not to exist."""
-        return ModelCatalog((*self.entries, *entries), {**self.unknown, **(unknown or {})})
+        return ModelCatalog(
+            (*self.entries, *entries), {**self.refused, **(refused or {})}, {**self.notes, **(notes or {})}
+        )
 
     def lookup(self, name: str, scheme: NamingScheme) -> ModelFacts | None:
         """The entry for a name, trying the engine's naming scheme first, then the other; an
@@ -210,74 +223,6 @@ class ModelCatalog:
                 found = self.by_hf_repo_name.get(repo)
             return found
         return self.by_hf.get(name.lower()) or self.by_ollama.get(normalize_ollama(name))
-
-
-_REQUIRED = ("id", "parameters", "layers", "attentionHeads", "kvHeads", "headDim", "contextLength")
-_OPTIONAL_INT = {
-    "hiddenSize": "hidden_size",
-    "vocabSize": "vocab_size",
-    "valueHeadDim": "value_head_dim",
-    "slidingWindow": "sliding_window",
-    "slidingLayers": "sliding_layers",
-    "experts": "experts",
-    "expertsUsed": "experts_used",
-    "kvLoraRank": "kv_lora_rank",
-    "qkRopeHeadDim": "qk_rope_head_dim",
-    "hfWeightsBytes": "hf_weights_bytes",
-    "projectorBytes": "projector_bytes",
-    "visionGraphBytes": "vision_graph_bytes",
-}
-
-
-def parse_model_data(text: str, origin: str) -> list[ModelFacts]:
-    """Entries of a model-data YAML document (``models: [...]``, the format of
-    ``data/models.yaml``). ``origin`` names the document in errors and in each entry's
-    :attr:`~gpupin.modelfacts.ModelFacts.origin`. Raises :class:`ModelDataError`."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ModelDataError(f"{origin}: not YAML: {err}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
-        raise ModelDataError(f"{origin}: expected a mapping with a list under 'models'")
-    return [_facts(entry, f"{origin}, models[{i}]", origin) for i, entry in enumerate(raw["models"])]
-
-
-def _facts(entry: Any, where: str, origin: str) -> ModelFacts:
-    if not isinstance(entry, dict):
-        raise ModelDataError(f"{where}: expected a mapping")
-    missing = [key for key in _REQUIRED if key not in entry]
-    if missing:
-        raise ModelDataError(f"{where} ({entry.get('id', '?')}): missing {', '.join(missing)}")
-    names = entry.get("names") or {}
-    ollama = entry.get("ollama") or {}
-    try:
-        optional = {
-            field: int(entry[key]) for key, field in _OPTIONAL_INT.items() if entry.get(key) is not None
-        }
-        return ModelFacts(
-            id=str(entry["id"]),
-            ollama_names=tuple(str(n) for n in names.get("ollama", [])),
-            hf_names=tuple(str(n) for n in names.get("huggingface", [])),
-            parameters=int(entry["parameters"]),
-            layers=int(entry["layers"]),
-            attention_heads=int(entry["attentionHeads"]),
-            kv_heads=int(entry["kvHeads"]),
-            head_dim=int(entry["headDim"]),
-            context_length=int(entry["contextLength"]),
-            dtype=str(entry.get("dtype", "bfloat16")),
-            architecture=str(entry.get("architecture", "")),
-            quantization=entry.get("quantization"),
-            embedding=bool(entry.get("embedding", False)),
-            tied_embeddings=bool(entry.get("tiedEmbeddings", False)),
-            vision=bool(entry.get("vision", False)),
-            ollama_quantization=str(ollama.get("quantization", "")),
-            ollama_weights_bytes=int(ollama.get("weightsBytes", 0)),
-            source=" ".join(str(entry.get("source", "")).split()),
-            origin=origin,
-            **cast(dict[str, Any], {"hidden_size": 0, "vocab_size": 0, **optional}),
-        )
-    except (TypeError, ValueError) as err:
-        raise ModelDataError(f"{where} ({entry.get('id')}): {err}") from None
 
 
 def normalize_ollama(name: str) -> str:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import ComputeRequirement
@@ -75,9 +74,10 @@ class Engine(ABC):
         """What one model needs on this engine, ``models[].vram`` overriding; raises
         :class:`gpupin.sizing.SizingError` when it cannot be sized."""
         facts = catalog.lookup(model.name, self.naming_scheme)
-        missing = catalog.unknown.get(model.name.lower())
-        if missing and model.vram is None and facts is None:
-            raise SizingError(f"{model.name} is unknown: {missing}", reasons.UNKNOWN_MODEL)
+        refused = catalog.refused.get(model.name.lower())
+        if refused and model.vram is None and facts is None:
+            reason, why = refused
+            raise SizingError(why, reason)
         return with_spec_vram(self.size(model, spec, facts), model, spec, facts)
 
     # -- placement --------------------------------------------------------------------------

@@ -110,18 +110,24 @@ class Ollama(Engine):
             else:
                 label = sized[1]
             weights = int(parameters * sized[0])
-        context = min(options.context_length, facts.context_length) if facts else options.context_length
+        trained = facts.context_length if facts else 0  # 0: the data does not say
+        context = min(options.context_length, trained) if trained else options.context_length
         parallel = 1 if facts is not None and facts.embedding else options.num_parallel
         if facts:
             weights -= cpu_token_embedding(facts, label)
             arch = gguf_architecture(facts)
             # an embedding model encodes each input in one pass: no KV cache is kept between tokens
+            flash = (
+                options.flash_attention
+                if options.flash_attention is not None
+                else arch in FLASH_ATTENTION_ARCHS
+            )
             kv: float = (
                 0
                 if facts.embedding
-                else kv_cache_bytes(facts, arch, context, parallel, options.kv_cache_type)
+                else kv_cache_bytes(facts, arch, context, parallel, options.kv_cache_type, flash)
             )
-            graph = graph_bytes(facts, arch, context * parallel, int(kv))
+            graph = graph_bytes(facts, arch, context * parallel, int(kv), flash)
             weights += facts.projector_bytes + facts.vision_graph_bytes
             if facts.vision_graph_bytes:
                 label += " (with the image encoder's graph)"
@@ -150,7 +156,7 @@ class Ollama(Engine):
     ) -> tuple[list[Placement], str, str]:
         options = spec.ollama_options
 
-        trained = {e.model: e.facts.context_length if e.facts else None for e in estimates}
+        trained = {e.model: (e.facts.context_length or None) if e.facts else None for e in estimates}
 
         def launch(models: Sequence[str]) -> LaunchSettings:
             return LaunchSettings(
@@ -304,12 +310,15 @@ def _pad(tokens: int) -> int:
     return -(-tokens // KV_CELLS_PADDING) * KV_CELLS_PADDING
 
 
-def kv_cache_bytes(facts: ModelFacts, arch: str, context: int, parallel: int, cache_type: str) -> int:
+def kv_cache_bytes(
+    facts: ModelFacts, arch: str, context: int, parallel: int, cache_type: str, flash_attention: bool
+) -> int:
     """Ollama's KV cache: every full-attention layer holds ``context × parallel`` cells (padded
     to 256), a sliding-window layer ``window × parallel + batch`` when that is smaller (gpt-oss
     keeps 4096 tokens on its window layers); K and V of every KV head per cell. MLA models
     (deepseek2) cache K of ``kv_lora_rank + rope`` and V of ``kv_lora_rank`` per layer."""
-    element = KV_CACHE_BYTES.get(cache_type, 2.0) if arch in FLASH_ATTENTION_ARCHS else 2.0
+    # a quantized cache type falls back to f16 when flash attention is off (Ollama's own rule)
+    element = KV_CACHE_BYTES.get(cache_type, 2.0) if flash_attention else 2.0
     batch = min(context, OLLAMA_BATCH)
     full = _pad(context * parallel)
     window = 4096 if arch in ("gpt-oss", "gptoss") else facts.sliding_window or 0
@@ -322,7 +331,7 @@ def kv_cache_bytes(facts: ModelFacts, arch: str, context: int, parallel: int, ca
     return int(cells * per_cell * element)
 
 
-def graph_bytes(facts: ModelFacts, arch: str, context: int, kv: int) -> int:
+def graph_bytes(facts: ModelFacts, arch: str, context: int, kv: int, flash_attention: bool) -> int:
     """The compute graph of a fully offloaded model for one 512-token batch (``context`` =
     context × parallel), as Ollama 0.17.4 estimates it in ``fs/ggml/ggml.go`` (``GraphSize``,
     ``fullOffload``). With flash attention the context × heads score matrix is never built; the
@@ -332,7 +341,7 @@ def graph_bytes(facts: ModelFacts, arch: str, context: int, kv: int) -> int:
     output = 4 * batch * (embed + vocab)
     if facts.embedding:  # no output layer over the vocabulary: the encoder's own activations
         return max(4 * batch * embed, 16384 * context)
-    if arch in FLASH_ATTENTION_ARCHS:
+    if flash_attention:
         return max(output, (4 + context // 1024 + 110) * MiB)
     if arch in ("llama", "llama4"):
         return max(4 * batch * (1 + 4 * embed + context * (1 + heads)), output)

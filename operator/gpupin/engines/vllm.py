@@ -96,6 +96,7 @@ class VLLM(Engine):
             context_tokens=context,
             facts=facts,
             assumed_context=assumed,
+            kv_shards_max=(1 if facts.kv_lora_rank else facts.kv_heads) if facts else 0,
         )
 
     def compute_requirement(
@@ -166,12 +167,17 @@ class VLLM(Engine):
         allowed = any(
             v.name == "VLLM_ALLOW_LONG_MAX_MODEL_LEN" and v.value not in (None, "", "0") for v in spec.env
         )
+        # the user extends the context (YaRN and the like) through vLLM's own flags
+        allowed = allowed or any(
+            a.split("=", 1)[0] in ("--hf-overrides", "--rope-scaling") for a in spec.vllm_options.args
+        )
         if requested and facts.context_length and requested > facts.context_length and not allowed:
             raise Refusal(
                 reasons.UNSUPPORTED_MODEL,
                 f"vllm.maxModelLen {requested} is longer than the {facts.context_length} tokens {est.model} was "
-                f"trained for; vLLM refuses to start. Set maxModelLen ≤ {facts.context_length} (or set env "
-                "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model is known to extrapolate)",
+                f"trained for; vLLM refuses to start. Set maxModelLen ≤ {facts.context_length}, extend the "
+                "context with vllm.args --hf-overrides (a rope_scaling such as YaRN, as the model card says), "
+                "or set env VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model is known to extrapolate",
             )
 
     def place(
@@ -310,7 +316,7 @@ def _checkpoint_weights(facts: ModelFacts, dtype: str) -> tuple[int, str]:
 
 
 def runtime_bytes(facts: ModelFacts | None, tensor_parallel: int) -> int:
-    """Per-rank memory beside weights and KV cache: CUDA context and non-torch memory, the
+    """Per-rank bytes beside weights and KV cache: CUDA context and non-torch memory, the
     activation peak of a profiling batch, CUDA graphs. Scaled by the model's width (the
     activation peak grows with hidden size and vocabulary) so a small model is not dominated by a
     large model's constant; 2 GiB when the shape is unknown."""
