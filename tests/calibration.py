@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent / "operator"))
 
 from gpupin.api.v1alpha1 import LLMDeploymentSpec  # noqa: E402
 from gpupin.engines import ENGINES  # noqa: E402
-from gpupin.engines.ollama import OLLAMA_CUDA_OVERHEAD  # noqa: E402
+from gpupin.engines.ollama_sizing import OLLAMA_CUDA_OVERHEAD  # noqa: E402
 
 DATA = HERE / "fixtures" / "calibration.yaml"
 TOLERANCE = 0.10

@@ -141,3 +141,82 @@ def test_quantized_model_is_not_told_to_quantize() -> None:
     )
     assert result.reason == reasons.INSUFFICIENT_VRAM
     assert "quantized variant" not in result.message
+
+
+@pytest.mark.parametrize(
+    ("name", "vllm", "reason", "text"),
+    [
+        ("google/gemma-2-2b-it", {"dtype": "half"}, reasons.UNSUPPORTED_MODEL, "does not run in float16"),
+        ("google/medgemma-4b-it", {"dtype": "half"}, reasons.UNSUPPORTED_MODEL, "does not run in float16"),
+        ("RedHatAI/gemma-2-9b-it-FP8", {"dtype": "float32"}, reasons.UNSUPPORTED_MODEL, "16-bit activations"),
+        ("openai/gpt-oss-20b", {"dtype": "half"}, reasons.UNSUPPORTED_MODEL, "bfloat16 activations only"),
+        ("qwen3:8b", {}, reasons.INVALID_SPEC, "for this model: Qwen/Qwen3-8B"),
+        (
+            "hf.co/unsloth/Qwen3-8B-GGUF:Q4_K_M",
+            {},
+            reasons.UNSUPPORTED_MODEL,
+            "engine: ollama with the same name",
+        ),
+        ("unsloth/Qwen3-8B-bnb-4bit", {}, reasons.UNSUPPORTED_MODEL, "bitsandbytes"),
+    ],
+)
+def test_what_vllm_refuses_at_start_up_is_refused_before_placing(
+    name: str, vllm: dict[str, str], reason: str, text: str
+) -> None:
+    d = deployment(engine="vllm", models=models(name), vllm={"maxModelLen": 4096, **vllm})
+    result = Planner(inventory(node("n", A100_80))).plan(d)
+    assert (result.outcome, result.reason) == ("Refused", reason), result.message
+    assert text in result.message
+
+
+def test_gemma_known_only_by_name_is_not_served_as_half_on_a_t4() -> None:
+    d = deployment(engine="vllm", models=models("google/gemma-2-2b"), vllm={"maxModelLen": 4096})
+    result = Planner(inventory(node("n", T4))).plan(d)
+    assert result.reason == reasons.UNSUPPORTED_COMPUTE_CAPABILITY, result.message
+
+
+def test_ollama_is_not_given_a_hugging_face_repo() -> None:
+    result = Planner(inventory(node("n", L4))).plan(
+        deployment(engine="ollama", models=models("Qwen/Qwen3-8B"))
+    )
+    assert result.reason == reasons.INVALID_SPEC and "use qwen3:8b" in result.message
+
+
+def test_only_true_values_let_max_model_len_pass_the_trained_context() -> None:
+    d = deployment(
+        engine="vllm",
+        models=models("Qwen/Qwen2.5-7B-Instruct"),
+        vllm={"maxModelLen": 131072},
+        env=[{"name": "VLLM_ALLOW_LONG_MAX_MODEL_LEN", "value": "false"}],
+    )
+    assert Planner(inventory(node("n", A100_80))).plan(d).reason == reasons.UNSUPPORTED_MODEL
+
+
+def test_flash_attention_is_not_counted_where_ollama_does_not_support_it() -> None:
+    # Ollama 0.17.4 never runs gemma2 with flash attention, so a q4_0 KV cache stays f16
+    plain = deployment(engine="ollama", models=models("gemma2:27b"), ollama={"contextLength": 8192})
+    asked = deployment(
+        engine="ollama",
+        models=models("gemma2:27b"),
+        ollama={"contextLength": 8192, "flashAttention": True, "kvCacheType": "q4_0"},
+    )
+    assert (
+        ENGINES.estimate(asked.spec.models[0], asked.spec).kv_bytes
+        == ENGINES.estimate(plain.spec.models[0], plain.spec).kv_bytes
+    )
+
+
+def test_a_deployments_own_models_are_not_named_as_others() -> None:
+    planner = Planner(
+        inventory(
+            node(
+                "workstation",
+                ("NVIDIA GeForce RTX 4070", "12282Mi", "8.9"),
+                ("NVIDIA GeForce RTX 2060", "6144Mi", "7.5"),
+            )
+        )
+    )
+    assert planner.plan(deployment("b", engine="ollama", models=models("llama3.1:8b"))).placed
+    result = planner.plan(deployment("a", engine="ollama", models=models("qwen3:8b", "phi4")))
+    assert not result.placed
+    assert "default/a holds" not in result.message and "default/b holds" in result.message

@@ -12,7 +12,15 @@ import pytest
 
 from gpupin.engines import ENGINES
 from gpupin.quantity import GiB, parse_bytes
-from gpupin.sizing import GGUF_QUANT_BYTES, ModelCatalog, SizingError, normalize_ollama, parameters_from_name
+from gpupin.sizing import (
+    GGUF_QUANT_BYTES,
+    ModelCatalog,
+    ModelDataError,
+    SizingError,
+    normalize_ollama,
+    parameters_from_name,
+    parse_model_data,
+)
 
 from helpers import deployment, models
 
@@ -142,3 +150,63 @@ def test_unsizable_model_says_to_set_vram() -> None:
     assert "16Gi" not in str(
         raised.value
     )  # case 11: an example of a whole GPU's size led to a second refusal
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "models:\n- {id: x, parameters: -7, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "parameters must be a whole number",
+        ),
+        (
+            "models:\n- {id: x, parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 0, headDim: 128, contextLength: 8192}",
+            "kvHeads must be a positive whole number",
+        ),
+        (
+            "models:\n- {id: x, parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 6, headDim: 128, contextLength: 8192}",
+            "kvHeads 6 does not divide attentionHeads 32",
+        ),
+        (
+            "models:\n- {id: x, parameters: 7, layers: 4, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192, slidingLayers: 5}",
+            "slidingLayers must be between 0 and layers",
+        ),
+        (
+            "models:\n- {id: x, names: [a], parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "names must be a mapping",
+        ),
+        (
+            "models:\n- {id: x, names: {ollama: 'a:7b'}, parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "names.ollama must be a list",
+        ),
+        (
+            "models:\n- {id: x, embedding: 'false', parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "embedding must be true or false",
+        ),
+        (
+            "models:\n- {id: x, parameters: .inf, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "parameters must be a whole number",
+        ),
+        (
+            "models:\n- {id: x, quantization: 8, parameters: 7, layers: 32, attentionHeads: 32, kvHeads: 8, headDim: 128, contextLength: 8192}",
+            "quantization must be a string",
+        ),
+    ],
+)
+def test_model_data_errors_name_the_entry_and_field(text: str, error: str) -> None:
+    with pytest.raises(ModelDataError, match=r"ours.yaml, models\[0\] \(x\): ") as raised:
+        parse_model_data(text, "ours.yaml")
+    assert error in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("tag", "sized_as"),
+    [("8b-fp16", "FP16"), ("8b-bf16", "BF16"), ("8b-TQ1_0", "TQ1_0"), ("8b-IQ4_XS", "IQ4_XS")],
+)
+def test_every_quantization_tag_is_sized(tag: str, sized_as: str) -> None:
+    est = _estimate(f"qwen3:{tag}", "ollama")
+    assert est.weights_label == sized_as
+
+
+def test_sixteen_bit_tags_size_alike() -> None:
+    assert _estimate("qwen3:8b-fp16", "ollama").need_on(1) == _estimate("qwen3:8b-bf16", "ollama").need_on(1)

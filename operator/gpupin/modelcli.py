@@ -29,6 +29,16 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 
 
+def read_text(path: str) -> str:
+    """A UTF-8 file's text; :class:`InputError` naming the file when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"{path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
 def add_models_command(sub: Any) -> None:
     """The ``models`` subcommand and its own subcommands, on ``gpupin``'s subparsers."""
     models = sub.add_parser(
@@ -129,10 +139,7 @@ def _models_refresh(args: argparse.Namespace) -> int:
     from gpupin.modeldata import refresh
 
     if args.data:
-        try:
-            text = Path(args.data).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InputError(f"{args.data}: {err.strerror or err}") from None
+        text = read_text(args.data)
     else:
         text = resources.files("gpupin").joinpath("data/models.yaml").read_text()
     try:
@@ -144,8 +151,15 @@ def _models_refresh(args: argparse.Namespace) -> int:
     )
     for problem in problems:
         print(f"gpupin: warning: {problem} (entry kept as it was)", file=sys.stderr)
+    ids = {str(entry.id) for entry in parse_model_data(text, args.data or "models.yaml")}
+    for wanted in sorted(set(args.only) - ids):
+        print(f"gpupin: warning: --only {wanted}: no entry has that id", file=sys.stderr)
+        problems.append(wanted)
     if args.output:
-        Path(args.output).write_text(result, encoding="utf-8")
+        try:
+            Path(args.output).write_text(result, encoding="utf-8")
+        except OSError as err:
+            raise InputError(f"{args.output}: {err.strerror or err}") from None
     else:
         sys.stdout.write(result)
     return EXIT_REFUSED if problems else EXIT_OK
@@ -165,10 +179,7 @@ def engines_for(args: argparse.Namespace, specs: Sequence[LLMDeploymentSpec]) ->
     catalog = ENGINES.catalog
     extra = []
     for path in getattr(args, "model_data", []):
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InputError(f"{path}: {err.strerror or err}") from None
+        text = read_text(path)
         try:
             extra += parse_model_data(text, path)
         except ModelDataError as err:

@@ -99,6 +99,8 @@ class Planner:
             except SizingError:
                 continue
         largest = max((int(g.memory) for n in self.inventory.nodes for g in n.gpus), default=0)
+        if engine.owns_gpus:  # vLLM takes gpuMemoryUtilization of the GPU
+            largest = int(largest * spec.vllm_options.gpu_memory_utilization)
         room = largest - others
         if room <= 0:
             return ""

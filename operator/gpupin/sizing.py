@@ -73,13 +73,15 @@ GGUF_QUANT_BYTES: dict[str, float] = {
     "iq4_xs": 0.55,
     "iq4_nl": 0.58,
     "mxfp4": 0.55,
+    "tq1_0": 0.21,
+    "tq2_0": 0.26,
     "f16": 2.0,
     "fp16": 2.0,
     "bf16": 2.0,
     "f32": 4.0,
 }
 _K_QUANT = re.compile(r"^(?:ud-)?q(\d)_k(?:_([a-z0-9]+))?$")
-_QUANT_TOKEN = re.compile(r"^(?:ud-)?(?:i?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16|f32|mxfp4)$")
+_QUANT_TOKEN = re.compile(r"^(?:ud-)?(?:[it]?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16|f32|mxfp4)$")
 
 _SIZE_RE = re.compile(r"(?<![a-z0-9.])(?:(\d+)x)?(\d+(?:\.\d+)?)([bm])(?![a-z0-9])", re.I)
 
@@ -188,7 +190,7 @@ class ModelCatalog:
         (``hf.co/unsloth/Qwen3-8B-GGUF``) is named after."""
         for facts in self.entries:
             for name in facts.hf_names:
-                self.by_hf_repo_name.setdefault(name.lower().rsplit("/", 1)[-1], facts)
+                self.by_hf_repo_name[name.lower().rsplit("/", 1)[-1]] = facts  # later data wins
 
     @classmethod
     def packaged(cls) -> ModelCatalog:
@@ -246,7 +248,7 @@ def gguf_quantization(tag: str) -> str | None:
             token = f"ud-{tokens[i + 1]}"
         if _QUANT_TOKEN.match(token):
             return token
-    match = re.search(r"(?:ud-)?(?:i?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16)", tag)
+    match = re.search(r"(?:ud-)?(?:[it]?q\d(?:_[a-z0-9]+)*|f16|fp16|bf16)", tag)
     return match.group(0) if match else None
 
 

@@ -31,7 +31,7 @@ from gpupin.modelsource import (
     SourceUnavailable,
     named_as,
 )
-from gpupin.sizing import ModelCatalog, parse_model_data
+from gpupin.sizing import ModelCatalog, ModelDataError, parse_model_data
 
 log = structlog.get_logger("gpupin.operator")
 
@@ -47,7 +47,11 @@ def cluster_catalog(paths: tuple[str, ...], base: ModelCatalog | None = None) ->
     entries: list[ModelFacts] = []
     for path in paths:
         for file in sorted(Path(path).glob("*.yaml")) if Path(path).is_dir() else [Path(path)]:
-            entries += parse_model_data(file.read_text(encoding="utf-8"), str(file))
+            try:
+                text = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as err:
+                raise ModelDataError(f"{file}: not UTF-8 text (byte {err.start})") from None
+            entries += parse_model_data(text, str(file))
     return catalog.overlay(entries) if entries else catalog
 
 

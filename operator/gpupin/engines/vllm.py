@@ -23,6 +23,15 @@ from typing import Any
 from gpupin import naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, security_context, service
+from gpupin.engines.vllm_rules import (
+    GGUF_NAME,
+    QUANT_MIN_CC,
+    arch_name,
+    gguf_message,
+    no_float16,
+    quantization_of,
+    tensor_parallel_problem,
+)
 from gpupin.inventory import short_name
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import ComputeRequirement, Refusal
@@ -45,8 +54,8 @@ what runs is what was planned."""
 # Hugging Face repos whose name says they are quantized. AWQ/GPTQ keep embeddings in 16 bit,
 # so small models come out near 0.7 bytes per parameter.
 HF_QUANT_HINTS: tuple[tuple[re.Pattern[str], float, str], ...] = (
-    (re.compile(r"(awq|gptq|int4|4bit|bnb-4bit|w4a16)", re.I), 0.7, "4-bit"),
-    (re.compile(r"(fp8|int8|8bit|w8a8|w8a16)", re.I), 1.1, "8-bit"),
+    (re.compile(r"(fp8|int8|8bit|w8a8|w8a16)", re.I), 1.1, "8-bit"),  # first: GPTQ-Int8 is 8-bit
+    (re.compile(r"(awq|gptq|int4|4bit|bnb-4bit|w4a16|mxfp4)", re.I), 0.7, "4-bit"),
 )
 
 
@@ -102,44 +111,35 @@ class VLLM(Engine):
     def compute_requirement(
         self, spec: LLMDeploymentSpec, estimates: Sequence[Estimate] = ()
     ) -> ComputeRequirement:
-        facts = estimates[0].facts if estimates else None
-        quant = facts.quantization if facts else None
-        if quant and quant in QUANT_MIN_CC:
+        est = estimates[0] if estimates else None
+        quant = quantization_of(est) if est else None
+        bf16_only = est is not None and no_float16(est)
+        dtype = spec.vllm_options.dtype
+        if est is not None and quant in QUANT_MIN_CC:
             cc = QUANT_MIN_CC[quant]
-            if (
-                facts is not None
-                and no_float16(facts)
-                and cc < BF16_MIN_CC
-                and spec.vllm_options.dtype != "float32"
-            ):
-                cc = BF16_MIN_CC  # no float16 for it, and FP8/INT kernels take no float32 activations
+            if bf16_only:  # no float16 for it, and quantized kernels take 16-bit activations only
+                cc = max(cc, BF16_MIN_CC)
             if cc > VLLM_MIN_CC:
                 return ComputeRequirement(
                     cc,
-                    f"{estimates[0].model} is {quant.upper()}-quantized"
-                    + (
-                        f" {_arch_name(facts)}, which vLLM runs only in bfloat16"
-                        if facts and no_float16(facts)
-                        else ""
-                    )
+                    f"{est.model} is {quant.upper()}-quantized"
+                    + (f" {arch_name(est)}, which vLLM runs only in bfloat16" if bf16_only else "")
                     + f": vLLM 0.33 needs compute capability {cc[0]}.{cc[1]} or newer for it",
-                    "Select GPUs of that capability, a 16-bit or AWQ/GPTQ variant of the model, or engine: ollama "
-                    "with a GGUF of it",
+                    "Select GPUs of that capability, or use engine: ollama with a GGUF of the model, which "
+                    "runs on older GPUs",
                 )
-        if spec.vllm_options.dtype == "bfloat16" or (
-            facts is not None and no_float16(facts) and spec.vllm_options.dtype not in ("float32",)
-        ):
+        if est is not None and (dtype == "bfloat16" or (bf16_only and dtype == "auto")):
             why = (
                 "vllm.dtype bfloat16 needs compute capability 8.0 or newer"
-                if spec.vllm_options.dtype == "bfloat16"
-                else f"{estimates[0].model} ({_arch_name(facts)}) does not run in float16 on vLLM, and bfloat16 "
+                if dtype == "bfloat16"
+                else f"{est.model} ({arch_name(est)}) does not run in float16 on vLLM, and bfloat16 "
                 "needs compute capability 8.0 or newer"
             )
             return ComputeRequirement(
                 BF16_MIN_CC,
                 why,
-                "Use vllm.dtype float32 (twice the memory), engine: ollama, which runs on older GPUs, "
-                "or select newer GPUs",
+                "Use engine: ollama, which runs on older GPUs, select newer GPUs, or vllm.dtype float32 "
+                "(twice the weights' memory)",
             )
         return ComputeRequirement(
             VLLM_MIN_CC,
@@ -148,33 +148,57 @@ class VLLM(Engine):
         )
 
     def check_model(self, spec: LLMDeploymentSpec, est: Estimate) -> None:
-        """Refuse (``UnsupportedModel``) what vLLM 0.33 would refuse at start-up: a GGUF repo, a
-        quantization it has no kernels for, ``maxModelLen`` above the model's context."""
-        facts = est.facts
-        if facts is None:
-            if GGUF_NAME.search(est.model):
-                raise Refusal(reasons.UNSUPPORTED_MODEL, _gguf_message(est.model))
-            return
-        if facts.gguf_repo:
-            raise Refusal(reasons.UNSUPPORTED_MODEL, _gguf_message(est.model))
-        if facts.quantization and facts.quantization.startswith("bitsandbytes"):
+        """Refuse what vLLM 0.33 would refuse at start-up: an Ollama name (``InvalidSpec``); a GGUF
+        repo, a quantization it has no kernels for in its image, a dtype the model or its kernels
+        do not take, ``maxModelLen`` above the model's context (``UnsupportedModel``)."""
+        facts, name = est.facts, est.model
+        if (facts is not None and facts.gguf_repo) or (facts is None and GGUF_NAME.search(name)):
+            raise Refusal(reasons.UNSUPPORTED_MODEL, gguf_message(name))
+        if ":" in name:  # Hugging Face repo ids have no tag; Ollama names do
+            instead = f" (for this model: {facts.hf_names[0]})" if facts and facts.hf_names else ""
+            raise Refusal(
+                reasons.INVALID_SPEC,
+                f"{name} is an Ollama name; vLLM loads Hugging Face repos, org/name{instead}. Or use engine: ollama",
+            )
+        quant = quantization_of(est)
+        dtype = spec.vllm_options.dtype
+        if quant and quant.startswith("bitsandbytes"):
             raise Refusal(
                 reasons.UNSUPPORTED_MODEL,
-                f"{est.model} is bitsandbytes-quantized, which vLLM 0.33 loads only with a plugin the "
+                f"{name} is bitsandbytes-quantized, which vLLM 0.33 loads only with a plugin the "
                 "vllm/vllm-openai image does not have. Use an AWQ, GPTQ or FP8 variant, or engine: ollama with a GGUF",
             )
-        requested = spec.vllm_options.max_model_len
-        allowed = any(
-            v.name == "VLLM_ALLOW_LONG_MAX_MODEL_LEN" and v.value not in (None, "", "0") for v in spec.env
-        )
-        # the user extends the context (YaRN and the like) through vLLM's own flags
-        allowed = allowed or any(
-            a.split("=", 1)[0] in ("--hf-overrides", "--rope-scaling") for a in spec.vllm_options.args
-        )
-        if requested and facts.context_length and requested > facts.context_length and not allowed:
+        if dtype in ("half", "float16") and no_float16(est):
             raise Refusal(
                 reasons.UNSUPPORTED_MODEL,
-                f"vllm.maxModelLen {requested} is longer than the {facts.context_length} tokens {est.model} was "
+                f"{name} ({arch_name(est)}) does not run in float16 on vLLM (numerical instability, vLLM "
+                "refuses it). Use vllm.dtype auto or bfloat16 (compute capability 8.0+)",
+            )
+        if quant and dtype == "float32":
+            raise Refusal(
+                reasons.UNSUPPORTED_MODEL,
+                f"{name} is {quant.upper()}-quantized: its kernels take 16-bit activations, not float32. "
+                "Use vllm.dtype auto",
+            )
+        if quant == "mxfp4" and dtype not in ("auto", "bfloat16"):
+            raise Refusal(
+                reasons.UNSUPPORTED_MODEL,
+                f"{name} is MXFP4-quantized: vLLM 0.33 runs it with bfloat16 activations only. Use vllm.dtype auto",
+            )
+        requested = spec.vllm_options.max_model_len
+        if facts is None or not requested or not facts.context_length or requested <= facts.context_length:
+            return
+        allowed = any(
+            v.name == "VLLM_ALLOW_LONG_MAX_MODEL_LEN" and (v.value or "").lower() in ("1", "true")
+            for v in spec.env
+        )
+        args = " ".join(spec.vllm_options.args)
+        # the user extends the context (YaRN and the like) through vLLM's own flags
+        allowed = allowed or "--rope-scaling" in args or ("--hf-overrides" in args and "rope_scaling" in args)
+        if not allowed:
+            raise Refusal(
+                reasons.UNSUPPORTED_MODEL,
+                f"vllm.maxModelLen {requested} is longer than the {facts.context_length} tokens {name} was "
                 f"trained for; vLLM refuses to start. Set maxModelLen ≤ {facts.context_length}, extend the "
                 "context with vllm.args --hf-overrides (a rope_scaling such as YaRN, as the model card says), "
                 "or set env VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 if the model is known to extrapolate",
@@ -186,7 +210,7 @@ class VLLM(Engine):
         est = estimates[0]
         options = spec.vllm_options
         self.check_model(spec, est)
-        quantized = est.facts is not None and est.facts.quantization is not None
+        quantized = quantization_of(est) is not None
         prefers_bf16 = (
             options.dtype == "auto" and not quantized and (est.facts is None or est.facts.dtype == "bfloat16")
         )
@@ -324,61 +348,3 @@ def runtime_bytes(facts: ModelFacts | None, tensor_parallel: int) -> int:
         return VLLM_RANK_OVERHEAD
     activations = VLLM_BATCH_TOKENS * (facts.hidden_size * 24 + facts.vocab_size * 4 // 16) // tensor_parallel
     return VLLM_CONTEXT_OVERHEAD + VLLM_CUDA_GRAPHS + activations
-
-
-QUANT_MIN_CC: dict[str, tuple[int, int]] = {
-    "fp8": (7, 5),
-    "w8a8-fp8": (7, 5),
-    "w8a16-fp8": (7, 5),
-    "w8a8-int8": (7, 5),
-    "w8a16-int8": (7, 5),
-    "w4a16": (7, 5),
-    "awq": (7, 5),
-    "gptq": (7, 5),
-    "nvfp4": (7, 5),
-    "mxfp4": (8, 0),
-    "experts_int8": (8, 0),
-    "fbgemm_fp8": (8, 0),
-}
-"""The oldest compute capability vLLM 0.33.0 serves each quantization on, read in its source
-(``get_min_capability`` of each config under ``model_executor/layers/quantization/``, enforced by
-``VllmConfig._get_quantization_config``; Marlin's own floor of 7.5 in ``marlin_utils.py``). FP8
-below 8.9 runs weight-only (W8A16) through the Humming/Marlin kernels, with 16-bit activations."""
-
-_NO_FLOAT16 = ("Gemma2", "Gemma3", "Glm4")
-"""Architectures vLLM 0.33 refuses in float16 (``_FLOAT16_NOT_SUPPORTED_MODELS`` in
-``vllm/config/model.py``): on GPUs without bfloat16 it falls back to float32."""
-GGUF_NAME = re.compile(r"gguf", re.I)
-
-
-def no_float16(facts: ModelFacts) -> bool:
-    return facts.architecture.startswith(_NO_FLOAT16)
-
-
-def _arch_name(facts: ModelFacts | None) -> str:
-    return (
-        facts.architecture.removesuffix("ForCausalLM").removesuffix("ForConditionalGeneration")
-        if facts
-        else ""
-    )
-
-
-def tensor_parallel_problem(facts: ModelFacts | None, size: int) -> str | None:
-    """Why vLLM cannot shard the model over ``size`` ranks: the size must divide the attention
-    heads (``ModelConfig.verify_with_parallel_config``), and divide the KV heads or be a multiple
-    of them (KV heads are then replicated; ``QKVParallelLinear``)."""
-    if facts is None or size == 1:
-        return None
-    if facts.attention_heads % size:
-        return f"it does not divide the {facts.attention_heads} attention heads"
-    kv = facts.kv_heads
-    if not facts.kv_lora_rank and kv % size and size % kv:
-        return f"it neither divides the {kv} KV heads nor is a multiple of them"
-    return None
-
-
-def _gguf_message(model: str) -> str:
-    return (
-        f"{model} is a repo of GGUF files, which vLLM 0.33 does not load (GGUF is a plugin it lacks). "
-        f"Use engine: ollama with hf.co/{model}:<quantization>, e.g. hf.co/{model}:Q4_K_M"
-    )

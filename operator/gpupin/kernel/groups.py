@@ -77,7 +77,8 @@ class GroupPlacer:
         est, tp = self.est, self.tp
         problem = self.request.tensor_parallel_problem(tp)
         if problem is not None:
-            sizes = [d for d in range(1, 17) if self.request.tensor_parallel_problem(d) is None]
+            widest = max((len(slots) for slots in self.state.nodes.values()), default=1)
+            sizes = [d for d in range(1, widest + 1) if self.request.tensor_parallel_problem(d) is None]
             raise Refusal(
                 reasons.INVALID_SPEC,
                 f"tensorParallelSize {tp} cannot split {est.model}: {problem}. "
@@ -239,7 +240,7 @@ class GroupPlacer:
             reasons.INSUFFICIENT_GPUS,
             f"{self.est.model} needs {count(self.replicas * self.tp, 'free GPU')} with ≥ "
             f"{format_gib(self.per_rank / self.util)} each ({self.engine} owns its GPUs){self._grouping()}; GPUs that big exist but "
-            f"others hold them: {holders_text(fitting)}. It is placed when they are freed",
+            f"others hold them: {holders_text(fitting, exclude=self.ctx.owner)}. It is placed when they are freed",
         )
 
     def _grouping(self) -> str:
@@ -294,7 +295,8 @@ class GroupPlacer:
             f"({biggest.describe()} × {self.request.utilization_setting} {self.util})"
         )
         options = []
-        for size in range(self.tp + 1, 17):
+        widest = max((len(slots) for slots in self.state.nodes.values()), default=1)
+        for size in range(self.tp + 1, widest + 1):
             if self.request.tensor_parallel_problem(size) is not None:
                 continue
             if self.est.per_gpu(size) <= self.util * biggest.gpu.memory:

@@ -33,11 +33,14 @@ def group_text(slots: Sequence[Slot]) -> str:
     return " + ".join(f"{short_name(s.gpu.name)} {format_gib(s.gpu.memory)}" for s in slots)
 
 
-def holders_text(slots: Iterable[Slot], limit: int = 3) -> str:
-    """Who holds memory on these GPUs; only what is shown is formatted (refusals on big clusters)."""
+def holders_text(slots: Iterable[Slot], limit: int = 3, exclude: str = "") -> str:
+    """Who holds memory on these GPUs, less ``exclude`` (the deployment being planned: its own
+    models placed earlier in the same plan are not "others"); only what is shown is formatted."""
     owners: dict[str, list[Slot]] = {}
     for slot in slots:
         for owner in slot.holders:
+            if owner == exclude:
+                continue
             owners.setdefault(owner, []).append(slot)
     parts = []
     for owner in sorted(owners)[:limit]:

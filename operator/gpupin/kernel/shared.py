@@ -209,10 +209,21 @@ class SharedPlacer:
             eligible = [
                 s for s in self.filter.eligible() if s.gpu.memory >= est.need_on(1)
             ] or self.filter.eligible()
+            others = holders_text(eligible, exclude=self.ctx.owner)
+            own = sum(s.holders.get(self.ctx.owner, 0) for s in eligible)
+            if not others:  # only this deployment's own models fill them: nothing else will free it
+                return Refusal(
+                    reasons.INSUFFICIENT_VRAM,
+                    f"{est.model} does not fit beside this deployment's other models: they take "
+                    f"{format_gib(own)} of the GPUs big enough for its {est.explain()}. Place the models in "
+                    "separate deployments (each gets its own GPU), or select bigger GPUs",
+                )
             return Refusal(
                 reasons.INSUFFICIENT_GPUS,
                 f"{est.model} needs {est.explain()} on {self.replicas} GPU(s); GPUs with that much memory exist "
-                f"but others hold it: {holders_text(eligible) or 'no room left'}. It is placed when memory is freed",
+                f"but others hold it: {others}"
+                + (f"; this deployment's other models take {format_gib(own)} of them" if own else "")
+                + ". It is placed when memory is freed",
             )
         eligible = self.filter.eligible()
         biggest = max(eligible, key=lambda s: (s.gpu.memory, -s.order))
@@ -237,10 +248,12 @@ class SharedPlacer:
                     f"replicas {self.replicas} needs {est.model} ({est.explain()}) on {self.replicas} "
                     f"distinct GPUs; {len(fitting)} eligible GPU(s) are that big ({product_summary(fitting)})",
                 )
-            own = "; ".join(f"{', '.join(p.models)} on {group_text(p.slots)}" for p in self.pods if p.models)
+            placed_here = "; ".join(
+                f"{', '.join(p.models)} on {group_text(p.slots)}" for p in self.pods if p.models
+            )
             text = (
                 f"{est.model} needs {est.explain()} and no eligible GPU has that much left after the "
-                f"deployment's larger models ({own})"
+                f"deployment's larger models ({placed_here})"
             )
         options = list(self.request.smaller_options)
         if est.source == "spec":

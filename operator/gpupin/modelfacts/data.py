@@ -53,52 +53,85 @@ def parse_model_data(text: str, origin: str) -> list[ModelFacts]:
 def _facts(entry: Any, where: str, origin: str) -> ModelFacts:
     if not isinstance(entry, dict):
         raise ModelDataError(f"{where}: expected a mapping")
+    label = f"{where} ({entry.get('id', '?')})"
     missing = [key for key in _REQUIRED if key not in entry]
     if missing:
-        raise ModelDataError(f"{where} ({entry.get('id', '?')}): missing {', '.join(missing)}")
-    names = entry.get("names") or {}
-    ollama = entry.get("ollama") or {}
-    try:
-        optional = {
-            field: int(entry[key]) for key, field in _OPTIONAL_INT.items() if entry.get(key) is not None
-        }
-        return ModelFacts(
-            id=str(entry["id"]),
-            ollama_names=tuple(str(n) for n in names.get("ollama", [])),
-            hf_names=tuple(str(n) for n in names.get("huggingface", [])),
-            parameters=int(entry["parameters"]),
-            layers=int(entry["layers"]),
-            attention_heads=int(entry["attentionHeads"]),
-            kv_heads=int(entry["kvHeads"]),
-            head_dim=int(entry["headDim"]),
-            context_length=int(entry["contextLength"]),
-            dtype=str(entry.get("dtype", "bfloat16")),
-            architecture=str(entry.get("architecture", "")),
-            quantization=entry.get("quantization"),
-            embedding=bool(entry.get("embedding", False)),
-            tied_embeddings=bool(entry.get("tiedEmbeddings", False)),
-            vision=bool(entry.get("vision", False)),
-            ollama_quantization=str(ollama.get("quantization", "")),
-            ollama_weights_bytes=int(ollama.get("weightsBytes", 0)),
-            source=" ".join(str(entry.get("source", "")).split()),
-            origin=origin,
-            **cast(dict[str, Any], {"hidden_size": 0, "vocab_size": 0, **optional}),
-        )
-    except (TypeError, ValueError) as err:
-        raise ModelDataError(f"{where} ({entry.get('id')}): {err}") from None
+        raise ModelDataError(f"{label}: missing {', '.join(missing)}")
+    _check_shape(entry, where)
+    names = _mapping(entry, "names", label)
+    ollama = _mapping(entry, "ollama", label)
+    optional = {
+        field: _count(entry, key, label) for key, field in _OPTIONAL_INT.items() if entry.get(key) is not None
+    }
+    return ModelFacts(
+        id=_text(entry, "id", label) or "",
+        ollama_names=_names(names, "ollama", label),
+        hf_names=_names(names, "huggingface", label),
+        parameters=_count(entry, "parameters", label),
+        layers=_count(entry, "layers", label),
+        attention_heads=_count(entry, "attentionHeads", label),
+        kv_heads=_count(entry, "kvHeads", label),
+        head_dim=_count(entry, "headDim", label),
+        context_length=_count(entry, "contextLength", label),
+        dtype=_text(entry, "dtype", label) or "bfloat16",
+        architecture=_text(entry, "architecture", label) or "",
+        quantization=_text(entry, "quantization", label),
+        embedding=_flag(entry, "embedding", label),
+        tied_embeddings=_flag(entry, "tiedEmbeddings", label),
+        vision=_flag(entry, "vision", label),
+        ollama_quantization=_text(ollama, "quantization", f"{label}: ollama") or "",
+        ollama_weights_bytes=_count(ollama, "weightsBytes", f"{label}: ollama")
+        if "weightsBytes" in ollama
+        else 0,
+        source=" ".join(str(entry.get("source", "")).split()),
+        origin=origin,
+        **cast(dict[str, Any], {"hidden_size": 0, "vocab_size": 0, **optional}),
+    )
+
+
+def _count(entry: dict[str, Any], key: str, label: str) -> int:
+    value = entry[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ModelDataError(f"{label}: {key} must be a whole number ≥ 0, not {value!r}")
+    return value
+
+
+def _text(entry: dict[str, Any], key: str, label: str) -> str | None:
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ModelDataError(f"{label}: {key} must be a string, not {value!r}")
+    return value
+
+
+def _flag(entry: dict[str, Any], key: str, label: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise ModelDataError(f"{label}: {key} must be true or false, not {value!r}")
+    return value
+
+
+def _mapping(entry: dict[str, Any], key: str, label: str) -> dict[str, Any]:
+    value = entry.get(key) or {}
+    if not isinstance(value, dict):
+        raise ModelDataError(f"{label}: {key} must be a mapping, not {value!r}")
+    return value
+
+
+def _names(names: dict[str, Any], key: str, label: str) -> tuple[str, ...]:
+    value = names.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise ModelDataError(f"{label}: names.{key} must be a list of names, not {value!r}")
+    return tuple(value)
 
 
 def _check_shape(entry: dict[str, Any], where: str) -> None:
     """The figures sizing divides by or multiplies with must make sense together."""
     label = f"{where} ({entry.get('id')})"
-    try:
-        values = {key: int(entry[key]) for key in _REQUIRED[1:]}
-        sliding = int(entry.get("slidingLayers") or 0)
-    except (TypeError, ValueError) as err:
-        raise ModelDataError(f"{label}: {err}") from None
+    values = {key: _count(entry, key, label) for key in _REQUIRED[1:]}
+    sliding = _count(entry, "slidingLayers", label) if entry.get("slidingLayers") is not None else 0
     for key, value in values.items():
         if value <= 0:
-            raise ModelDataError(f"{label}: {key} must be a positive integer, not {value}")
+            raise ModelDataError(f"{label}: {key} must be a positive whole number, not {value}")
     if values["attentionHeads"] % values["kvHeads"]:
         raise ModelDataError(
             f"{label}: kvHeads {values['kvHeads']} does not divide attentionHeads {values['attentionHeads']}"
