@@ -124,11 +124,7 @@ def _models_show(args: argparse.Namespace) -> int:
     if facts is None:
         print(f"gpupin: {args.name}: not in the model data (and metadata is offline)", file=sys.stderr)
         return EXIT_REFUSED
-    shown = {
-        k: v
-        for k, v in dataclasses.asdict(facts).items()
-        if v not in (None, (), {}, "", 0, False) and k != "extra"
-    }
+    shown = {k: v for k, v in dataclasses.asdict(facts).items() if v not in (None, (), {}, "", 0, False)}
     yaml.safe_dump(shown, sys.stdout, sort_keys=False, width=110, allow_unicode=True)
     return EXIT_OK
 

@@ -14,8 +14,7 @@ Every figure is a plain count or a byte size; nothing here reads the network or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
 
 # Quantization methods of Hugging Face checkpoints (``quantization_config.quant_method`` and, for
 # compressed-tensors, the scheme), by the bytes one weight takes including its scales.
@@ -98,15 +97,10 @@ class ModelFacts:
     headers of org/repo on https://…", "GGUF header of … on …", "ConfigMap ns/name"."""
     read_at: str | None = None
     """When they were read from the source (RFC 3339), None for data shipped with gpupin."""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def v_dim(self) -> int:
         return self.value_head_dim if self.value_head_dim is not None else self.head_dim
-
-    @property
-    def moe(self) -> bool:
-        return self.experts > 1
 
     def kv_bytes(self, context: int, sequences: int, element_bytes: float, mla_latent: bool = True) -> float:
         """KV cache bytes for ``sequences`` sequences of ``context`` tokens each.
@@ -125,13 +119,6 @@ class ModelFacts:
         window = min(self.sliding_window or context, context)
         tokens = full_layers * context + self.sliding_layers * window
         return tokens * sequences * per_layer * element_bytes
-
-    def kv_bytes_per_token(self, element_bytes: float) -> float:
-        """KV bytes of one token across every layer, ignoring sliding windows (an upper bound)."""
-        return self.kv_bytes(1, 1, element_bytes)
-
-    def with_origin(self, origin: str, read_at: str | None) -> ModelFacts:
-        return replace(self, origin=origin, read_at=read_at)
 
     def checkpoint_bytes(self) -> int:
         """Bytes of the Hugging Face weights as vLLM loads them: exact when the safetensors header

@@ -253,7 +253,6 @@ def facts_from_gguf_header(
         ollama_weights_bytes=weights or max(blob_bytes - parsed.data_offset, 0),
         origin=origin or f"GGUF header of {name}",
         read_at=read_at,
-        extra={"gguf_kv_count": len(kv)},
     )
 
 
