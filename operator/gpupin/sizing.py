@@ -3,13 +3,16 @@
 Memory = weights + KV cache + runtime overhead; each engine (:mod:`gpupin.engines`) says how it
 sizes the three parts for its own precision, cache and runtime. Shared here:
 
-- the package's model data (``data/models.yaml``: layers, heads, context, dtype, and the size of
-  Ollama's default GGUF), looked up by Ollama name or Hugging Face id;
-- the size in the name (``14b``, ``7B``, ``8x7b``) when the data has no entry;
+- the catalog of :class:`~gpupin.modelfacts.ModelFacts` (the package's ``data/models.yaml``, a
+  cluster's model data, what was read from registries), looked up by Ollama name or Hugging Face
+  id, with the names registries refused and why others were not read;
+- GGUF quantization tags (``Q4_K_M``, ``UD-Q4_K_XL``, ``IQ4_XS``) and their bytes per parameter;
+- the size in the name (``14b``, ``7B``, ``8x7b``) when nothing else knows the model;
 - ``models[].vram`` from the spec, which overrides every part (:func:`with_spec_vram`);
 - the KV cache per token when the architecture is unknown (:func:`kv_per_token_guess`).
 
-A model none of them can size gets a :class:`SizingError` that tells the user to set ``vram``.
+A model none of them can size gets a :class:`SizingError` that tells the user to set ``vram``
+(or, for a name its registry refused, why).
 """
 
 from __future__ import annotations

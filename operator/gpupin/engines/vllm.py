@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +27,9 @@ from gpupin.engines.vllm_rules import (
     QUANT_MIN_CC,
     arch_name,
     gguf_message,
+    name_weight_bytes,
     no_float16,
+    quantization_from_name,
     quantization_of,
     tensor_parallel_problem,
 )
@@ -51,12 +52,6 @@ VLLM_BATCH_TOKENS = 2048
 VLLM_ASSUMED_CONTEXT = 8192
 """--max-model-len when neither the spec nor the model data gives one; rendered into the pod, so
 what runs is what was planned."""
-# Hugging Face repos whose name says they are quantized. AWQ/GPTQ keep embeddings in 16 bit,
-# so small models come out near 0.7 bytes per parameter.
-HF_QUANT_HINTS: tuple[tuple[re.Pattern[str], float, str], ...] = (
-    (re.compile(r"(fp8|int8|8bit|w8a8|w8a16)", re.I), 1.1, "8-bit"),  # first: GPTQ-Int8 is 8-bit
-    (re.compile(r"(awq|gptq|int4|4bit|bnb-4bit|w4a16|mxfp4)", re.I), 0.7, "4-bit"),
-)
 
 
 class VLLM(Engine):
@@ -90,10 +85,10 @@ class VLLM(Engine):
             kv = facts.kv_bytes(context, 1, kv_element)
         else:
             weights, label = int(parameters * DTYPE_BYTES.get(dtype, 2.0)), dtype
-            for pattern, quant_bytes, quant_label in HF_QUANT_HINTS:
-                if pattern.search(name):
-                    weights, label = int(parameters * quant_bytes), quant_label
-                    break
+            method = quantization_from_name(name)
+            if method is not None:
+                per, label = name_weight_bytes(method)
+                weights = int(parameters * per)
             kv = kv_per_token_guess(parameters) * context * kv_element / 2
         return Estimate(
             model=name,

@@ -13,12 +13,28 @@ _NAME_QUANT: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"bnb|bitsandbytes", re.I), "bitsandbytes-4bit"),
     (re.compile(r"mxfp4", re.I), "mxfp4"),
     (re.compile(r"fp8|w8a8", re.I), "fp8"),
+    (re.compile(r"int8|8bit|w8a16", re.I), "w8a8-int8"),  # before GPTQ: GPTQ-Int8 is 8-bit
     (re.compile(r"awq", re.I), "awq"),
     (re.compile(r"gptq", re.I), "gptq"),
-    (re.compile(r"int8|8bit|w8a16", re.I), "w8a8-int8"),
     (re.compile(r"int4|4bit|w4a16", re.I), "w4a16"),
 )
 """A checkpoint's quantization from its name, when its config.json was not read."""
+_EIGHT_BIT = frozenset({"fp8", "w8a8-int8"})
+
+
+def quantization_from_name(name: str) -> str | None:
+    """``Qwen/Qwen2.5-7B-Instruct-AWQ`` → ``awq``; None when the repo name says nothing."""
+    for pattern, method in _NAME_QUANT:
+        if pattern.search(name.rsplit("/", 1)[-1]):
+            return method
+    return None
+
+
+def name_weight_bytes(method: str) -> tuple[float, str]:
+    """(bytes per parameter, label) of weights quantized as a name says: 8-bit ≈ 1.1 and 4-bit ≈
+    0.7 bytes, as AWQ/GPTQ/FP8 checkpoints keep their embeddings in 16 bit."""
+    return (1.1, "8-bit") if method in _EIGHT_BIT else (0.7, "4-bit")
+
 
 QUANT_MIN_CC: dict[str, tuple[int, int]] = {
     "fp8": (7, 5),
@@ -59,10 +75,7 @@ def quantization_of(est: Estimate) -> str | None:
     """The checkpoint's quantization: from its config.json when read, else from its name."""
     if est.facts is not None:
         return est.facts.quantization
-    for pattern, method in _NAME_QUANT:
-        if pattern.search(est.model.rsplit("/", 1)[-1]):
-            return method
-    return None
+    return quantization_from_name(est.model)
 
 
 def arch_name(est: Estimate) -> str:

@@ -3,8 +3,9 @@
 Only the header of a multi-GB blob is needed (magic, key/values, tensor infos). It is read here
 from the bytes in memory, one value at a time, keeping the keys sizing needs and only the length
 of arrays (the tokenizer's 150k+ strings and merges are skipped, not decoded): ``gguf``'s own
-``GGUFReader`` maps a file and builds an object per token, which takes seconds and hundreds of MB
-for a 7 MB header, and a file the operator (a read-only root file system) cannot write. The
+``GGUFReader`` needs a file (the operator's root file system is read-only) and builds an object per
+token (a 7 MB header with its tokenizer merges took seconds and hundreds of MB in one measurement
+on the 2-core development machine). The
 ``gguf`` package still gives the format's constants: value types, quantization block sizes and
 file type names; ``tests/test_modelsource.py`` checks this reader against ``GGUFReader``.
 Keys follow llama.cpp's ``{arch}.block_count``, ``{arch}.attention.head_count_kv`` … naming.
