@@ -72,7 +72,12 @@ def test_auto_engine(names: list[str], engine: str) -> None:
         ({"models": [{"name": "a"}], "engine": "tgi"}, "engine", "'vllm', 'ollama' or 'auto'"),
         ({"models": [{"name": "a", "vram": "lots"}]}, "vram", "not a Kubernetes quantity"),
         ({"models": [{"name": "a b"}]}, "name", "pattern"),
-        ({"models": [{"name": "a"}], "replicas": 0}, "replicas", "greater than or equal to 1"),
+        ({"models": [{"name": "a"}], "replicas": -1}, "replicas", "greater than or equal to 0"),
+        (
+            {"models": [{"name": "a"}], "rollout": {"maxUnavailable": 0, "maxSurge": 0}},
+            "rollout",
+            "cannot both be 0",
+        ),
         ({"models": [{"name": "a"}, {"name": "a"}]}, "models", "more than once"),
         ({"engine": "vllm", "models": [{"name": "a/b"}, {"name": "c/d"}]}, "", "exactly one model"),
         ({"engine": "ollama", "models": [{"name": "a"}], "tensorParallelSize": 2}, "", "vLLM only"),

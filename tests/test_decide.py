@@ -16,6 +16,7 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.podstate import placement_of
+from gpupin.controller.status import condition
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.planner import Planner
 from gpupin.render import RenderConfig
@@ -140,10 +141,14 @@ def test_refusal_keeps_the_pods_that_serve() -> None:
     assert actions.delete == [] and actions.create == []
     assert actions.status is not None
     assert actions.status["reason"] == reasons.TOO_FEW_GPUS
-    assert "1 pod(s) of an earlier placement keep running" in actions.status["message"]
+    assert "1 pod placed earlier keeps running" in actions.status["message"]
+    ready = condition(actions.status, reasons.READY)
+    assert ready is not None and ready["reason"] == reasons.PARTLY_SERVING, ready
+    assert actions.status["ready"] == "1/2", "one replica serves, two are wanted"
+    degraded = condition(actions.status, reasons.DEGRADED)
+    assert degraded is not None and degraded["status"] == "False", "nothing was lost"
     assert actions.status["placements"][0]["pod"] == pods[0]["metadata"]["name"]
-    degraded = next(c for c in actions.status["conditions"] if c["type"] == reasons.DEGRADED)
-    assert degraded["status"] == "True", "it was placed and cannot be now"
+    assert actions.status["placements"][0]["state"] == "Outdated"
 
 
 def test_lost_gpus_delete_their_pods() -> None:
@@ -187,7 +192,8 @@ def test_conditions_move_their_transition_time_only_when_they_flip() -> None:
     assert later.status is not None
     after = {c["type"]: c for c in later.status["conditions"]}
     assert after[reasons.PLACED]["lastTransitionTime"] != before[reasons.PLACED], "Placed flipped to False"
-    assert after[reasons.DEGRADED]["status"] == "True"
+    assert after[reasons.DEGRADED]["status"] == "False", "nothing was lost: its pod keeps serving"
+    assert after[reasons.DEGRADED]["lastTransitionTime"] == before[reasons.DEGRADED]
 
 
 def test_unchanged_conditions_keep_their_transition_time_across_status_writes() -> None:

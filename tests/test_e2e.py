@@ -35,7 +35,7 @@ MALFORMED = [
     ({"models": [{"name": "a"}], "engine": "tgi"}, "spec.engine"),
     ({"models": [{"name": "a", "vram": "lots"}]}, "spec.models[0].vram"),
     ({"models": [{"name": "a b"}]}, "spec.models[0].name"),
-    ({"models": [{"name": "a"}], "replicas": 0}, "spec.replicas"),
+    ({"models": [{"name": "a"}], "replicas": -1}, "spec.replicas"),
     ({"engine": "vllm", "models": [{"name": "a/b"}, {"name": "c/d"}]}, "vLLM serves exactly one model"),
     (
         {"engine": "ollama", "models": [{"name": "a"}], "tensorParallelSize": 2},

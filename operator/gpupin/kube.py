@@ -141,10 +141,14 @@ class Kube:
 
     # -- the calls the operator makes ---------------------------------------------------
 
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, obj: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """POST the object; ``dry_run``: the API server validates and admits it but stores nothing."""
         ref = ref_of(obj)
         result: dict[str, Any] = self.request(
-            "POST", ObjectRef(ref.api_version, ref.plural, ref.namespace).path(), obj
+            "POST",
+            ObjectRef(ref.api_version, ref.plural, ref.namespace).path(),
+            obj,
+            {"dryRun": "All"} if dry_run else None,
         )
         return result
 

@@ -207,3 +207,6 @@ class CurrentPod:
 
     gpu_uuids: tuple[str, ...]
     models: tuple[str, ...]
+    rank: int = 0
+    """Which pods the plan keeps first when there are more than it needs (lower first): the
+    operator ranks the newest first, so a rollout keeps the pods it has just made."""

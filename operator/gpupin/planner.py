@@ -138,6 +138,8 @@ class Planner:
                 sized = tuple(_sizing(e, self.engines.catalog.notes) for e in estimates)
             except SizingError as exc:
                 raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
+            if spec.replicas == 0:
+                return _paused(deployment, name, sized)
             ctx = PlanContext(
                 state=self.state,
                 filter=GPUFilter(
@@ -192,6 +194,20 @@ def _sizing(estimate: Estimate, notes: Mapping[str, str]) -> ModelSizing:
         source=estimate.source,
         origin=origin,
         read_at=facts.read_at if facts and estimate.source == "metadata" else None,
+    )
+
+
+def _paused(deployment: LLMDeployment, engine: str, sized: tuple[ModelSizing, ...]) -> Plan:
+    """replicas: 0 — placed, with nothing to place (the models are still sized, so a spec that
+    could never run is refused as before)."""
+    return Plan(
+        namespace=deployment.metadata.namespace,
+        name=deployment.metadata.name,
+        engine=engine,
+        outcome="Placed",
+        reason=reasons.PAUSED,
+        message="paused (replicas: 0): no pods, no GPUs held; set replicas to serve again",
+        models=sized,
     )
 
 

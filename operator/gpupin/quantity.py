@@ -84,7 +84,13 @@ def parse_bytes(value: str | int | float) -> int:
     amount = parse_quantity(value)
     if amount < 0:
         raise ValueError(f"{value!r} is negative; a memory size must be 0 or more")
+    if amount > MAX_BYTES:
+        raise ValueError(f"{value!r} is more than Kubernetes can count (a quantity is at most 8Ei bytes)")
     return int(amount.to_integral_value(rounding="ROUND_CEILING"))
+
+
+MAX_BYTES = 2**63 - 1
+"""The largest quantity Kubernetes stores as an integer (int64): 8 EiB less one byte."""
 
 
 GiB = 2**30
@@ -122,6 +128,8 @@ def _to_bytes(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"{value!r} is negative; a memory size must be 0 or more")
+        if value > MAX_BYTES:
+            raise ValueError(f"{value!r} is more than Kubernetes can count (a quantity is at most 8Ei bytes)")
         return value
     return parse_bytes(value)
 

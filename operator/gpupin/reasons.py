@@ -13,6 +13,8 @@ DEGRADED: Final = "Degraded"
 
 # Placed=True
 PLACED_OK: Final = "Placed"
+PAUSED: Final = "Paused"
+"""replicas: 0: no pods, no GPUs held (Placed=True, Ready=False)."""
 # Placed=True, with a warning the user should read
 MIXED_GPUS_ALLOWED: Final = "MixedGPUsAllowed"
 DTYPE_FALLBACK: Final = "DtypeFallback"
@@ -39,6 +41,17 @@ PINNING_UNSUPPORTED: Final = "PinningUnsupported"
 PODS_READY: Final = "PodsReady"
 PODS_NOT_READY: Final = "PodsNotReady"
 NOT_PLACED: Final = "NotPlaced"
+ROLLING_OUT: Final = "RollingOut"
+"""Pods of an earlier spec are being replaced; Ready says whether as many pods serve as planned."""
+EARLIER_SPEC_SERVING: Final = "EarlierSpecServing"
+"""The current spec is not placed; pods of an earlier spec keep serving until it can be."""
+PARTLY_SERVING: Final = "PartlyServing"
+"""Some replicas serve; the rest cannot be placed (a scale-up that does not fit)."""
+POD_REJECTED: Final = "PodRejected"
+"""The API server refused an object gpupin made (422, 400, 403: admission, quota); not retried
+until the spec changes or the resync period passes."""
+INTERNAL_ERROR: Final = "InternalError"
+"""The operator failed on this deployment (a bug); retried with backoff."""
 IMAGE_PULL_FAILED: Final = "ImagePullFailed"
 MODEL_PULL_FAILED: Final = "ModelPullFailed"
 SERVER_CRASHED: Final = "ServerCrashed"
@@ -47,7 +60,15 @@ MODEL_ON_CPU: Final = "ModelOnCPU"
 """Ollama put part of a model in system memory: it serves, slowly, and gpupin's estimate was low."""
 MODEL_NOT_LOADED: Final = "ModelNotLoaded"
 POD_PROBLEMS: Final = frozenset(
-    {IMAGE_PULL_FAILED, MODEL_PULL_FAILED, SERVER_CRASHED, UNSCHEDULABLE, MODEL_ON_CPU, MODEL_NOT_LOADED}
+    {
+        POD_REJECTED,
+        IMAGE_PULL_FAILED,
+        MODEL_PULL_FAILED,
+        SERVER_CRASHED,
+        UNSCHEDULABLE,
+        MODEL_ON_CPU,
+        MODEL_NOT_LOADED,
+    }
 )
 
 REFUSALS: Final = frozenset(

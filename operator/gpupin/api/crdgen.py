@@ -35,6 +35,7 @@ _SCOPE_PATHS: dict[str, tuple[str, ...]] = {
     "ollama": ("ollama",),
     "vllm": ("vllm",),
     "storage": ("storage",),
+    "rollout": ("rollout",),
     "env": ("env", "[]"),
     "resources": ("resources",),
 }

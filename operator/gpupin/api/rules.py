@@ -21,7 +21,7 @@ HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$"
 class SpecRule:
     """A rule that needs only the spec: CEL for the API server, Python for `gpupin plan`.
 
-    ``scope`` is the schema node the rule hangs on (spec, ollama, storage, env, resources);
+    ``scope`` is the schema node the rule hangs on (spec, ollama, storage, rollout, env, resources);
     ``cel`` sees that node as ``self`` and ``check`` receives the same node as a model.
     """
 
@@ -105,6 +105,13 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         cel="!has(self.storageClassName) || has(self.size)",
         message="storageClassName needs size: the size of each pod's model cache volume",
         check=lambda st: st.storage_class_name is None or st.size is not None,
+    ),
+    SpecRule(
+        scope="rollout",
+        field="spec.rollout",
+        cel="(has(self.maxUnavailable) ? self.maxUnavailable : 1) > 0 || (has(self.maxSurge) ? self.maxSurge : 1) > 0",
+        message="maxUnavailable and maxSurge cannot both be 0: a pod could then never be replaced",
+        check=lambda r: r.max_unavailable > 0 or r.max_surge > 0,
     ),
     SpecRule(
         scope="env",

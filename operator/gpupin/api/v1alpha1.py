@@ -109,6 +109,25 @@ class OllamaOptions(ApiModel):
         return check_scope("ollama", self)  # type: ignore[no-any-return]
 
 
+class Rollout(ApiModel):
+    """How a changed deployment replaces its pods (counted in pods, as a Deployment counts them).
+
+    A new pod goes on free GPUs first when the cluster has them (a surge), and an old pod is
+    deleted only once its replacement is Ready; where no GPU is free, old pods are replaced in
+    place, at most ``maxUnavailable`` at a time."""
+
+    max_unavailable: int = Field(default=1, ge=0, le=128)
+    """Ready pods that may be taken down at once to make room for their replacements. 0: replace
+    only by surging onto free GPUs (a rollout then waits while none is free)."""
+    max_surge: int = Field(default=1, ge=0, le=128)
+    """New pods created on free GPUs beyond the planned count while the old ones still serve. 0:
+    always replace in place."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Rollout:
+        return check_scope("rollout", self)  # type: ignore[no-any-return]
+
+
 class EnvVar(ApiModel):
     """An environment variable for the server container (e.g. HF_TOKEN from a Secret)."""
 
@@ -161,8 +180,11 @@ class LLMDeploymentSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     """Models to serve (names unique). vLLM serves exactly one."""
-    replicas: int = Field(default=1, ge=1, le=128)
-    """Independent copies: vLLM pods, or for Ollama the number of distinct GPUs holding each model."""
+    replicas: int = Field(default=1, ge=0, le=128)
+    """Independent copies: vLLM pods, or for Ollama the number of distinct GPUs holding each model.
+    0 pauses the deployment: its pods are deleted and its GPUs freed; the spec is kept."""
+    rollout: Rollout | None = None
+    """How pods are replaced when the spec, the image or the operator's settings change."""
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
     """GPUs per vLLM pod (--tensor-parallel-size), all on one node and of one kind unless
     allowMixedGPUs. vLLM only."""
@@ -241,10 +263,16 @@ class GPUStatus(ApiModel):
 
 
 class PlacementStatus(ApiModel):
+    """A pod of the deployment: planned, or of an earlier spec and still running."""
+
     pod: str
     node: str
     models: list[str]
     gpus: list[GPUStatus]
+    state: Literal["Ready", "Starting", "Pending", "Outdated"] | None = None
+    """Ready or Starting: the pod runs the current spec; Pending: planned, not created yet (its GPUs
+    are being freed, or the rollout has not reached it); Outdated: a pod of an earlier spec or
+    placement that keeps serving until it is replaced."""
 
 
 class ModelSizingStatus(ApiModel):
@@ -273,11 +301,13 @@ class LLMDeploymentStatus(ApiModel):
     engine: str | None = None
     """The engine serving the deployment (auto resolved)."""
     model_list: str | None = Field(default=None, alias="models")
-    """The models, comma-separated (for kubectl get)."""
+    """The spec's models, comma-separated (for kubectl get), followed by "(serving …)" with the
+    models that pods of an earlier spec still serve."""
     gpus: int | None = None
-    """GPUs held by the deployment's pods."""
+    """GPUs held by the deployment's pods (planned pods not created yet do not count)."""
     ready: str | None = None
-    """Ready pods / planned pods, e.g. 2/2."""
+    """Pods ready to serve the current spec's models / pods wanted, e.g. 2/2 (during a rollout,
+    Ready pods of the earlier spec that serve the same models count)."""
     reason: str | None = None
     """The Placed condition's reason."""
     message: str | None = None

@@ -36,6 +36,9 @@ class OperatorConfig:
     """kopf's liveness endpoint /healthz; 0 disables."""
     concurrency: int = 8
     """API writes of different deployments in flight at once (allocation itself is serial)."""
+    max_concurrent_rollouts: int = 4
+    """Deployments that replace their pods at once after an operator-wide change (an image, a flag,
+    an upgrade of gpupin); a deployment whose own spec changed does not wait for a turn."""
     model_metadata: str = "online"
     """online: read unknown models' metadata from Hugging Face / the Ollama registry; offline: never."""
     model_data: tuple[str, ...] = ()
@@ -64,6 +67,7 @@ ENV = {
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
     "concurrency": "GPUPIN_CONCURRENCY",
+    "max_concurrent_rollouts": "GPUPIN_MAX_CONCURRENT_ROLLOUTS",
     "model_metadata": "GPUPIN_MODEL_METADATA",
     "model_data": "GPUPIN_MODEL_DATA",
     "hf_endpoint": "HF_ENDPOINT",
@@ -136,6 +140,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(env.get(ENV["concurrency"], "8")),
         help=f"API writes of different deployments in flight at once (env {ENV['concurrency']}; default 8)",
     )
+    parser.add_argument(
+        "--max-concurrent-rollouts",
+        type=int,
+        default=int(env.get(ENV["max_concurrent_rollouts"], "4")),
+        help="deployments that replace their pods at once after an operator-wide change (new image, flag or "
+        "gpupin version); one whose own spec changed rolls at once "
+        f"(env {ENV['max_concurrent_rollouts']}; default 4)",
+    )
 
     parser.add_argument(
         "--model-metadata",
@@ -182,6 +194,8 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--resync-seconds must be positive")
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
+    if args.max_concurrent_rollouts < 1:
+        raise ValueError("--max-concurrent-rollouts must be at least 1")
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 
@@ -204,6 +218,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         concurrency=args.concurrency,
+        max_concurrent_rollouts=args.max_concurrent_rollouts,
         model_metadata=args.model_metadata,
         model_data=tuple(args.model_data),
         hf_endpoint=args.hf_endpoint,

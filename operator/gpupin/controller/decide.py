@@ -4,12 +4,15 @@ No kopf, no kubernetes imports, no I/O. :func:`decide` returns what to create, w
 delete, the status to write and the Events to post; the runtime applies them. The rules:
 
 - a pod whose GPUs (or node) left the inventory is deleted, whatever the plan says;
-- placed: pods not in the plan, or whose spec hash changed, are deleted; planned pods
-  that do not exist are created — unless a pod of that name is still terminating (the
-  replacement waits for it: both would hold the same GPU);
+- placed: the children move towards the plan one rollout step at a time
+  (:mod:`gpupin.controller.rollout`): new pods on free GPUs first, old pods deleted only within
+  ``maxUnavailable`` or once their replacement is Ready; a planned pod waits while a pod of the
+  deployment still holds its GPUs;
 - refused: nothing is created and the deployment's remaining pods keep running (a
   refusal is a state, not a teardown), so a spec change that cannot be placed does not
   take down what serves now;
+- rejected: the API server refused an object of the plan; nothing more is written until the
+  spec changes (status and an Event say why);
 - Services follow the plan; claim templates are created before their pods.
 """
 
@@ -23,7 +26,8 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
-from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of, spec_hash_of
+from gpupin.controller.podstate import is_ready, is_terminating, placement_of
+from gpupin.controller.rollout import DEFAULT_POLICY, RolloutPolicy, Step, converge
 from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status
 from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
@@ -51,6 +55,8 @@ class Actions:
     """A planned pod waits for its terminating namesake: reconcile again when that is gone."""
     pods_complete: bool = False
     """Every planned pod exists with the current spec (for the spec-to-pods metric)."""
+    step: Step | None = None
+    """Where the deployment's rollout stands (None when not placed)."""
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -102,11 +108,15 @@ def decide(
     now: datetime,
     probe_output: Mapping[str, str] | None = None,
     engines: EngineRegistry = ENGINES,
+    policy: RolloutPolicy = DEFAULT_POLICY,
+    rejected: str | None = None,
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
     ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
     failed readiness probe's message (the kubelet's Unhealthy Event), which says why a running pod
-    is not Ready."""
+    is not Ready. ``policy`` bounds how many pods a rollout replaces at once
+    (:mod:`gpupin.controller.rollout`); ``rejected`` is why the API server refused an object of
+    this plan (then nothing is written but the status, until the spec changes)."""
     actions = Actions()
     node_names = {n.name for n in inventory.nodes}
     live: list[dict[str, Any]] = []
@@ -130,45 +140,25 @@ def decide(
 
     placed = plan is not None and plan.placed
     desired: list[dict[str, Any]] = []
+    step: Step | None = None
     if placed and deployment is not None and plan is not None:
         owner = owner_reference(body)
         for obj in render(deployment, plan, render_config, engines):
             obj["metadata"]["ownerReferences"] = [owner]
             desired.append(obj)
-        actions.create, deletes, waiting = _converge(desired, live, pods, services, claim_templates)
-        actions.delete.extend(deletes)
-        actions.waiting = waiting
-        for obj, _ in deletes:
-            if obj["kind"] == "Pod":
-                actions.events.append(
-                    EventSpec(
-                        "Normal",
-                        "ReplacingPod",
-                        f"Deleting pod {obj['metadata']['name']}: no longer in the plan or its spec changed",
-                    )
-                )
-        planned = {p.pod: p for p in plan.placements}
-        for obj in actions.create:
-            if obj["kind"] == "Pod":
-                placement = planned[obj["metadata"]["name"]]
-                actions.events.append(
-                    EventSpec(
-                        "Normal",
-                        "CreatedPod",
-                        f"Created pod {placement.pod} on {placement.node} "
-                        f"({_gpu_text(placement)}) for {', '.join(placement.models)}",
-                    )
-                )
-        desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
-        existing = {p["metadata"]["name"]: p for p in live}
-        actions.pods_complete = all(
-            name in existing and spec_hash_of(existing[name]) == spec_hash_of(obj)
-            for name, obj in desired_pods.items()
-        )
+        step = actions.step = converge(desired, live, pods, services, claim_templates, policy)
+        if rejected is None:  # the API server refused what this plan makes: write nothing more
+            actions.create, actions.waiting = step.create, step.waiting
+            actions.delete.extend(step.delete)
+            _child_events(actions, plan, step)
+        created = sum(1 for o in actions.create if o["kind"] == "Pod")
+        actions.pods_complete = not step.outdated and len(step.up_to_date) + created == step.target
     problem = _worst_problem(deployment, live, probe_output or {}, engines) or _last_probe_problem(
         body.get("status") or {}, live, probe_output or {}
     )
-    actions.status = build_status(body, deployment, invalid, plan, live, desired, lost, now, problem)
+    actions.status = build_status(
+        body, deployment, invalid, plan, live, desired, lost, now, problem, step=step, rejected=rejected
+    )
     previous = body.get("status") or {}
     old_placed = condition(previous, reasons.PLACED)
     new_placed = condition(actions.status, reasons.PLACED)
@@ -241,47 +231,27 @@ def _last_probe_problem(
     return PodProblem(str(old["reason"]), detail, 0) if detail else None
 
 
-def _converge(
-    desired: list[dict[str, Any]],
-    live_pods: list[dict[str, Any]],
-    all_pods: list[dict[str, Any]],
-    services: list[dict[str, Any]],
-    claim_templates: list[dict[str, Any]],
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], int | None]], bool]:
-    create: list[dict[str, Any]] = []
-    delete: list[tuple[dict[str, Any], int | None]] = []
-    waiting = False
-    wanted = {(o["kind"], o["metadata"]["name"]): o for o in desired}
-    terminating = {p["metadata"]["name"] for p in all_pods if is_terminating(p)}
-    existing: dict[tuple[str, str], dict[str, Any]] = {}
-    for obj in [*live_pods, *services, *claim_templates]:  # the cache stores every object with its kind
-        existing[(obj["kind"], obj["metadata"]["name"])] = obj
-    replaced_pods = set()
-    for (kind, name), obj in existing.items():
-        target = wanted.get((kind, name))
-        if (
-            target is None
-            or spec_hash_of(target) != spec_hash_of(obj)
-            or (kind == "Pod" and is_finished(obj))
-        ):
-            delete.append((obj, None))
-            if kind == "Pod":
-                replaced_pods.add(name)
-    for (kind, name), obj in wanted.items():
-        if (kind, name) in existing and (kind, name) not in {
-            (o.get("kind"), o["metadata"]["name"]) for o, _ in delete
-        }:
+def _child_events(actions: Actions, plan: Plan, step: Step) -> None:
+    planned = {p.pod: p for p in plan.placements}
+    for obj, _ in step.delete:
+        if obj["kind"] != "Pod":
             continue
-        if kind == "Pod" and (name in terminating or name in replaced_pods):
-            waiting = True  # the old pod must be gone first: both would hold the same GPU
-            continue
-        if kind == "ResourceClaimTemplate" and (kind, name) in existing:
-            waiting = True  # recreated once the old template is gone
-            continue
-        if kind == "Service" and (kind, name) in existing:
-            waiting = True
-            continue
-        create.append(obj)
-    # claim templates before their pods
-    create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
-    return create, delete, waiting
+        name = obj["metadata"]["name"]
+        if plan.reason == reasons.PAUSED:
+            why = "the deployment is paused (replicas: 0)"
+        elif name in planned:
+            why = "its spec changed; its replacement takes its GPUs"
+        else:
+            why = "no longer in the plan (scaled down, or replaced on other GPUs)"
+        actions.events.append(EventSpec("Normal", "DeletingPod", f"Deleting pod {name}: {why}"))
+    for obj in actions.create:
+        if obj["kind"] == "Pod":
+            placement = planned[obj["metadata"]["name"]]
+            actions.events.append(
+                EventSpec(
+                    "Normal",
+                    "CreatedPod",
+                    f"Created pod {placement.pod} on {placement.node} "
+                    f"({_gpu_text(placement)}) for {', '.join(placement.models)}",
+                )
+            )

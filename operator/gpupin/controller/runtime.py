@@ -6,7 +6,9 @@ pods it is about to create in that cache *before* any API call. The next deploym
 planned only after that, so it sees those GPUs as held even though the watch has not
 echoed the new pods yet. The API writes then run concurrently (``--concurrency``),
 at most one batch per deployment at a time. If a write fails, the recorded pods are
-dropped from the cache and the deployment is reconciled again with backoff. After a
+dropped from the cache and the deployment is reconciled again with backoff — unless the API
+server refused the object for good (422, 400, 403): then status and an Event say so, and nothing
+is retried until the spec changes (or a resync period passes). After a
 restart nothing is lost: pods carry their placement as an annotation and are listed by
 the watches before the first reconcile, and pod names are derived from the GPUs they
 hold, so a pod that exists is found, never made twice.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -26,20 +29,24 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from gpupin import constants, reasons
-from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin import reasons
+from gpupin.api.v1alpha1 import LLMDeployment, Rollout
 from gpupin.controller import metrics
-from gpupin.controller.cache import ClusterCache, Key, current_pods
+from gpupin.controller.cache import ClusterCache, Key
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
-from gpupin.controller.diagnose import needs_probe_output
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
-from gpupin.controller.workqueue import ProbeReading, WorkQueue, running_since
+from gpupin.controller.podstate import is_finished, placement_of
+from gpupin.controller.probes import ProbeFollower
+from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints
+from gpupin.controller.status import failed_status
+from gpupin.controller.workqueue import WorkQueue
+from gpupin.controller.writes import ApiWrites, Rejected
 from gpupin.inventory import Inventory
 from gpupin.kube import ApiError, Kube
 from gpupin.loading import describe_errors
 from gpupin.modelsource import ModelSource
-from gpupin.placement import Plan
+from gpupin.placement import Hold, Plan
 from gpupin.planner import Planner
 
 log = structlog.get_logger("gpupin.operator")
@@ -59,9 +66,13 @@ class Reconciler:
         self._planner_state: Planner | None = None
         self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
-        self.probes: dict[Key, dict[str, ProbeReading]] = {}
-        """Deployment → pod uid → the latest failed readiness probe of a running, not-Ready pod."""
-        self._probe_rechecks: set[Key] = set()
+        self.probes = ProbeFollower(kube, self.queue, self._spawn)
+        self.writes = ApiWrites(kube, cache)
+        self.gate = RolloutGate(config.max_concurrent_rollouts)
+        self.rejected: dict[Key, tuple[int | None, str, float]] = {}
+        """Deployment → (generation, why, when): the API server refused an object of its plan."""
+        self._failures: dict[Key, str] = {}
+        """Deployment → the last unexpected error reported on it (one Event per distinct error)."""
         source = None
         if config.model_metadata == "online":
             source = ModelSource(hf_endpoint=config.hf_endpoint, ollama_registry=config.ollama_registry)
@@ -95,9 +106,10 @@ class Reconciler:
                 continue
             try:
                 actions = self.allocate(key)
-            except Exception:  # a bug must not stop the loop for every other deployment
+            except Exception as exc:  # a bug must not stop the loop for every other deployment
                 log.exception("Reconcile failed", namespace=key[0], name=key[1])
                 metrics.RECONCILES.labels(result="error").inc()
+                self._report_failure(key, exc)
                 self.queue.add_after(key, self.queue.backoff(key))
                 continue
             if actions is None:
@@ -117,7 +129,10 @@ class Reconciler:
         started = time.perf_counter()
         body = self.cache.deployments.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self.probes.pop(key, None)
+            self.probes.forget(key)
+            self.rejected.pop(key, None)
+            self._failures.pop(key, None)
+            self._wake(self.gate.forget(key))
             return None  # the garbage collector removes its children through ownerReferences
         deployment: LLMDeployment | None = None
         invalid = None
@@ -139,98 +154,123 @@ class Reconciler:
             engines = waited
             planner.use_engines(engines)
             planner.release(f"{key[0]}/{key[1]}")  # its own pods are hints for the plan, not holds against it
-            plan = planner.plan(deployment, current_pods(pods), commit=False)
+            plan = planner.plan(deployment, hints(pods), commit=False)
             if not plan.placed:
                 metrics.REFUSALS.labels(reason=plan.reason).inc()
         namespace, name = key
-        self._follow_probes(key, pods)
-        actions = decide(
+        self.probes.follow(key, pods)
+        generation = body["metadata"].get("generation")
+        settings = (deployment.spec.rollout if deployment else None) or Rollout()
+        policy = RolloutPolicy(settings.max_unavailable, settings.max_surge)
+        decide_for = functools.partial(
+            decide,
             body,
             deployment,
             invalid,
-            plan,
-            pods,
-            [s for s in self.cache.services.values() if _owned_by(s, body)],
-            [c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
-            inventory,
-            self.config.render,
+            pods=pods,
+            services=[s for s in self.cache.services.values() if _owned_by(s, body)],
+            claim_templates=[c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
+            inventory=inventory,
+            render_config=self.config.render,
             now=datetime.now(UTC),
             engines=engines,
-            probe_output={
-                p["metadata"]["name"]: reading.message
-                for p in pods
-                if (reading := self.probes.get(key, {}).get(str(p["metadata"].get("uid"))))
-                and reading.message
-            },
+            probe_output=self.probes.messages(key, pods),
+            rejected=self._rejection(key, generation),
         )
+        actions = decide_for(plan=plan, policy=policy)
+        step = actions.step
+        if step is not None and step.replacing:
+            if not self.gate.allows(key, generation, time.monotonic()):
+                policy = RolloutPolicy(policy.max_unavailable, policy.max_surge, replace_ready=False)
+                actions = decide_for(plan=plan, policy=policy)
+            elif step.in_place and policy.max_surge and deployment is not None:
+                surge = self._surge_plan(planner, deployment, key, pods, step.up_to_date)
+                if surge is not None:  # new pods on free GPUs; the old ones serve until they are Ready
+                    actions = decide_for(plan=surge, policy=policy)
+        elif step is not None:
+            self._wake(self.gate.settle(key, generation))
         for obj in actions.create:  # the reservation: visible to the next plan at once
-            store = self._store(obj)
+            store = self.writes.store(obj)
             store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "0"}})
         for obj, _ in actions.delete:
-            self._store(obj).mark_deleting(obj)
+            self.writes.store(obj).mark_deleting(obj)
         self._resync_holds(key)  # what it holds now: its pods, the ones about to be created included
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if not (actions.create or actions.delete or actions.status or actions.events):
             self._done(key, actions)
             metrics.RECONCILES.labels(result="unchanged").inc()
             return None
-        log.debug(
-            "Planned",
-            namespace=namespace,
-            name=name,
-            creates=len(actions.create),
-            deletes=len(actions.delete),
-            outcome=plan.outcome if plan else "Invalid",
-            reason=plan.reason if plan else reasons.INVALID_SPEC,
-            message=plan.message if plan else invalid,
-        )
+        outcome, reason = (plan.outcome, plan.reason) if plan else ("Invalid", reasons.INVALID_SPEC)
+        log.debug("Planned", namespace=namespace, name=name, outcome=outcome, reason=reason,
+                  creates=len(actions.create), deletes=len(actions.delete))  # fmt: skip
         return actions
 
-    PROBE_READ_SECONDS = 20.0
-    """How often the readiness-probe Events of a running, not-Ready pod are read (one GET each)."""
-
-    def _follow_probes(self, key: Key, pods: list[dict[str, Any]]) -> None:
-        """Read why running pods are not Ready, off the allocation path: the kubelet reports a
-        failing readiness probe only as an Event, and the pod itself does not change while it
-        keeps failing, so the deployment is looked at again until its pods are Ready."""
-        waiting = {str(p["metadata"].get("uid")): p for p in pods if needs_probe_output(p)}
-        known = self.probes.setdefault(key, {})
-        for uid in set(known) - set(waiting):  # Ready again, not running or gone: old news
-            del known[uid]
-        if not known and not waiting:
-            self.probes.pop(key, None)
-            return
-        now = time.monotonic()
-        for uid, pod in waiting.items():
-            reading = known.setdefault(uid, ProbeReading())
-            if now - reading.read_at >= self.PROBE_READ_SECONDS:
-                reading.read_at = now
-                self._spawn(self._read_probe(key, pod))
-        if key not in self._probe_rechecks:
-            self._probe_rechecks.add(key)
-
-            def recheck() -> None:
-                self._probe_rechecks.discard(key)
-                self.queue.add(key)
-
-            asyncio.get_running_loop().call_later(self.PROBE_READ_SECONDS, recheck)
-
-    async def _read_probe(self, key: Key, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        uid = str(meta.get("uid") or "")
-        if not uid:
-            return
+    def _surge_plan(
+        self,
+        planner: Planner,
+        deployment: LLMDeployment,
+        key: Key,
+        pods: list[dict[str, Any]],
+        up_to_date: list[dict[str, Any]],
+    ) -> Plan | None:
+        """The deployment planned beside its outgoing pods (their GPUs held), keeping the pods
+        already up to date: placed only where free GPUs take every new pod."""
+        outgoing = f"{key[0]}/{key[1]} (outgoing pods)"
+        keep = {p["metadata"]["name"] for p in up_to_date}
+        held = []
+        for pod in pods:
+            placement = placement_of(pod)
+            if pod["metadata"]["name"] in keep or is_finished(pod) or placement is None:
+                continue
+            held += [Hold(g.uuid, g.vram_bytes, placement.exclusive, outgoing) for g in placement.gpus]
+        planner.hold(held)
         try:
-            message = await asyncio.to_thread(
-                self.kube.last_probe_failure, meta["namespace"], uid, running_since(pod)
-            )
-        except ApiError as exc:  # status then says less; not worth a retry loop
-            log.info("Could not read probe Events", pod=meta["name"], status=exc.status)
-            return
-        reading = self.probes.get(key, {}).get(uid)
-        if reading is not None and message and reading.message != message:
-            reading.message = message
+            surge = planner.plan(deployment, hints(up_to_date), commit=False)
+        finally:
+            planner.release(outgoing)
+        return surge if surge.placed else None
+
+    def _rejection(self, key: Key, generation: int | None) -> str | None:
+        """Why the API server refused an object of this deployment's plan, while that still holds:
+        until the spec changes, or a resync period later (a quota or a webhook may have changed)."""
+        found = self.rejected.get(key)
+        if found is None:
+            return None
+        seen, message, since = found
+        if seen != generation or time.monotonic() - since > self.config.resync_seconds:
+            del self.rejected[key]
+            return None
+        return message
+
+    def _wake(self, keys: set[Key]) -> None:
+        for key in keys:
             self.queue.add(key)
+
+    def _report_failure(self, key: Key, exc: Exception) -> None:
+        """An unexpected error on one deployment: say so on it (status and one Event per distinct
+        error), instead of a retry loop only the log knows about."""
+        body = self.cache.deployments.get(key)
+        if body is None:
+            return
+        message = (
+            f"the operator failed on this deployment and retries with backoff: {type(exc).__name__}: {exc}"
+        )
+        if self._failures.get(key) == message:
+            return
+        self._failures[key] = message
+        self._spawn(
+            asyncio.to_thread(
+                self.writes.post_event, body, EventSpec("Warning", reasons.INTERNAL_ERROR, message)
+            )
+        )
+        status = failed_status(body, reasons.INTERNAL_ERROR, message, datetime.now(UTC))
+        self._spawn(self._patch_status_quietly(key, body, status))
+
+    async def _patch_status_quietly(self, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
+        try:
+            await self.writes.patch_status(key, body, status)
+        except ApiError as exc:
+            log.info("Could not write status", namespace=key[0], name=key[1], status=exc.status)
 
     def _planner(self) -> Planner:
         """One Planner that follows the cluster: rebuilt only when the GPU inventory changes, and
@@ -257,15 +297,38 @@ class Reconciler:
         body = self.cache.deployments.get(key) or {}
         try:
             async with self.semaphore:
+                # a spec the API server would refuse must not take down a serving pod: check the
+                # replacements of the Ready pods about to be deleted first (a dry run)
+                if actions.step is not None and actions.step.trial:
+                    await asyncio.gather(*(self.writes.trial(obj) for obj in actions.step.trial))
                 # deletes first (a replaced pod must be gone before its successor exists), then
                 # every create and the status patch at once: they do not depend on each other
-                await asyncio.gather(*(self._delete(obj, grace, logger) for obj, grace in actions.delete))
-                writes = [self._create(obj, logger) for obj in actions.create]
+                await asyncio.gather(
+                    *(self.writes.delete(obj, grace, logger) for obj, grace in actions.delete)
+                )
+                writes = [self.writes.create(obj, logger) for obj in actions.create]
                 if actions.status is not None:
-                    writes.append(self._patch_status(key, body, actions.status))
+                    writes.append(self.writes.patch_status(key, body, actions.status))
                 await asyncio.gather(*writes)
             for event in actions.events:  # news for people: off the critical path
-                self._spawn(asyncio.to_thread(self._post_event, body, event))
+                self._spawn(asyncio.to_thread(self.writes.post_event, body, event))
+        except Rejected as exc:  # permanent: say so, and do not try again until the spec changes
+            self._forget(actions)
+            generation = body.get("metadata", {}).get("generation")
+            self.rejected[key] = (generation, exc.message, time.monotonic())
+            logger.warning(
+                "The API server refused an object", object=exc.name, status=exc.status, reason=exc.message
+            )
+            self._spawn(
+                asyncio.to_thread(
+                    self.writes.post_event, body, EventSpec("Warning", reasons.POD_REJECTED, exc.message)
+                )
+            )
+            metrics.RECONCILES.labels(result="rejected").inc()
+            self.busy.discard(key)
+            self.dirty.discard(key)
+            self.queue.add(key)  # the next reconcile writes the status that says so, and nothing else
+            return
         except Exception as exc:  # whatever failed, drop the reservations and try again later
             self._forget(actions)
             delay = self.queue.backoff(key)
@@ -287,22 +350,6 @@ class Reconciler:
             self.dirty.discard(key)
             self.queue.add(key)
 
-    async def _delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
-        await asyncio.to_thread(self.kube.delete, obj, grace)
-        logger.info(f"Deleted {obj['kind']}", object=obj["metadata"]["name"])
-
-    async def _create(self, obj: dict[str, Any], logger: Any) -> None:
-        created = await asyncio.to_thread(self.kube.create, obj)
-        self._store(obj).upsert(created)
-        logger.info(f"Created {obj['kind']}", object=obj["metadata"]["name"])
-
-    async def _patch_status(self, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
-        patch = dict(status)
-        for stale in set(body.get("status") or {}) - set(patch) - {"kopf"}:
-            patch[stale] = None  # a merge patch removes only what it names
-        updated = await asyncio.to_thread(self.kube.patch_status, key[0], key[1], patch)
-        self.cache.deployments.upsert(updated)
-
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
@@ -323,49 +370,13 @@ class Reconciler:
         and let the deployments that were refused for those GPUs try again."""
         released = False
         for obj in actions.create:
-            store = self._store(obj)
+            store = self.writes.store(obj)
             cached = store.get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
             if cached is not None and cached["metadata"].get("resourceVersion") == "0":
                 store.remove({"metadata": {**obj["metadata"], "uid": None}})
                 released = released or obj["kind"] == "Pod"
         if released:
             self.enqueue_all(only_unplaced=True)
-
-    def _store(self, obj: dict[str, Any]) -> Any:
-        return {
-            "Pod": self.cache.pods,
-            "Service": self.cache.services,
-            "ResourceClaimTemplate": self.cache.claim_templates,
-        }[obj["kind"]]
-
-    def _post_event(self, body: dict[str, Any], event: EventSpec) -> None:
-        meta = body.get("metadata") or {}
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            self.kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-                    "involvedObject": {
-                        "apiVersion": constants.API_VERSION,
-                        "kind": constants.KIND,
-                        "name": meta.get("name"),
-                        "namespace": meta.get("namespace"),
-                        "uid": meta.get("uid"),
-                    },
-                    "type": event.type,
-                    "reason": event.reason,
-                    "message": event.message[:1024],
-                    "source": {"component": "gpupin-operator"},
-                    "reportingComponent": "gpupin.dev/operator",
-                    "firstTimestamp": now,
-                    "lastTimestamp": now,
-                    "count": 1,
-                }
-            )
-        except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
-            log.warning("Could not post Event", reason=event.reason, status=exc.status)
 
     async def stop(self) -> None:
         for task in list(self.tasks):

@@ -1,13 +1,14 @@
 """Pure: the LLMDeployment status a reconcile writes, built from the status model.
 
-Three conditions — Placed (the plan), Ready (the pods), Degraded (a placement that was lost) —
+Three conditions — Placed (the plan), Ready (the pods), Degraded (pods lost or unverifiable) —
 and the printer columns beside them. A condition keeps its ``lastTransitionTime`` while its status
 stays the same, whatever its reason and message do.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,8 @@ from gpupin.api.v1alpha1 import (
     PlacementStatus,
 )
 from gpupin.controller.diagnose import PodProblem
-from gpupin.controller.podstate import is_ready, placement_of, spec_hash_of
+from gpupin.controller.podstate import is_ready, placement_of
+from gpupin.controller.rollout import Step
 from gpupin.placement import Placement, Plan
 from gpupin.quantity import GiB
 from gpupin.render import selector
@@ -29,6 +31,9 @@ from gpupin.render import selector
 DEGRADED_NO = "AsExpected"
 DEGRADED_LOST = "PlacementLost"
 DEGRADED_GPU_GONE = "GPULost"
+DEGRADED_STALE = "PodsUnverified"
+"""Its pods run where gpupin cannot currently verify their GPUs (a node's inventory is unreadable,
+a pod's placement record is invalid); they are kept, and nothing is placed beside them."""
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -62,7 +67,7 @@ def _condition(
     )
 
 
-def _placement_status(placement: Placement) -> PlacementStatus:
+def _placement_status(placement: Placement, state: str) -> PlacementStatus:
     return PlacementStatus(
         pod=placement.pod,
         node=placement.node,
@@ -71,7 +76,13 @@ def _placement_status(placement: Placement) -> PlacementStatus:
             GPUStatus(index=g.index, uuid=g.uuid, name=g.name, vram_bytes=g.vram_bytes)
             for g in placement.gpus
         ],
+        state=state,
     )
+
+
+def _live_status(pod: dict[str, Any], state: str) -> PlacementStatus:
+    found = placement_of(pod) or Placement(pod="", node="", models=(), gpus=())
+    return _placement_status(replace(found, pod=pod["metadata"]["name"]), state)
 
 
 def build_status(
@@ -84,85 +95,62 @@ def build_status(
     lost: list[str],
     now: datetime,
     problem: PodProblem | None = None,
+    *,
+    step: Step | None = None,
+    rejected: str | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The whole status, as the JSON the API server stores (camelCase, no nulls)."""
+    """The whole status, as the JSON the API server stores (camelCase, no nulls).
+
+    It says what serves now and what is pending, and why: Placed is the plan for the current spec;
+    Ready counts the pods that serve it (and, during a rollout, the Ready pods of the earlier spec
+    that serve the same models); Degraded is True only when something was lost or cannot be read
+    (``lost``: pods deleted for a lost GPU; ``notes``: other problems of its pods, e.g. a node whose
+    inventory is stale)."""
     previous = body.get("status") or {}
     generation = body["metadata"].get("generation")
-    placed = plan is not None and plan.placed
+    placed = plan is not None and plan.placed and rejected is None
     if plan is None:
         reason, message = reasons.INVALID_SPEC, invalid or "the spec could not be read"
+    elif rejected is not None:
+        reason, message = reasons.POD_REJECTED, rejected
     else:
         reason, message = plan.reason, plan.message
-    placed_condition = _condition(previous, reasons.PLACED, placed, reason, message, generation, now)
-
-    desired_pods = {o["metadata"]["name"]: o for o in desired if o["kind"] == "Pod"}
-    by_name = {p["metadata"]["name"]: p for p in live}
-    if placed:
-        total = len(desired_pods)
-        ready = sum(
-            1
-            for name, obj in desired_pods.items()
-            if name in by_name
-            and spec_hash_of(by_name[name]) == spec_hash_of(obj)
-            and is_ready(by_name[name])
-        )
-    else:
-        total = len(live)
-        ready = sum(1 for p in live if is_ready(p))
-    if not placed and not live:
-        ready_condition = _condition(
-            previous, reasons.READY, False, reasons.NOT_PLACED, "no pods: not placed", generation, now
-        )
-    elif ready == total and placed:
-        ready_condition = _condition(
-            previous, reasons.READY, True, reasons.PODS_READY, f"{ready}/{total} pods ready", generation, now
-        )
-    else:
-        ready_condition = _condition(
-            previous,
-            reasons.READY,
-            False,
-            problem.reason if problem else reasons.PODS_NOT_READY,
-            f"{ready}/{total} pods ready" + (f"; {problem.message}" if problem else ""),
-            generation,
-            now,
-        )
-
-    was_placed = (condition(previous, reasons.PLACED) or {}).get("status") == "True"
-    was_degraded = (condition(previous, reasons.DEGRADED) or {}).get("status") == "True"
-    if lost:
-        degraded = _condition(
-            previous,
-            reasons.DEGRADED,
-            True,
-            DEGRADED_GPU_GONE,
-            "; ".join(lost) + ("; re-planned" if placed else f"; cannot re-place: {message}"),
-            generation,
-            now,
-        )
-    elif not placed and (was_placed or was_degraded):
-        degraded = _condition(
-            previous,
-            reasons.DEGRADED,
-            True,
-            DEGRADED_LOST,
-            f"was placed, cannot be placed now: {message}",
-            generation,
-            now,
-        )
-    else:
-        degraded = _condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
-
-    if placed and plan is not None:
-        placements = [_placement_status(p) for p in plan.placements]
-    else:  # what the pods of an earlier placement hold
-        placements = []
-        for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
-            found = placement_of(pod) or Placement(pod="", node="", models=(), gpus=())
-            placements.append(_placement_status(replace(found, pod=pod["metadata"]["name"])))
+    spec_models = [m.name for m in deployment.spec.models] if deployment else []
+    serving = _serving(live, spec_models)
     if not placed and live:
-        message += f" ({len(live)} pod(s) of an earlier placement keep running)"
+        message += f" ({_pods(len(live))} placed earlier {'keeps' if len(live) == 1 else 'keep'} running)"
+    placed_condition = _condition(previous, reasons.PLACED, placed, reason, message, generation, now)
+    paused = plan is not None and plan.reason == reasons.PAUSED
+    if placed and step is not None:
+        target = step.target
+        ready = min(target, serving.ready_same)
+        ready_condition = _ready_when_placed(previous, step, ready, serving, paused, problem, generation, now)
+    else:
+        target = max(len(live), deployment.spec.replicas if deployment else 0)
+        ready = serving.ready_same
+        ready_condition = _ready_when_not_placed(
+            previous, live, ready, target, serving, reason, message, generation, now
+        )
+    degraded = _degraded(previous, placed, lost, notes, message, generation, now)
+
+    placements: list[PlacementStatus] = []
+    if placed and plan is not None and step is not None:
+        up_to_date = {p["metadata"]["name"]: p for p in step.up_to_date}
+        for placement in plan.placements:
+            pod = up_to_date.get(placement.pod)
+            state = "Pending" if pod is None else "Ready" if is_ready(pod) else "Starting"
+            placements.append(_placement_status(placement, state))
+        for pod in step.outdated:
+            placements.append(_live_status(pod, "Outdated"))
+    else:  # what the pods of an earlier placement hold
+        placements = [
+            _live_status(pod, "Outdated") for pod in sorted(live, key=lambda p: p["metadata"]["name"])
+        ]
     engine = plan.engine if plan else (deployment.spec.resolved_engine if deployment else None)
+    model_list = ", ".join(spec_models) if deployment else None
+    if model_list is not None and serving.other_models:
+        model_list += f" (serving {', '.join(serving.other_models)})"
     status = LLMDeploymentStatus(
         observed_generation=generation,
         conditions=[placed_condition, ready_condition, degraded],
@@ -178,15 +166,150 @@ def build_status(
             for m in (plan.models if plan else ())
         ],
         engine=engine,
-        model_list=", ".join(m.name for m in deployment.spec.models) if deployment else None,
-        gpus=sum(len(p.gpus) for p in placements),
-        ready=f"{ready}/{total}",
+        model_list=model_list,
+        gpus=sum(len(p.gpus) for p in placements if p.state != "Pending"),
+        ready=f"{ready}/{target}",
         reason=reason,
         message=message,
         replicas=deployment.spec.replicas if placed and deployment else 0,
         selector=",".join(f"{k}={v}" for k, v in selector(deployment).items()) if deployment else None,
     )
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _pods(count: int) -> str:
+    return f"{count} pod" if count == 1 else f"{count} pods"
+
+
+@dataclass(frozen=True)
+class _Serving:
+    ready_same: int
+    """Ready pods that serve only models of the current spec."""
+    other_models: tuple[str, ...]
+    """Models that live pods serve and the current spec does not list."""
+
+
+def _serving(live: list[dict[str, Any]], spec_models: list[str]) -> _Serving:
+    wanted = set(spec_models)
+    ready_same = 0
+    others: dict[str, None] = {}
+    for pod in live:
+        placement = placement_of(pod)
+        models = set(placement.models) if placement else set()
+        extra = models - wanted
+        others.update(dict.fromkeys(sorted(extra)))
+        if is_ready(pod) and models and not extra:
+            ready_same += 1
+    return _Serving(ready_same, tuple(others))
+
+
+def _ready_when_placed(
+    previous: dict[str, Any],
+    step: Step,
+    ready: int,
+    serving: _Serving,
+    paused: bool,
+    problem: PodProblem | None,
+    generation: int | None,
+    now: datetime,
+) -> Condition:
+    target = step.target
+    if paused:
+        left = f"; {_pods(len(step.outdated))} still being deleted" if step.outdated else ""
+        return _condition(
+            previous, reasons.READY, False, reasons.PAUSED, "paused (replicas: 0)" + left, generation, now
+        )
+    current_ready = sum(1 for p in step.up_to_date if is_ready(p))
+    if step.outdated:
+        old = ", ".join(sorted(p["metadata"]["name"] for p in step.outdated))
+        text = (
+            f"{ready}/{target} pods ready; rolling out: {current_ready}/{target} with the current spec, "
+            f"{_pods(len(step.outdated))} of an earlier spec still serving ({old})"
+        )
+        if serving.other_models:
+            text += f" {', '.join(serving.other_models)}"
+        if step.held_back:
+            text += f"; next replacement waits: {step.held_back}"
+        if problem:
+            text += f"; {problem.message}"
+        return _condition(
+            previous, reasons.READY, ready >= target, reasons.ROLLING_OUT, text, generation, now
+        )
+    if current_ready == target:
+        return _condition(
+            previous, reasons.READY, True, reasons.PODS_READY, f"{ready}/{target} pods ready", generation, now
+        )
+    return _condition(
+        previous,
+        reasons.READY,
+        False,
+        problem.reason if problem else reasons.PODS_NOT_READY,
+        f"{current_ready}/{target} pods ready" + (f"; {problem.message}" if problem else ""),
+        generation,
+        now,
+    )
+
+
+def _ready_when_not_placed(
+    previous: dict[str, Any],
+    live: list[dict[str, Any]],
+    ready: int,
+    target: int,
+    serving: _Serving,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> Condition:
+    if not live:
+        return _condition(
+            previous, reasons.READY, False, reasons.NOT_PLACED, "no pods: not placed", generation, now
+        )
+    if reason == reasons.POD_REJECTED:
+        text = f"{ready}/{target} pods ready; {message}"
+        return _condition(previous, reasons.READY, False, reasons.POD_REJECTED, text, generation, now)
+    if serving.other_models or not ready:
+        text = (
+            f"{ready}/{target} pods serve the current spec; {_pods(len(live))} of an earlier spec "
+            f"{'keeps' if len(live) == 1 else 'keep'} serving "
+            f"{', '.join(serving.other_models) or 'it'} until the current one can be placed"
+        )
+        return _condition(previous, reasons.READY, False, reasons.EARLIER_SPEC_SERVING, text, generation, now)
+    text = f"{ready}/{target} replicas ready; the rest cannot be placed ({reason})"
+    return _condition(previous, reasons.READY, False, reasons.PARTLY_SERVING, text, generation, now)
+
+
+def _degraded(
+    previous: dict[str, Any],
+    placed: bool,
+    lost: list[str],
+    notes: Sequence[str],
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> Condition:
+    """True while pods were lost and are not re-placed, or something about its pods cannot be read."""
+    old = condition(previous, reasons.DEGRADED) or {}
+    if lost:
+        text = "; ".join(lost) + ("; re-planned" if placed else f"; cannot re-place: {message}")
+        return _condition(previous, reasons.DEGRADED, True, DEGRADED_GPU_GONE, text, generation, now)
+    if not placed and old.get("status") == "True" and old.get("reason") in (DEGRADED_GPU_GONE, DEGRADED_LOST):
+        text = f"pods lost with their GPUs are not re-placed: {message}"
+        return _condition(previous, reasons.DEGRADED, True, DEGRADED_LOST, text, generation, now)
+    if notes:
+        return _condition(previous, reasons.DEGRADED, True, DEGRADED_STALE, "; ".join(notes), generation, now)
+    return _condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
+
+
+def failed_status(body: dict[str, Any], reason: str, message: str, now: datetime) -> dict[str, Any]:
+    """The status as it was, with Placed=False for ``reason`` and the message: what the operator
+    writes when it cannot reconcile the deployment at all (the other conditions stay as they were)."""
+    previous = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    placed = _condition(previous, reasons.PLACED, False, reason, message, generation, now)
+    conditions = [placed.model_dump(mode="json", by_alias=True, exclude_none=True)]
+    conditions += [c for c in previous.get("conditions") or [] if c.get("type") != reasons.PLACED]
+    return {**previous, "conditions": conditions, "reason": reason, "message": message}
 
 
 def same_status(old: dict[str, Any], new: dict[str, Any] | None) -> bool:

@@ -88,7 +88,7 @@ class GroupPlacer:
         placements: list[Placement] = []
         warnings: list[PlanWarning] = []
         kept = 0
-        for pod in sorted(self.ctx.current, key=lambda p: p.gpu_uuids):
+        for pod in sorted(self.ctx.current, key=lambda p: (p.rank, p.gpu_uuids)):
             if kept >= self.replicas:
                 break
             group = self._still_valid(pod)

@@ -66,7 +66,7 @@ class SharedPlacer:
         self.on_gpus: dict[str, set[str]] = {e.model: set() for e in estimates}  # model -> uuids
         by_name = {e.model: e for e in estimates}
         replicas = self.replicas
-        for pod in sorted(self.ctx.current, key=lambda p: p.gpu_uuids):
+        for pod in sorted(self.ctx.current, key=lambda p: (p.rank, p.gpu_uuids)):
             slots = self._valid_current(pod)
             if slots is None:
                 continue

@@ -1,0 +1,240 @@
+"""Pure: how a deployment gets from the pods it has to the pods its plan wants without taking down
+more than its rollout allows.
+
+The rules, for pods (Services and claim templates follow the plan at once, as before):
+
+- a pod of the plan that exists with the plan's spec hash is *up to date*; every other live pod of
+  the deployment is *outdated* (its spec, image or placement is an earlier one);
+- finished pods and outdated pods that are not Ready are deleted at once: no one is served by them;
+- a planned pod is created when nothing holds its GPUs any more (no outdated or terminating pod of
+  the deployment on them) and the surge allows: live pods + new ones ≤ planned + ``maxSurge``;
+- an outdated Ready pod that stands where a planned pod must go (same GPUs) is deleted only while
+  the Ready pods left stay ≥ planned − ``maxUnavailable`` (replacement in place);
+- an outdated Ready pod that nothing needs to go (the plan put its replacement on free GPUs — a
+  surge —, or the deployment was scaled down) is deleted only while the Ready pods left stay ≥
+  planned: the new pod is Ready before the old one goes;
+- the operator may hold back the replacement of Ready pods (``replace_ready=False``: an
+  operator-wide change rolled across deployments at a bounded rate, see :class:`RolloutGate`).
+
+One replica with no free GPU and the default ``maxUnavailable: 1`` is replaced in place: the
+rollout waits for nothing it cannot have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of, spec_hash_of
+from gpupin.placement import CurrentPod
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    max_unavailable: int = 1
+    max_surge: int = 1
+    replace_ready: bool = True
+    """False while the operator holds this deployment's rollout back (its turn has not come)."""
+
+
+DEFAULT_POLICY = RolloutPolicy()
+
+
+@dataclass
+class Step:
+    """One reconcile's writes for the deployment's children, and where its rollout stands."""
+
+    create: list[Obj] = field(default_factory=list)
+    delete: list[tuple[Obj, int | None]] = field(default_factory=list)
+    waiting: bool = False
+    """A planned object waits for an old one to go: reconcile again when it is gone."""
+    target: int = 0
+    """Pods the plan wants."""
+    up_to_date: list[Obj] = field(default_factory=list)
+    """Live pods of the plan with its spec (after this step)."""
+    outdated: list[Obj] = field(default_factory=list)
+    """Live pods of an earlier spec or placement that are left after this step (they still serve)."""
+    held_back: str = ""
+    """Why an outdated Ready pod was not replaced in this step, in words ("" when none was)."""
+    in_place: int = 0
+    """Outdated Ready pods that stand where a planned pod must go (a surge plan would spare them)."""
+    replacing: int = 0
+    """Live pods of an earlier spec or placement before this step (0: nothing to roll out)."""
+    trial: list[Obj] = field(default_factory=list)
+    """Planned pods that Ready pods deleted in this step make room for: the runtime has the API
+    server check them (a dry run) before it deletes anything, so a spec it would refuse never
+    takes down a serving pod."""
+
+
+def hints(pods: Iterable[Obj]) -> list[CurrentPod]:
+    """The deployment's live pods as the planner's stability hints, newest first: when there are
+    more pods than the plan needs (a surge in progress), the plan keeps the ones just made."""
+    live = []
+    for pod in pods:
+        if is_terminating(pod) or is_finished(pod):
+            continue
+        placement = placement_of(pod)
+        if placement is None:
+            continue
+        created = str(pod["metadata"].get("creationTimestamp") or "~")  # not created yet: newest
+        live.append((created, placement.gpu_uuids, placement.models))
+    live.sort(key=lambda item: item[0], reverse=True)
+    return [
+        CurrentPod(gpu_uuids=uuids, models=models, rank=rank) for rank, (_, uuids, models) in enumerate(live)
+    ]
+
+
+def _gpus(obj: Obj) -> set[str]:
+    placement = placement_of(obj)
+    return set(placement.gpu_uuids) if placement is not None else set()
+
+
+def _name(obj: Obj) -> str:
+    return str(obj["metadata"]["name"])
+
+
+def converge(
+    desired: list[Obj],
+    live_pods: list[Obj],
+    all_pods: list[Obj],
+    services: list[Obj],
+    claim_templates: list[Obj],
+    policy: RolloutPolicy,
+) -> Step:
+    """The creates and deletes that move the children towards ``desired`` (one step)."""
+    step = Step()
+    _converge_others(step, desired, services, claim_templates)
+    planned = {_name(o): o for o in desired if o["kind"] == "Pod"}
+    step.target = len(planned)
+    live = {_name(p): p for p in live_pods}
+    current = {n for n, p in live.items() if n in planned and spec_hash_of(p) == spec_hash_of(planned[n])}
+    current -= {n for n in current if is_finished(live[n])}
+    outdated = [p for n, p in sorted(live.items()) if n not in current]
+    going: list[Obj] = []
+    for pod in outdated:  # serving no one: go now
+        if is_finished(pod) or not is_ready(pod):
+            going.append(pod)
+    staying = [p for p in outdated if p not in going]
+    terminating = [p for p in all_pods if is_terminating(p)]
+    available = sum(1 for n in current if is_ready(live[n])) + len(staying)
+    missing = [n for n in sorted(planned) if n not in current]
+
+    def blockers(name: str) -> list[Obj]:
+        gpus = _gpus(planned[name])
+        return [p for p in [*staying, *terminating] if _name(p) == name or gpus & _gpus(p)]
+
+    in_place = {_name(p) for n in missing for p in blockers(n) if p in staying}
+    step.in_place = len(in_place)
+    reasons: list[str] = []
+    for pod in [p for p in staying if _name(p) in in_place] + [
+        p for p in staying if _name(p) not in in_place
+    ]:
+        floor = step.target - policy.max_unavailable if _name(pod) in in_place else step.target
+        if not policy.replace_ready:
+            reasons.append("its turn in the operator's rollout has not come")
+            break
+        if available - 1 < floor:
+            if _name(pod) in in_place:
+                reasons.append(
+                    f"maxUnavailable {policy.max_unavailable}: {available} of {step.target} pods are Ready"
+                )
+            else:
+                reasons.append("its replacement is not Ready yet")
+            continue
+        going.append(pod)
+        available -= 1
+    step.delete.extend((pod, None) for pod in going)
+    step.replacing = len(outdated)
+    ready_going = [p for p in going if is_ready(p) and not is_finished(p)]
+    step.trial = [planned[n] for n in missing if any(p in ready_going for p in blockers(n))]
+    remaining = [p for p in staying if p not in going]
+    alive = len(current) + len(remaining)
+    room = step.target + (policy.max_surge if policy.replace_ready else 0)
+    for name in missing:
+        if any(
+            _name(p) == name or _gpus(planned[name]) & _gpus(p) for p in [*remaining, *terminating, *going]
+        ):
+            step.waiting = True  # its GPUs are still held by a pod of this deployment on its way out
+            continue
+        if alive >= room:
+            reasons.append(f"maxSurge {policy.max_surge}: {alive} pods exist for {step.target} planned")
+            break
+        step.create.append(planned[name])
+        alive += 1
+    step.up_to_date = [live[n] for n in sorted(current)]
+    step.outdated = remaining
+    step.held_back = reasons[0] if reasons and remaining else ""
+    # claim templates before their pods, Services last
+    step.create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
+    return step
+
+
+def _converge_others(step: Step, desired: list[Obj], services: list[Obj], claim_templates: list[Obj]) -> None:
+    """Services and claim templates: replaced when their hash changed (recreated once the old one
+    is gone), deleted when the plan has no place for them."""
+    wanted = {(o["kind"], _name(o)): o for o in desired if o["kind"] != "Pod"}
+    existing = {(o["kind"], _name(o)): o for o in [*services, *claim_templates]}
+    for key, obj in existing.items():
+        target = wanted.get(key)
+        if target is None or spec_hash_of(target) != spec_hash_of(obj):
+            step.delete.append((obj, None))
+    for key, obj in wanted.items():
+        if key in existing:
+            if spec_hash_of(existing[key]) != spec_hash_of(obj):
+                step.waiting = True  # recreated once the old one is gone
+            continue
+        step.create.append(obj)
+
+
+class RolloutGate:
+    """Rolls an operator-wide change (a new image, gpupin upgraded, a changed flag) across
+    deployments a few at a time, so that not every model reloads at once.
+
+    A deployment whose spec changed (a new generation since its pods were last all up to date)
+    rolls at once: someone asked for it. One that needs new pods although its spec did not change
+    waits for one of ``limit`` slots. Deployments seen for the first time since the operator
+    started count as unchanged: after an upgrade every deployment takes its turn. A slot held for
+    ``stall_seconds`` (a rollout whose new pods never become Ready) no longer blocks the others.
+    Times are the caller's monotonic seconds.
+    """
+
+    def __init__(self, limit: int, stall_seconds: float = 600.0) -> None:
+        self.limit = limit
+        self.stall_seconds = stall_seconds
+        self.settled: dict[tuple[str, str], int | None] = {}
+        """Deployment → the generation its pods were last all up to date with."""
+        self.rolling: dict[tuple[str, str], float] = {}
+        """Deployments holding a slot → when they took it."""
+        self.waiting: set[tuple[str, str]] = set()
+
+    def allows(self, key: tuple[str, str], generation: int | None, now: float) -> bool:
+        """May ``key`` replace its Ready pods now? Asked when it has pods of an earlier spec; a
+        True answer takes a slot, a False one puts it in :attr:`waiting`."""
+        if key in self.rolling or (key in self.settled and self.settled[key] != generation):
+            self.waiting.discard(key)
+            return True
+        busy = sum(1 for since in self.rolling.values() if now - since < self.stall_seconds)
+        if busy < self.limit:
+            self.rolling[key] = now
+            self.waiting.discard(key)
+            return True
+        self.waiting.add(key)
+        return False
+
+    def settle(self, key: tuple[str, str], generation: int | None) -> set[tuple[str, str]]:
+        """``key`` has no pods of an earlier spec left; returns the deployments to wake (a slot freed)."""
+        self.settled[key] = generation
+        return self.forget(key, keep_settled=True)
+
+    def forget(self, key: tuple[str, str], keep_settled: bool = False) -> set[tuple[str, str]]:
+        """``key`` is gone (or settled); returns the deployments to wake."""
+        if not keep_settled:
+            self.settled.pop(key, None)
+        self.waiting.discard(key)
+        if self.rolling.pop(key, None) is None:
+            return set()
+        woken, self.waiting = self.waiting, set()
+        return woken

@@ -1,0 +1,119 @@
+"""The operator's writes to the API server: children created (or first tried as a dry run) and
+deleted, the status patched, Events posted. A thin edge: what to write is decided elsewhere
+(:mod:`gpupin.controller.decide`); this module writes it and keeps the cache in step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import structlog
+
+from gpupin import constants
+from gpupin.controller.cache import ClusterCache, Key, Store
+from gpupin.controller.decide import EventSpec
+from gpupin.kube import ApiError, Kube
+
+log = structlog.get_logger("gpupin.operator")
+
+
+class Rejected(Exception):
+    """The API server refused an object gpupin made, for a reason retrying will not fix: invalid
+    (422, 400) or forbidden (403: an admission policy, a quota, RBAC)."""
+
+    PERMANENT = (400, 403, 422)
+
+    def __init__(self, name: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.status = status
+        self.message = message
+
+    @classmethod
+    def of(cls, obj: dict[str, Any], exc: ApiError) -> Rejected | None:
+        if exc.status not in cls.PERMANENT:
+            return None
+        try:
+            detail = str(json.loads(exc.body).get("message") or exc.body)
+        except (ValueError, AttributeError):
+            detail = exc.body
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        return cls(
+            name,
+            exc.status,
+            f"the API server refused {kind} {name} ({exc.status} {exc.reason}): {detail}"[:1000],
+        )
+
+
+class ApiWrites:
+    def __init__(self, kube: Kube, cache: ClusterCache) -> None:
+        self.kube = kube
+        self.cache = cache
+
+    async def delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
+        await asyncio.to_thread(self.kube.delete, obj, grace)
+        logger.info(f"Deleted {obj['kind']}", object=obj["metadata"]["name"])
+
+    async def create(self, obj: dict[str, Any], logger: Any) -> None:
+        try:
+            created = await asyncio.to_thread(self.kube.create, obj)
+        except ApiError as exc:
+            raise Rejected.of(obj, exc) or exc from exc
+        self.store(obj).upsert(created)
+        logger.info(f"Created {obj['kind']}", object=obj["metadata"]["name"])
+
+    async def trial(self, obj: dict[str, Any]) -> None:
+        """Create ``obj`` as a server-side dry run (under a generated name: its namesake may still
+        exist); raise :class:`Rejected` if the API server would refuse it."""
+        meta = {k: v for k, v in obj["metadata"].items() if k != "name"}
+        meta["generateName"] = obj["metadata"]["name"][:57] + "-"
+        try:
+            await asyncio.to_thread(self.kube.create, {**obj, "metadata": meta}, True)
+        except ApiError as exc:
+            raise Rejected.of(obj, exc) or exc from exc
+
+    async def patch_status(self, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
+        patch = dict(status)
+        for stale in set(body.get("status") or {}) - set(patch) - {"kopf"}:
+            patch[stale] = None  # a merge patch removes only what it names
+        updated = await asyncio.to_thread(self.kube.patch_status, key[0], key[1], patch)
+        self.cache.deployments.upsert(updated)
+
+    def store(self, obj: dict[str, Any]) -> Store:
+        return {
+            "Pod": self.cache.pods,
+            "Service": self.cache.services,
+            "ResourceClaimTemplate": self.cache.claim_templates,
+        }[obj["kind"]]
+
+    def post_event(self, body: dict[str, Any], event: EventSpec) -> None:
+        meta = body.get("metadata") or {}
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            self.kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+                    "involvedObject": {
+                        "apiVersion": constants.API_VERSION,
+                        "kind": constants.KIND,
+                        "name": meta.get("name"),
+                        "namespace": meta.get("namespace"),
+                        "uid": meta.get("uid"),
+                    },
+                    "type": event.type,
+                    "reason": event.reason,
+                    "message": event.message[:1024],
+                    "source": {"component": "gpupin-operator"},
+                    "reportingComponent": "gpupin.dev/operator",
+                    "firstTimestamp": now,
+                    "lastTimestamp": now,
+                    "count": 1,
+                }
+            )
+        except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
+            log.warning("Could not post Event", reason=event.reason, status=exc.status)

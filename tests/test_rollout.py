@@ -1,0 +1,279 @@
+"""Rollouts, pure: a changed deployment replaces its pods without taking down more than it may.
+
+A small simulation drives :func:`gpupin.controller.decide.decide` the way the operator does: each
+round plans against the inventory (the deployment's pods as hints, newest first), applies the
+writes, and plays the kubelet — a deleted pod terminates and is gone the round after, a new pod is
+Ready the round after it was created. The surge plan is the operator's: planned beside the
+outgoing pods, whose GPUs are held (:meth:`gpupin.controller.runtime.Reconciler._surge_plan`).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from gpupin import reasons
+from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.controller.decide import Actions, decide
+from gpupin.controller.podstate import is_ready, is_terminating, placement_of
+from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints
+from gpupin.controller.status import condition
+from gpupin.inventory import Inventory
+from gpupin.placement import Hold
+from gpupin.planner import Planner
+from gpupin.render import RenderConfig
+
+from helpers import A10, inventory, node
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+QWEN = "Qwen/Qwen2.5-3B-Instruct"
+
+
+class Sim:
+    """One deployment's pods through a few reconciles."""
+
+    def __init__(self, cluster: Inventory, spec: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.body: dict[str, Any] = {
+            "apiVersion": "gpupin.dev/v1alpha1",
+            "kind": "LLMDeployment",
+            "metadata": {"name": "chat", "namespace": "default", "uid": "uid-1", "generation": 1},
+            "spec": spec,
+        }
+        self.pods: list[dict[str, Any]] = []
+        self.services: list[dict[str, Any]] = []
+        self.clock = 0
+        self.ready_seen: list[int] = []
+        self.config = RenderConfig()
+
+    def edit(self, **spec: Any) -> None:
+        meta = self.body["metadata"]
+        self.body = {
+            **self.body,
+            "spec": {**self.body["spec"], **spec},
+            "metadata": {**meta, "generation": meta["generation"] + 1},
+        }
+
+    def reconcile(
+        self, surge: bool = True, replace_ready: bool = True, rejected: str | None = None
+    ) -> Actions:
+        deployment = LLMDeployment.model_validate(
+            {k: self.body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+        )
+        settings = deployment.spec.rollout
+        policy = RolloutPolicy(
+            settings.max_unavailable if settings else 1, settings.max_surge if settings else 1, replace_ready
+        )
+        planner = Planner(self.cluster)
+        plan = planner.plan(deployment, hints(self.pods), commit=False)
+
+        def run(plan: Any) -> Actions:
+            return decide(
+                self.body, deployment, None, plan, self.pods, self.services, [], self.cluster, self.config, NOW,
+                policy=policy, rejected=rejected,
+            )  # fmt: skip
+
+        actions = run(plan)
+        step = actions.step
+        if surge and step is not None and step.in_place and policy.max_surge and replace_ready:
+            up = {p["metadata"]["name"] for p in step.up_to_date}
+            held = [
+                Hold(g.uuid, g.vram_bytes, found.exclusive, "outgoing")
+                for p in self.pods
+                if p["metadata"]["name"] not in up and (found := placement_of(p)) is not None
+                for g in found.gpus
+            ]
+            planner.hold(held)
+            alternative = planner.plan(deployment, hints(step.up_to_date), commit=False)
+            if alternative.placed:
+                actions = run(alternative)
+        self._apply(actions)
+        return actions
+
+    def kubelet(self) -> None:
+        """Between two reconciles: terminating pods are gone, the others are Ready."""
+        self.pods = [p for p in self.pods if not is_terminating(p)]
+        for pod in self.pods:
+            pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+    def _apply(self, actions: Actions) -> None:
+        self.clock += 1
+        deleted = {o["metadata"]["name"] for o, _ in actions.delete if o["kind"] == "Pod"}
+        for pod in self.pods:
+            if pod["metadata"]["name"] in deleted:
+                pod["metadata"]["deletionTimestamp"] = "2026-11-30T12:00:00Z"
+        self.services = [
+            s
+            for s in self.services
+            if s["metadata"]["name"] not in {o["metadata"]["name"] for o, _ in actions.delete}
+        ]
+        for obj in actions.create:
+            made = copy.deepcopy(obj)
+            made["metadata"]["uid"] = f"uid-{obj['metadata']['name']}-{self.clock}"
+            made["metadata"]["creationTimestamp"] = f"2026-11-30T12:{self.clock:02d}:00Z"
+            if obj["kind"] == "Pod":
+                made["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
+                self.pods.append(made)
+            else:
+                self.services.append(made)
+        if actions.status is not None:
+            self.body = {**self.body, "status": actions.status}
+        self.ready_seen.append(sum(1 for p in self.pods if is_ready(p) and not is_terminating(p)))
+
+    def settle(self, rounds: int = 20, **kwargs: Any) -> None:
+        """Reconcile and play the kubelet until nothing changes."""
+        for _ in range(rounds):
+            actions = self.reconcile(**kwargs)
+            self.kubelet()
+            if not (actions.create or actions.delete or actions.waiting):
+                return
+        raise AssertionError(f"no steady state after {rounds} reconciles")
+
+
+def _images(sim: Sim) -> set[str]:
+    return {p["spec"]["containers"][0]["image"] for p in sim.pods if not is_terminating(p)}
+
+
+def test_an_image_change_on_three_replicas_keeps_two_ready_when_no_gpu_is_free() -> None:
+    sim = Sim(inventory(node("box", A10, A10, A10)), {"models": [{"name": QWEN}], "replicas": 3})
+    sim.settle()
+    assert len(sim.pods) == 3 and sim.ready_seen[-1] == 3
+    sim.ready_seen.clear()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    first = sim.reconcile()
+    assert len([o for o, _ in first.delete if o["kind"] == "Pod"]) == 1, "one replica at a time"
+    assert first.step is not None and [o["metadata"]["name"] for o in first.step.trial] == [
+        first.delete[0][0]["metadata"]["name"]
+    ], "its replacement is checked by the API server before the old one goes"
+    ready = condition(first.status or {}, reasons.READY)
+    assert ready is not None and ready["reason"] == reasons.ROLLING_OUT
+    sim.settle()
+    assert _images(sim) == {"vllm/vllm-openai:v0.34.0"} and len(sim.pods) == 3
+    assert min(sim.ready_seen) >= 2, f"never fewer than 2 Ready: {sim.ready_seen}"
+    final = condition(sim.body["status"], reasons.READY)
+    assert final is not None and (final["status"], final["reason"]) == ("True", reasons.PODS_READY)
+
+
+def test_one_replica_surges_onto_a_free_gpu_and_the_old_pod_serves_until_the_new_one_is_ready() -> None:
+    sim = Sim(inventory(node("box", A10, A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    (old,) = sim.pods
+    sim.ready_seen.clear()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    first = sim.reconcile()
+    assert first.delete == [] and [o["kind"] for o in first.create] == ["Pod"], "a surge: new pod first"
+    new = first.create[0]
+    assert placement_of(new).gpu_uuids != placement_of(old).gpu_uuids  # type: ignore[union-attr]
+    second = sim.reconcile()
+    assert second.delete == [], "the new pod is not Ready yet: the old one keeps serving"
+    sim.kubelet()
+    sim.settle()
+    assert [p["metadata"]["name"] for p in sim.pods] == [new["metadata"]["name"]]
+    assert min(sim.ready_seen) >= 1, f"never without a Ready pod: {sim.ready_seen}"
+
+
+def test_one_replica_with_no_free_gpu_is_replaced_in_place_without_waiting() -> None:
+    sim = Sim(inventory(node("box", A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    first = sim.reconcile()
+    assert [o["kind"] for o, _ in first.delete] == ["Pod"], "no GPU to surge onto: replace in place"
+    sim.settle()
+    assert _images(sim) == {"vllm/vllm-openai:v0.34.0"}
+
+
+def test_max_unavailable_zero_waits_for_a_free_gpu_and_says_so() -> None:
+    sim = Sim(inventory(node("box", A10)), {"models": [{"name": QWEN}], "rollout": {"maxUnavailable": 0}})
+    sim.settle()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    for _ in range(3):
+        actions = sim.reconcile()
+        sim.kubelet()
+        assert actions.delete == [] and actions.create == []
+    ready = condition(sim.body["status"], reasons.READY)
+    assert ready is not None and ready["status"] == "True", "the old pod serves"
+    assert "maxUnavailable 0" in ready["message"]
+
+
+def test_pods_that_serve_no_one_are_replaced_at_once() -> None:
+    sim = Sim(inventory(node("box", A10, A10, A10)), {"models": [{"name": QWEN}], "replicas": 3})
+    sim.settle()
+    for pod in sim.pods:
+        pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    actions = sim.reconcile(surge=False)
+    assert len(actions.delete) == 3, "not Ready: nothing to keep available"
+
+
+def test_the_operator_can_hold_a_rollout_back() -> None:
+    sim = Sim(inventory(node("box", A10, A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    held = sim.reconcile(replace_ready=False)
+    assert held.delete == [] and held.create == [], "no surge either while its turn has not come"
+    ready = condition(sim.body["status"], reasons.READY)
+    assert ready is not None and "its turn" in ready["message"]
+
+
+def test_replicas_zero_pauses_and_frees_the_gpus() -> None:
+    sim = Sim(inventory(node("box", A10, A10)), {"models": [{"name": QWEN}], "replicas": 2})
+    sim.settle()
+    sim.edit(replicas=0)
+    actions = sim.reconcile()
+    assert sorted(o["kind"] for o, _ in actions.delete) == ["Pod", "Pod"], "both at once: paused"
+    assert all(e.reason != "Warning" for e in actions.events)
+    status = sim.body["status"]
+    placed = condition(status, reasons.PLACED)
+    ready = condition(status, reasons.READY)
+    assert placed is not None and (placed["status"], placed["reason"]) == ("True", reasons.PAUSED)
+    assert ready is not None and ready["reason"] == reasons.PAUSED
+    sim.settle()
+    assert sim.pods == [] and sim.body["status"]["ready"] == "0/0" and sim.body["status"]["gpus"] == 0
+    sim.edit(replicas=1)
+    sim.settle()
+    assert len(sim.pods) == 1, "served again"
+
+
+def test_a_model_change_that_does_not_fit_keeps_the_old_model_serving_and_says_so() -> None:
+    sim = Sim(inventory(node("box", A10)), {"engine": "ollama", "models": [{"name": "llama3.1:8b"}]})
+    sim.settle()
+    sim.edit(models=[{"name": "llama3.1:70b"}])
+    actions = sim.reconcile()
+    assert actions.delete == [] and actions.create == []
+    status = sim.body["status"]
+    ready = condition(status, reasons.READY)
+    degraded = condition(status, reasons.DEGRADED)
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", reasons.EARLIER_SPEC_SERVING)
+    assert "llama3.1:8b" in ready["message"]
+    assert degraded is not None and degraded["status"] == "False", "nothing was lost"
+    assert status["ready"] == "0/1", "no pod serves the current spec"
+    assert status["models"] == "llama3.1:70b (serving llama3.1:8b)"
+    assert [p["state"] for p in status["placements"]] == ["Outdated"]
+
+
+def test_a_rejected_plan_writes_nothing_but_its_status() -> None:
+    sim = Sim(inventory(node("box", A10, A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    why = "the API server refused Pod chat-abc (422 Unprocessable Entity): spec.tolerations[0].operator: Unsupported value"
+    actions = sim.reconcile(rejected=why)
+    assert actions.create == [] and actions.delete == []
+    placed = condition(sim.body["status"], reasons.PLACED)
+    ready = condition(sim.body["status"], reasons.READY)
+    assert placed is not None and (placed["status"], placed["reason"]) == ("False", reasons.POD_REJECTED)
+    assert ready is not None and ready["reason"] == reasons.POD_REJECTED and "422" in ready["message"]
+
+
+def test_the_gate_rolls_operator_wide_changes_a_few_at_a_time() -> None:
+    gate = RolloutGate(limit=2, stall_seconds=600)
+    a, b, c, d = (("ns", n) for n in "abcd")
+    for key in (a, b, c, d):
+        gate.settle(key, 1)
+    assert gate.allows(a, 1, 0.0) and gate.allows(b, 1, 0.0)
+    assert not gate.allows(c, 1, 0.0), "two slots, both taken"
+    assert gate.allows(d, 2, 0.0), "its own spec changed: it rolls at once"
+    assert gate.settle(a, 1) == {c}, "a slot freed: the waiting one is woken"
+    assert gate.allows(c, 1, 1.0)
+    assert not gate.allows(("ns", "e"), None, 2.0), "first seen since start: takes its turn"
+    assert gate.allows(("ns", "e"), None, 700.0), "a slot held past stall_seconds no longer blocks"
