@@ -61,7 +61,6 @@ MODEL_ON_CPU: Final = "ModelOnCPU"
 MODEL_NOT_LOADED: Final = "ModelNotLoaded"
 POD_PROBLEMS: Final = frozenset(
     {
-        POD_REJECTED,
         IMAGE_PULL_FAILED,
         MODEL_PULL_FAILED,
         SERVER_CRASHED,

@@ -319,15 +319,10 @@ class Reconciler:
             logger.warning(
                 "The API server refused an object", object=exc.name, status=exc.status, reason=exc.message
             )
-            self._spawn(
-                asyncio.to_thread(
-                    self.writes.post_event, body, EventSpec("Warning", reasons.POD_REJECTED, exc.message)
-                )
-            )
             metrics.RECONCILES.labels(result="rejected").inc()
             self.busy.discard(key)
             self.dirty.discard(key)
-            self.queue.add(key)  # the next reconcile writes the status that says so, and nothing else
+            self.queue.add(key)  # the next reconcile writes the status (and its Event), nothing else
             return
         except Exception as exc:  # whatever failed, drop the reservations and try again later
             self._forget(actions)

@@ -261,13 +261,13 @@ def _ready_when_not_placed(
     generation: int | None,
     now: datetime,
 ) -> Condition:
+    if reason == reasons.POD_REJECTED:
+        text = f"{ready}/{target} pods ready; {message}"
+        return _condition(previous, reasons.READY, False, reasons.POD_REJECTED, text, generation, now)
     if not live:
         return _condition(
             previous, reasons.READY, False, reasons.NOT_PLACED, "no pods: not placed", generation, now
         )
-    if reason == reasons.POD_REJECTED:
-        text = f"{ready}/{target} pods ready; {message}"
-        return _condition(previous, reasons.READY, False, reasons.POD_REJECTED, text, generation, now)
     if serving.other_models or not ready:
         text = (
             f"{ready}/{target} pods serve the current spec; {_pods(len(live))} of an earlier spec "
