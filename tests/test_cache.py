@@ -2,7 +2,9 @@
 
 Aspects: pods_of and holds(only=…) read an index kept by the pod store's change hook; after any
 sequence of upserts, removals and deletions marked by the operator, they match what scanning every
-pod gives; every change marks its owner dirty for the reconciler's planner.
+pod gives; every change marks its owner dirty for the reconciler's planner. Only pods a live
+LLMDeployment controls (by uid) count — forgeries hold nothing — and a deleted deployment's pods
+hold until they are gone (remembered within a bound).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
             "resourceVersion": str(rv),
             "labels": {constants.DEPLOYMENT_LABEL: owner},
             "ownerReferences": [
-                {"kind": constants.KIND, "name": owner, "controller": True, "uid": f"o-{owner}"}
+                {
+                    "apiVersion": constants.API_VERSION,
+                    "kind": constants.KIND,
+                    "name": owner,
+                    "controller": True,
+                    "uid": f"o-{owner}",
+                }
             ],
             "annotations": {
                 constants.PLACEMENT_ANNOTATION: json.dumps(
@@ -43,6 +51,14 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
     }
 
 
+def _deployment(name: str, uid: str | None = None, namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid or f"o-{name}", "resourceVersion": "1"},
+    }
+
+
 @given(
     st.lists(
         st.tuples(
@@ -53,6 +69,8 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
 )
 def test_owner_index_matches_a_full_scan(steps: list[tuple[str, int, str]]) -> None:
     cache = ClusterCache()
+    for owner in "ab":
+        cache.deployments.upsert(_deployment(owner))
     rv = 0
     for action, n, owner in steps:
         rv += 1
@@ -84,3 +102,88 @@ def test_owner_index_matches_a_full_scan(steps: list[tuple[str, int, str]]) -> N
         assert sorted(h.uuid for h in cache.holds(only=("ns", owner))) == sorted(
             h.uuid for h in cache.holds() if h.owner == f"ns/{owner}"
         )
+
+
+def _forged(
+    pod: dict[str, Any], namespace: str | None = None, uid: str | None = "", ref: bool = True
+) -> dict[str, Any]:
+    """``pod`` as someone else could make it: in another namespace, with another owner uid, or
+    with no ownerReference at all (the label and the annotation copied)."""
+    meta = dict(pod["metadata"])
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if not ref:
+        meta.pop("ownerReferences")
+    elif uid != "":
+        meta["ownerReferences"] = [{**meta["ownerReferences"][0], "uid": uid}]
+    return {**pod, "metadata": meta}
+
+
+def test_only_pods_a_live_deployment_controls_hold_gpus() -> None:
+    """A pod with gpupin's label and a placement annotation claiming a GPU is not gpupin's unless
+    its controller reference has the uid of a live LLMDeployment of its namespace: a forgery holds
+    nothing, is no one's pod, counts in no metric."""
+    cache = ClusterCache()
+    cache.deployments.upsert(_deployment("a"))
+    real = _pod("p0", "a", "uid-real", 1, "GPU-0")
+    forgeries = [
+        _forged(_pod("p1", "a", "uid-1", 2, "GPU-1"), uid="o-wrong"),
+        _forged(_pod("p2", "a", "uid-2", 3, "GPU-2"), namespace="elsewhere"),
+        _forged(_pod("p3", "a", "uid-3", 4, "GPU-3"), ref=False),
+        _forged(_pod("p4", "a", "uid-4", 5, "GPU-4"), uid=None),
+    ]
+    for pod in [real, *forgeries]:
+        cache.pods.upsert(pod)
+    assert [h.uuid for h in cache.holds()] == ["GPU-0"]
+    assert [h.uuid for h in cache.holds(only=("ns", "a"))] == ["GPU-0"]
+    assert [p["metadata"]["name"] for p in cache.pods_of(("ns", "a"))] == ["p0"]
+    assert cache.pods_of(("elsewhere", "a")) == [] and cache.holds(only=("elsewhere", "a")) == []
+    assert cache.gpus_per_node() == {"n": 1}
+    assert cache.foreign(real) is None
+    assert [cache.foreign(p) for p in forgeries] == [
+        "its controller ownerReference to LLMDeployment ns/a has uid 'o-wrong', not the live one's",
+        "its controller ownerReference names LLMDeployment elsewhere/a, which does not exist",
+        "it has no controller ownerReference to a LLMDeployment",
+        "its controller ownerReference to LLMDeployment ns/a has uid '', not the live one's",
+    ]
+
+
+def test_pods_count_once_their_deployment_arrives_and_hold_until_gone_after_it_is_deleted() -> None:
+    """At start-up a pod can be read before its deployment: stored, it counts once the deployment
+    arrives (and the planner is told to read its holds again). A deleted deployment's pods are
+    terminating, maybe still on their GPUs: they hold, as a deleted owner's, until they are gone."""
+    cache = ClusterCache()
+    pod = _pod("p0", "a", "uid-0", 2, "GPU-0")
+    cache.pods.upsert(pod)
+    assert cache.holds() == [] and cache.owner_of(pod) is None
+    cache.dirty_owners.clear()
+    cache.deployments.upsert(_deployment("a"))
+    assert ("ns", "a") in cache.dirty_owners, "the planner must read a's holds again"
+    assert [h.owner for h in cache.holds(only=("ns", "a"))] == ["ns/a"]
+    cache.dirty_owners.clear()
+    cache.deployments.upsert({**_deployment("a"), "status": {"x": 1}})
+    assert not cache.dirty_owners, "a status update changes no ownership"
+    cache.deployments.remove(_deployment("a"))
+    assert ("ns", "a") in cache.dirty_owners
+    assert cache.pods_of(("ns", "a")) == [], "no live deployment: its reconcile sees no pods"
+    assert [h.owner for h in cache.holds(only=("ns", "a"))] == ["ns/a (deleted)"]
+    assert cache.hold_owners(("ns", "a")) == ("ns/a", "ns/a (deleted)")
+    assert cache.gpus_per_node() == {"n": 1}
+    # made again under the same name: the old pods still hold, as the deleted one's
+    cache.deployments.upsert(_deployment("a", uid="o-a2"))
+    assert [h.owner for h in cache.holds()] == ["ns/a (deleted)"]
+    assert cache.pods_of(("ns", "a")) == []
+    cache.pods.remove(pod)
+    assert cache.holds() == [] and cache.gpus_per_node() == {}
+
+
+def test_deleted_deployments_are_remembered_within_a_bound() -> None:
+    cache = ClusterCache()
+    cache.GONE_OWNERS = 2
+    pods = []
+    for name in "abc":
+        cache.deployments.upsert(_deployment(name))
+        pods.append(_pod(f"p-{name}", name, f"uid-{name}", 2, f"GPU-{name}"))
+        cache.pods.upsert(pods[-1])
+        cache.deployments.remove(_deployment(name))
+    assert [cache.owner_of(p) for p in pods] == [None, ("ns", "b"), ("ns", "c")]

@@ -4,7 +4,8 @@ The annotation is how the operator knows, after a restart, which GPU memory each
 bytes are covered by the pod's spec hash, so its shape must not drift (a drift would replace every
 serving pod at upgrade). Unreadable annotations are not placements: they neither hold GPUs nor
 count as lost GPUs; a figure that cannot be read holds the whole GPU. Read strictly, a placement
-that is not what gpupin writes is a problem named field by field.
+that is not what gpupin writes is a problem named field by field, and its pod holds every GPU it
+names wholly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from gpupin import constants, reasons
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import lost_gpus
 from gpupin.controller.podstate import placement_of, placement_problem
-from gpupin.placement import GPUAssignment, LaunchSettings, Placement, PlacementError
+from gpupin.placement import GPUAssignment, Hold, LaunchSettings, Placement, PlacementError
 from gpupin.planner import Planner
 
 from helpers import RTX_2060, RTX_4070, deployment, inventory, models, node
@@ -55,6 +56,15 @@ def _pod(annotation: str, name: str = "chat-3f2a1c") -> dict[str, Any]:
     }
 
 
+def _owning_cache() -> ClusterCache:
+    """A cache that knows the pods' deployment (default/chat, uid d): its pods count."""
+    cache = ClusterCache()
+    cache.deployments.upsert(
+        {"kind": constants.KIND, "metadata": {"name": "chat", "namespace": "default", "uid": "d"}}
+    )
+    return cache
+
+
 def test_the_annotation_keeps_its_public_shape() -> None:
     assert PLACEMENT.to_annotation() == (
         '{"exclusive":false,"gpus":[{"index":0,"name":"NVIDIA GeForce RTX 4070",'
@@ -77,7 +87,7 @@ def test_an_annotation_that_is_no_placement_holds_nothing_and_loses_nothing(anno
     assert lost_gpus(pod, inventory(node("workstation", RTX_4070))) is None, (
         "unreadable input is not a lost GPU"
     )
-    cache = ClusterCache()
+    cache = _owning_cache()
     cache.pods.upsert(pod)
     assert cache.holds() == [] and cache.gpus_per_node() == {}
 
@@ -99,7 +109,7 @@ def test_a_partly_unreadable_annotation_keeps_what_it_can_and_never_frees_a_gpu(
     assert lost_gpus(pod, inventory(node("elsewhere", RTX_2060))) == (
         "GPU GPU-workstation-0 has left the GPU inventory"
     )
-    cache = ClusterCache()
+    cache = _owning_cache()
     cache.pods.upsert(pod)
     (hold,) = cache.holds()
     assert hold.vram_bytes is None
@@ -171,3 +181,17 @@ def test_the_strict_reading_accepts_what_gpupin_writes_and_nothing_twice() -> No
     assert (
         placement_problem(missing) == "pod chat-3f2a1c: placement annotation gpupin.dev/placement is missing"
     )
+
+
+@pytest.mark.parametrize("vram", [-(2**33), "x"])
+def test_a_damaged_placement_of_a_gpupin_pod_holds_its_gpus_wholly(vram: object) -> None:
+    """A negative figure must not make room for another model on the GPU (two 10 GiB models on a
+    12 GiB card), and an unreadable one must not stop the allocator: the pod holds every GPU it
+    names, wholly and exclusively, while its deployment's status says what is wrong."""
+    text = _annotation(gpu0_vramBytes=vram, exclusive=False)
+    cache = _owning_cache()
+    cache.pods.upsert(_pod(text))
+    assert cache.holds() == [Hold("GPU-workstation-0", None, True, "default/chat")]
+    other = deployment("other", models=models("qwen2.5:14b"))
+    refused = Planner(inventory(node("workstation", RTX_4070)), cache.holds()).plan(other)
+    assert refused.reason == reasons.INSUFFICIENT_GPUS and "default/chat" in refused.message

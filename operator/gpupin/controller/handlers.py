@@ -41,6 +41,8 @@ class _State:
         self.cache = ClusterCache()
         self.reconciler: Reconciler | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.foreign_logged: set[str] = set()
+        """uids of pods already logged as not gpupin's (bounded)."""
 
 
 STATE = _State()
@@ -134,8 +136,11 @@ async def cleanup(**_: Any) -> None:
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
 async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
-    obj: dict[str, Any] = dict(event.get("object") or {})
-    kind = event.get("type")
+    _deployment_seen(event.get("type"), dict(event.get("object") or {}))
+
+
+def _deployment_seen(kind: str | None, obj: dict[str, Any]) -> None:
+    """An LLMDeployment event (``kind`` None: listed)."""
     reconciler = STATE.reconciler
     if not obj or reconciler is None or not _served(obj["metadata"].get("namespace")):
         return
@@ -174,49 +179,77 @@ def _pod_view(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 @kopf.on.event("v1", "pods", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    obj: dict[str, Any] = dict(event.get("object") or {})
-    kind = event.get("type")
+    _pod_seen(event.get("type"), dict(event.get("object") or {}))
+
+
+def _pod_seen(kind: str | None, obj: dict[str, Any]) -> None:
+    """A pod event (``kind`` None: listed). Only a pod a live (or just
+    deleted) LLMDeployment controls wakes a deployment; the others are stored and ignored."""
     reconciler = STATE.reconciler
     if not obj or reconciler is None:
         return
     obj = {**obj, "kind": "Pod"}
-    owner = _owner_key(obj)
+    cache = STATE.cache
     if kind == "DELETED":
-        STATE.cache.pods.remove(obj)
+        owner = cache.owner_of(obj)
+        cache.pods.remove(obj)
         if owner:
             reconciler.enqueue(owner)
-        reconciler.enqueue_all(only_unplaced=True)  # its GPUs are free now
+            reconciler.enqueue_all(only_unplaced=True)  # its GPUs are free now
         return
-    old = STATE.cache.pods.get(key_of(obj))
-    if not STATE.cache.pods.upsert(obj):
+    old = cache.pods.get(key_of(obj))
+    if not cache.pods.upsert(obj):
         return
-    if owner and (old is None or _pod_view(old) != _pod_view(obj)):
+    owner = cache.owner_of(obj)
+    if owner is None:
+        _ignore_foreign(obj)
+    elif old is None or _pod_view(old) != _pod_view(obj):
         reconciler.enqueue(owner)
+
+
+def _ignore_foreign(pod: dict[str, Any]) -> None:
+    """Say once per pod that a pod with gpupin's label is not gpupin's (it holds no GPU)."""
+    uid = str(pod["metadata"].get("uid") or "")
+    why = STATE.cache.foreign(pod)
+    if why is None or uid in STATE.foreign_logged:
+        return
+    if len(STATE.foreign_logged) >= 10_000:
+        STATE.foreign_logged.clear()
+    STATE.foreign_logged.add(uid)
+    log.info(
+        "Ignoring a pod with gpupin's label that no LLMDeployment controls: it holds no GPU",
+        namespace=pod["metadata"].get("namespace"),
+        pod=pod["metadata"].get("name"),
+        why=why,
+    )
+
+
+def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str, Any]) -> None:
+    """A Service or ResourceClaimTemplate event (``kind`` None: listed)."""
+    if not obj or STATE.reconciler is None:
+        return
+    obj = {**obj, "kind": kind_name}
+    store = getattr(STATE.cache, store_name)
+    if kind == "DELETED":
+        store.remove(obj)
+    elif not store.upsert(obj):
+        return
+    owner = _owner_key(obj)
+    if owner and kind in ("DELETED", "MODIFIED"):
+        STATE.reconciler.enqueue(owner)
 
 
 def _child_event(store_name: str, kind_name: str) -> Any:
     async def handler(event: kopf.RawEvent, **_: Any) -> None:
-        obj: dict[str, Any] = dict(event.get("object") or {})
-        kind = event.get("type")
-        if not obj or STATE.reconciler is None:
-            return
-        obj = {**obj, "kind": kind_name}
-        store = getattr(STATE.cache, store_name)
-        if kind == "DELETED":
-            store.remove(obj)
-        elif not store.upsert(obj):
-            return
-        owner = _owner_key(obj)
-        if owner and kind in ("DELETED", "MODIFIED"):
-            STATE.reconciler.enqueue(owner)
+        _child_seen(store_name, kind_name, event.get("type"), dict(event.get("object") or {}))
 
     return handler
 
 
-kopf.on.event("v1", "services", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})(
+service_event = kopf.on.event("v1", "services", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})(
     _child_event("services", "Service")
 )
-kopf.on.event(
+claim_template_event = kopf.on.event(
     "resource.k8s.io",
     "v1",
     "resourceclaimtemplates",

@@ -26,7 +26,8 @@ def placement_problem(pod: dict[str, Any]) -> str | None:
     """What is wrong with a pod's placement annotation, in one sentence naming the pod, the
     annotation and the field (``pod chat-1: placement annotation gpupin.dev/placement:
     gpus[0].vramBytes is 'x', expected a byte count (integer ≥ 0)``); None when it is what gpupin
-    writes."""
+    writes. A pod with a problem still holds every GPU it names, wholly (see
+    :func:`gpupin.controller.cache.ClusterCache.holds`)."""
     meta = pod["metadata"]
     name = str(meta.get("name") or "")
     text = (meta.get("annotations") or {}).get(constants.PLACEMENT_ANNOTATION)
