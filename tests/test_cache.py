@@ -4,7 +4,8 @@ Aspects: pods_of and holds(only=…) read an index kept by the pod store's chang
 sequence of upserts, removals and deletions marked by the operator, they match what scanning every
 pod gives; every change marks its owner dirty for the reconciler's planner. Only pods a live
 LLMDeployment controls (by uid) count — forgeries hold nothing — and a deleted deployment's pods
-hold until they are gone (remembered within a bound).
+hold until they are gone (remembered within a bound). A sweep against a full list removes what
+the list shows gone, never a reservation or what is newer than the list.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpupin import constants
-from gpupin.controller.cache import ClusterCache, key_of
+from gpupin.controller.cache import ClusterCache, Store, key_of
 
 
 def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
@@ -187,3 +188,66 @@ def test_deleted_deployments_are_remembered_within_a_bound() -> None:
         cache.pods.upsert(pods[-1])
         cache.deployments.remove(_deployment(name))
     assert [cache.owner_of(p) for p in pods] == [None, ("ns", "b"), ("ns", "c")]
+
+
+def _listed(name: str, rv: int | str, uid: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": uid or f"u-{name}", "resourceVersion": str(rv)}
+    }
+
+
+def test_a_sweep_removes_what_the_list_shows_gone_and_nothing_newer_or_ours() -> None:
+    """Mark and sweep after a full LIST at resourceVersion 100: a stored object the list lacks was
+    deleted while the watch was away (no DELETED event came); one newer than the list came from the
+    watch after it was taken; one at "0" is our reservation, its create not answered yet."""
+    store = Store()
+    for obj in (
+        _listed("listed", 90),
+        _listed("gone", 50),
+        _listed("gone-at-the-list", 100),
+        _listed("newer", 101),
+        _listed("reserved", 0),
+        _listed("replaced", 40, uid="old"),
+    ):
+        store.upsert(obj)
+    listed = [_listed("listed", 90), _listed("replaced", 95, uid="new")]
+    for obj in listed:
+        store.upsert(obj)
+    removed: list[str] = []
+    swept = store.sweep(listed, "100", remove=lambda obj: removed.append(obj["metadata"]["name"]))
+    assert sorted(o["metadata"]["name"] for o in swept) == sorted(removed) == ["gone", "gone-at-the-list"]
+    assert sorted(k[1] for k in store.objects) == [
+        "gone",
+        "gone-at-the-list",
+        "listed",
+        "newer",
+        "replaced",
+        "reserved",
+    ], "with a callback, the callback removes"
+    assert [o["metadata"]["name"] for o in store.sweep(listed, 100)] == ["gone", "gone-at-the-list"]
+    assert sorted(k[1] for k in store.objects) == ["listed", "newer", "replaced", "reserved"]
+    assert store.get(("ns", "replaced"))["metadata"]["uid"] == "new"  # type: ignore[index]
+    assert store.sweep([], None) == [], "a list without a resourceVersion proves nothing gone"
+    assert store.sweep([], "") == [] and store.sweep([], "garbage") == []
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.booleans()), max_size=30),
+    st.integers(0, 30),
+)
+def test_after_a_sweep_every_object_is_listed_ours_or_newer(
+    stored: list[tuple[int, int, bool]], list_rv: int
+) -> None:
+    store = Store()
+    listed = []
+    for n, rv, in_list in stored:
+        obj = _listed(f"o{n}", rv)
+        store.upsert(obj)
+        if in_list:
+            listed.append(obj)
+    before = {key: obj["metadata"]["resourceVersion"] for key, obj in store.objects.items()}
+    swept = {key_of(o) for o in store.sweep(listed, list_rv)}
+    names = {key_of(o) for o in listed}
+    for key, rv in before.items():
+        kept = key in names or rv == "0" or int(rv) > list_rv
+        assert (key in store.objects) is kept and (key in swept) is not kept

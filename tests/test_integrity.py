@@ -1,10 +1,12 @@
-"""The operator's view of the cluster stays honest: forged pods (real control plane,
-`gpupin operator` as a process). Marker: e2e.
+"""The operator's view of the cluster stays honest: forged pods and watch gaps (real control plane,
+`gpupin operator` as a process, the fault proxy standing in for the network). Marker: e2e.
 
 Aspects: a pod anyone could make — gpupin's label, a placement annotation claiming a GPU
 exclusively with a negative or unreadable size, an ownerReference with the right name and a
 wrong uid or none — changes no allocation, at start-up or through the watch, and stops no
-reconcile.
+reconcile; pods deleted while the pod watch is cut past the resourceVersion window (kopf lists
+again, and a list has no DELETED events) still hold their GPUs in the operator's cache without
+the periodic relist, and with it are made again within a bounded time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 
 from gpupin import constants, reasons
 
+from faultproxy import FaultProxy
 from helpers import A10
 from kwok import Env, wait_for
 
@@ -157,3 +160,64 @@ def test_a_forged_pod_changes_no_allocation(env: Env, forger: str) -> None:
     assert "Traceback" not in log and "Reconcile failed" not in log, operator.tail()
     still = env.cluster.kube.request("GET", f"/api/v1/namespaces/{forger}/pods")["items"]
     assert sorted(p["metadata"]["name"] for p in still) == ["junk", "late", "neg"], "the forgeries stayed"
+
+
+def _cut_the_pod_watch_while_pods_go(env: Env, proxy: FaultProxy, pods: list[str]) -> None:
+    """Hold the pod watch back, delete ``pods`` (the operator hears nothing), then let the watch
+    resume into a 410 Expired, as when it was away longer than the server keeps resourceVersions:
+    kopf lists the pods again, and a list has no DELETED events."""
+    held, expired, lists = proxy.held, proxy.expired, len(proxy.lists)
+    proxy.pause_watches(r"^/api/v1/pods$")
+    proxy.expire_watches(r"^/api/v1/pods$")
+    wait_for(lambda: proxy.drop_watches() >= 1, timeout=10, what="open watch streams to cut")
+    wait_for(lambda: proxy.held > held, timeout=15, what="the pod watch reconnecting, held back")
+    for name in pods:
+        env.cluster.kube.request(
+            "DELETE", f"/api/v1/namespaces/{env.namespace}/pods/{name}", None, {"gracePeriodSeconds": "0"}
+        )
+    wait_for(
+        lambda: not env.cluster.kube.request("GET", f"/api/v1/namespaces/{env.namespace}/pods")["items"],
+        what="the pods gone from the API server",
+    )
+    proxy.resume_watches()
+    wait_for(lambda: proxy.expired > expired, what="the watch answered 410 Expired")
+    wait_for(lambda: "/api/v1/pods" in proxy.lists[lists:], what="kopf listing the pods again after the 410")
+
+
+def _two_pods(env: Env) -> list[str]:
+    pods = wait_for(lambda: len(ps := env.pods()) == 2 and ps, what="chat's two pods")
+    return [p["metadata"]["name"] for p in pods]
+
+
+def test_pods_deleted_during_a_watch_gap_are_made_again(env: Env) -> None:
+    box = env.node("box", A10, A10)
+    proxy = env.proxy()
+    kubeconfig = proxy.kubeconfig(env.tmp / "proxy.kubeconfig")
+    # Without the relist: the deleted pods stay in the cache, holding both GPUs, never made again.
+    first = env.operator("--relist-seconds", "0", kubeconfig=kubeconfig)
+    env.apply("chat", models=[{"name": QWEN3B}], replicas=2)
+    names = _two_pods(env)
+    _cut_the_pod_watch_while_pods_go(env, proxy, names)
+    env.apply("probe", models=[{"name": QWEN1B}])
+    refused = wait_for(env.placed("probe", "False"), what="probe planned against the cache")
+    assert refused["reason"] == reasons.INSUFFICIENT_GPUS and f"{env.namespace}/chat" in refused["message"], (
+        "both A10s are free, yet the operator's cache still gives them to chat's deleted pods"
+    )
+    assert env.pods() == [], "and chat's pods were not made again"
+    assert [g.uuid for g in box.gpus]  # two GPUs, both free in truth
+    first.stop()
+    env.cluster.kubectl("delete", "llmd", "probe", "-n", env.namespace, "--wait=true")
+    # With it (every 2 s): a fresh process lists everything, then the same gap heals by itself.
+    second = env.operator("--relist-seconds", "2", kubeconfig=kubeconfig)
+    names = _two_pods(env)
+    _cut_the_pod_watch_while_pods_go(env, proxy, names)
+    wait_for(lambda: len(env.pods()) == 2, timeout=30, what="chat's pods made again after the relist")
+    swept = {  # other tests' objects may go meanwhile, and one pass may find one pod, the next the other
+        name
+        for line in second.log.read_text().splitlines()
+        if "DELETED event was missed" in line and '"Pod"' in line
+        for name in json.loads(line)["names"]
+        if name.startswith(f"{env.namespace}/")
+    }
+    assert swept == {f"{env.namespace}/{n}" for n in names}, second.tail()
+    assert second.alive(), second.tail()

@@ -95,6 +95,29 @@ class Store:
             self.objects[key_of(obj)] = copy
             self._on_change(copy)
 
+    def sweep(
+        self,
+        listed: Iterable[dict[str, Any]],
+        list_rv: str | int | None,
+        remove: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Mark and sweep against a full LIST taken at resourceVersion ``list_rv`` (``listed`` already
+        upserted): what is stored but not listed is gone, its DELETED event missed (after a watch
+        gap past the resourceVersion window kopf re-lists without DELETED events). Kept: our
+        reservations (resourceVersion "0": the create is not answered yet) and what is newer than
+        the list (a watch delivered it after the list was taken). Each stale object goes through
+        ``remove`` (the watch's DELETED path; default :meth:`remove`). Returns the stale objects."""
+        seen = {key_of(obj) for obj in listed}
+        limit = _rv({"metadata": {"resourceVersion": list_rv}})
+        stale = [
+            obj
+            for key, obj in self.objects.items()
+            if key not in seen and obj["metadata"].get("resourceVersion") != "0" and _rv(obj) <= limit
+        ]
+        for obj in stale:
+            (remove or self.remove)(obj)
+        return stale
+
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.objects.get(key)
 
