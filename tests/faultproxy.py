@@ -3,21 +3,25 @@
 The operator under test talks to the proxy (plain HTTP on loopback); the proxy forwards
 to kube-apiserver with the cluster's admin client certificate. Tests tell it to answer
 some requests with an error instead (409 on a status patch, 500 on pod creation), to
-delay them, or to cut every open watch stream. This is the one stand-in in the operator
-tests, and it stands in for the network, not the API server: every request that is not
-faulted reaches the real server.
+delay them, to cut every open watch stream, to hold new watch requests back (a network
+partition for one watch), or to answer a watch as kube-apiserver does when the
+resourceVersion it resumes from is out of its window (``ERROR`` event, Status 410 Expired).
+This is the one stand-in in the operator tests, and it stands in for the network, not the
+API server: every request that is not faulted reaches the real server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import ssl
 import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -63,7 +67,16 @@ class FaultProxy:
         self.token = user.get("token")
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, int]] = []
+        self.lists: list[str] = []
+        """Paths of the plain (not watch) GETs forwarded, in order: the LISTs among them."""
         self._watches: set[web.StreamResponse] = set()
+        self._paused: list[re.Pattern[str]] = []
+        self._resumed: asyncio.Event | None = None
+        self._expire: list[list[Any]] = []  # [path pattern, times left]
+        self.expired = 0
+        """Watch requests answered with 410 Expired so far."""
+        self.held = 0
+        """Watch requests held back by :meth:`pause_watches` so far."""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -90,6 +103,37 @@ class FaultProxy:
         fault = Fault(method.upper(), re.compile(path), status, times, delay)
         self.faults.append(fault)
         return fault
+
+    def pause_watches(self, path: str) -> None:
+        """Hold every new watch request whose path matches (a regex) until :meth:`resume_watches`:
+        the client has no stream, so it hears nothing of what happens meanwhile."""
+        self._call(lambda: self._paused.append(re.compile(path)))
+
+    def resume_watches(self) -> None:
+        """Let the held watch requests go on (to the expiry, if one is set, or to the server)."""
+
+        def resume() -> None:
+            self._paused.clear()
+            if self._resumed is not None:
+                self._resumed.set()
+                self._resumed = None
+
+        self._call(resume)
+
+    def expire_watches(self, path: str, times: int = 1) -> None:
+        """Answer the next ``times`` watch requests whose path matches (a regex) as kube-apiserver
+        does when the resourceVersion they resume from has left its window: HTTP 200, one
+        ``ERROR`` event with a Status of code 410, reason Expired, then the end of the stream. The
+        client must list again, and a list has no DELETED events for what went meanwhile."""
+        self._call(lambda: self._expire.append([re.compile(path), times]))
+
+    def _call(self, change: Any) -> None:
+        """Run ``change`` on the proxy's loop (its state is the loop's) and wait for it."""
+
+        async def run() -> None:
+            change()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(5)
 
     def drop_watches(self) -> int:
         """Cut every open watch stream, as a load balancer or an API server restart would."""
@@ -145,8 +189,52 @@ class FaultProxy:
                 return fault
         return None
 
+    async def _held(self, path: str) -> None:
+        """Wait while watches of ``path`` are paused."""
+        if any(p.search(path) for p in self._paused):
+            self.held += 1
+        while any(p.search(path) for p in self._paused):
+            if self._resumed is None:
+                self._resumed = asyncio.Event()
+            await self._resumed.wait()
+
+    def _expiry_for(self, path: str) -> bool:
+        for rule in self._expire:
+            if rule[0].search(path) and rule[1] > 0:
+                rule[1] -= 1
+                return True
+        return False
+
+    async def _expired(self, request: web.Request) -> web.StreamResponse:
+        """What kube-apiserver sends a watch whose resourceVersion is too old."""
+        self.expired += 1
+        self.requests.append((request.method, request.path, 410))
+        response = web.StreamResponse(status=200)
+        response.headers["Content-Type"] = "application/json"
+        await response.prepare(request)
+        event = {
+            "type": "ERROR",
+            "object": {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": f"too old resource version: {request.query.get('resourceVersion', '1')} (injected)",
+                "reason": "Expired",
+                "code": 410,
+            },
+        }
+        await response.write(json.dumps(event).encode() + b"\n")
+        await response.write_eof()
+        return response
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path_qs
+        watching = request.method == "GET" and request.query.get("watch") in ("true", "1")
+        if watching:
+            await self._held(request.path)
+            if self._expiry_for(request.path):
+                return await self._expired(request)
         fault = self._fault_for(request.method, request.path)
         if fault is not None:
             if fault.delay:
@@ -178,6 +266,8 @@ class FaultProxy:
             request.method, self.upstream + path, headers=headers, data=body or None, timeout=timeout
         ) as upstream:
             self.requests.append((request.method, request.path, upstream.status))
+            if request.method == "GET" and not watch:
+                self.lists.append(request.path)
             response = web.StreamResponse(status=upstream.status)
             for name in ("Content-Type",):
                 if name in upstream.headers:

@@ -2,7 +2,10 @@
 
 Aspects: pods_of and holds(only=…) read an index kept by the pod store's change hook; after any
 sequence of upserts, removals and deletions marked by the operator, they match what scanning every
-pod gives; every change marks its owner dirty for the reconciler's planner.
+pod gives; every change marks its owner dirty for the reconciler's planner. Only pods a live
+LLMDeployment controls (by uid) count — forgeries hold nothing — and a deleted deployment's pods
+hold until they are gone (remembered within a bound). A sweep against a full list removes what
+the list shows gone, never a reservation or what is newer than the list.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpupin import constants
-from gpupin.controller.cache import ClusterCache, key_of
+from gpupin.controller.cache import ClusterCache, Store, key_of
 
 
 def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
@@ -27,7 +30,13 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
             "resourceVersion": str(rv),
             "labels": {constants.DEPLOYMENT_LABEL: owner},
             "ownerReferences": [
-                {"kind": constants.KIND, "name": owner, "controller": True, "uid": f"o-{owner}"}
+                {
+                    "apiVersion": constants.API_VERSION,
+                    "kind": constants.KIND,
+                    "name": owner,
+                    "controller": True,
+                    "uid": f"o-{owner}",
+                }
             ],
             "annotations": {
                 constants.PLACEMENT_ANNOTATION: json.dumps(
@@ -43,6 +52,14 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
     }
 
 
+def _deployment(name: str, uid: str | None = None, namespace: str = "ns") -> dict[str, Any]:
+    return {
+        "apiVersion": constants.API_VERSION,
+        "kind": constants.KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid or f"o-{name}", "resourceVersion": "1"},
+    }
+
+
 @given(
     st.lists(
         st.tuples(
@@ -53,6 +70,8 @@ def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
 )
 def test_owner_index_matches_a_full_scan(steps: list[tuple[str, int, str]]) -> None:
     cache = ClusterCache()
+    for owner in "ab":
+        cache.deployments.upsert(_deployment(owner))
     rv = 0
     for action, n, owner in steps:
         rv += 1
@@ -84,3 +103,151 @@ def test_owner_index_matches_a_full_scan(steps: list[tuple[str, int, str]]) -> N
         assert sorted(h.uuid for h in cache.holds(only=("ns", owner))) == sorted(
             h.uuid for h in cache.holds() if h.owner == f"ns/{owner}"
         )
+
+
+def _forged(
+    pod: dict[str, Any], namespace: str | None = None, uid: str | None = "", ref: bool = True
+) -> dict[str, Any]:
+    """``pod`` as someone else could make it: in another namespace, with another owner uid, or
+    with no ownerReference at all (the label and the annotation copied)."""
+    meta = dict(pod["metadata"])
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if not ref:
+        meta.pop("ownerReferences")
+    elif uid != "":
+        meta["ownerReferences"] = [{**meta["ownerReferences"][0], "uid": uid}]
+    return {**pod, "metadata": meta}
+
+
+def test_only_pods_a_live_deployment_controls_hold_gpus() -> None:
+    """A pod with gpupin's label and a placement annotation claiming a GPU is not gpupin's unless
+    its controller reference has the uid of a live LLMDeployment of its namespace: a forgery holds
+    nothing, is no one's pod, counts in no metric."""
+    cache = ClusterCache()
+    cache.deployments.upsert(_deployment("a"))
+    real = _pod("p0", "a", "uid-real", 1, "GPU-0")
+    forgeries = [
+        _forged(_pod("p1", "a", "uid-1", 2, "GPU-1"), uid="o-wrong"),
+        _forged(_pod("p2", "a", "uid-2", 3, "GPU-2"), namespace="elsewhere"),
+        _forged(_pod("p3", "a", "uid-3", 4, "GPU-3"), ref=False),
+        _forged(_pod("p4", "a", "uid-4", 5, "GPU-4"), uid=None),
+    ]
+    for pod in [real, *forgeries]:
+        cache.pods.upsert(pod)
+    assert [h.uuid for h in cache.holds()] == ["GPU-0"]
+    assert [h.uuid for h in cache.holds(only=("ns", "a"))] == ["GPU-0"]
+    assert [p["metadata"]["name"] for p in cache.pods_of(("ns", "a"))] == ["p0"]
+    assert cache.pods_of(("elsewhere", "a")) == [] and cache.holds(only=("elsewhere", "a")) == []
+    assert cache.gpus_per_node() == {"n": 1}
+    assert cache.foreign(real) is None
+    assert [cache.foreign(p) for p in forgeries] == [
+        "its controller ownerReference to LLMDeployment ns/a has uid 'o-wrong', not the live one's",
+        "its controller ownerReference names LLMDeployment elsewhere/a, which does not exist",
+        "it has no controller ownerReference to a LLMDeployment",
+        "its controller ownerReference to LLMDeployment ns/a has uid '', not the live one's",
+    ]
+
+
+def test_pods_count_once_their_deployment_arrives_and_hold_until_gone_after_it_is_deleted() -> None:
+    """At start-up a pod can be read before its deployment: stored, it counts once the deployment
+    arrives (and the planner is told to read its holds again). A deleted deployment's pods are
+    terminating, maybe still on their GPUs: they hold, as a deleted owner's, until they are gone."""
+    cache = ClusterCache()
+    pod = _pod("p0", "a", "uid-0", 2, "GPU-0")
+    cache.pods.upsert(pod)
+    assert cache.holds() == [] and cache.owner_of(pod) is None
+    cache.dirty_owners.clear()
+    cache.deployments.upsert(_deployment("a"))
+    assert ("ns", "a") in cache.dirty_owners, "the planner must read a's holds again"
+    assert [h.owner for h in cache.holds(only=("ns", "a"))] == ["ns/a"]
+    cache.dirty_owners.clear()
+    cache.deployments.upsert({**_deployment("a"), "status": {"x": 1}})
+    assert not cache.dirty_owners, "a status update changes no ownership"
+    cache.deployments.remove(_deployment("a"))
+    assert ("ns", "a") in cache.dirty_owners
+    assert cache.pods_of(("ns", "a")) == [], "no live deployment: its reconcile sees no pods"
+    assert [h.owner for h in cache.holds(only=("ns", "a"))] == ["ns/a (deleted)"]
+    assert cache.hold_owners(("ns", "a")) == ("ns/a", "ns/a (deleted)")
+    assert cache.gpus_per_node() == {"n": 1}
+    # made again under the same name: the old pods still hold, as the deleted one's
+    cache.deployments.upsert(_deployment("a", uid="o-a2"))
+    assert [h.owner for h in cache.holds()] == ["ns/a (deleted)"]
+    assert cache.pods_of(("ns", "a")) == []
+    cache.pods.remove(pod)
+    assert cache.holds() == [] and cache.gpus_per_node() == {}
+
+
+def test_deleted_deployments_are_remembered_within_a_bound() -> None:
+    cache = ClusterCache()
+    cache.GONE_OWNERS = 2
+    pods = []
+    for name in "abc":
+        cache.deployments.upsert(_deployment(name))
+        pods.append(_pod(f"p-{name}", name, f"uid-{name}", 2, f"GPU-{name}"))
+        cache.pods.upsert(pods[-1])
+        cache.deployments.remove(_deployment(name))
+    assert [cache.owner_of(p) for p in pods] == [None, ("ns", "b"), ("ns", "c")]
+
+
+def _listed(name: str, rv: int | str, uid: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "uid": uid or f"u-{name}", "resourceVersion": str(rv)}
+    }
+
+
+def test_a_sweep_removes_what_the_list_shows_gone_and_nothing_newer_or_ours() -> None:
+    """Mark and sweep after a full LIST at resourceVersion 100: a stored object the list lacks was
+    deleted while the watch was away (no DELETED event came); one newer than the list came from the
+    watch after it was taken; one at "0" is our reservation, its create not answered yet."""
+    store = Store()
+    for obj in (
+        _listed("listed", 90),
+        _listed("gone", 50),
+        _listed("gone-at-the-list", 100),
+        _listed("newer", 101),
+        _listed("reserved", 0),
+        _listed("replaced", 40, uid="old"),
+    ):
+        store.upsert(obj)
+    listed = [_listed("listed", 90), _listed("replaced", 95, uid="new")]
+    for obj in listed:
+        store.upsert(obj)
+    removed: list[str] = []
+    swept = store.sweep(listed, "100", remove=lambda obj: removed.append(obj["metadata"]["name"]))
+    assert sorted(o["metadata"]["name"] for o in swept) == sorted(removed) == ["gone", "gone-at-the-list"]
+    assert sorted(k[1] for k in store.objects) == [
+        "gone",
+        "gone-at-the-list",
+        "listed",
+        "newer",
+        "replaced",
+        "reserved",
+    ], "with a callback, the callback removes"
+    assert [o["metadata"]["name"] for o in store.sweep(listed, 100)] == ["gone", "gone-at-the-list"]
+    assert sorted(k[1] for k in store.objects) == ["listed", "newer", "replaced", "reserved"]
+    assert store.get(("ns", "replaced"))["metadata"]["uid"] == "new"  # type: ignore[index]
+    assert store.sweep([], None) == [], "a list without a resourceVersion proves nothing gone"
+    assert store.sweep([], "") == [] and store.sweep([], "garbage") == []
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30), st.booleans()), max_size=30),
+    st.integers(0, 30),
+)
+def test_after_a_sweep_every_object_is_listed_ours_or_newer(
+    stored: list[tuple[int, int, bool]], list_rv: int
+) -> None:
+    store = Store()
+    listed = []
+    for n, rv, in_list in stored:
+        obj = _listed(f"o{n}", rv)
+        store.upsert(obj)
+        if in_list:
+            listed.append(obj)
+    before = {key: obj["metadata"]["resourceVersion"] for key, obj in store.objects.items()}
+    swept = {key_of(o) for o in store.sweep(listed, list_rv)}
+    names = {key_of(o) for o in listed}
+    for key, rv in before.items():
+        kept = key in names or rv == "0" or int(rv) > list_rv
+        assert (key in store.objects) is kept and (key in swept) is not kept

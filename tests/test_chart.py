@@ -59,7 +59,12 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 FAKE_VALUES = {
-    "operator": {"pinning": "dra", "watchNamespaces": ["team-a", "team-b"], "logLevel": "DEBUG"},
+    "operator": {
+        "pinning": "dra",
+        "watchNamespaces": ["team-a", "team-b"],
+        "logLevel": "DEBUG",
+        "relistSeconds": 0,
+    },
     "crds": {"keep": False},
     "agent": {
         "fakeInventory": {
@@ -93,6 +98,8 @@ def test_default_install() -> None:
     assert agent_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
     (deployment,) = by_kind(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GPUPIN_RELIST_SECONDS"] == "300"
     (daemonset,) = by_kind(docs, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -123,6 +130,7 @@ def test_non_default_values(tmp_path: Path) -> None:
     (deployment,) = by_kind(docs, "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GPUPIN_PINNING"] == "dra" and env["GPUPIN_NAMESPACES"] == "team-a,team-b"
+    assert env["GPUPIN_RELIST_SECONDS"] == "0", "relist off"
     (configmap,) = by_kind(docs, "ConfigMap")
     assert yaml.safe_load(configmap["data"]["inventory.yaml"])["nodes"][0]["name"] == "workstation"
     (daemonset,) = by_kind(docs, "DaemonSet")
@@ -142,6 +150,7 @@ def test_non_default_values(tmp_path: Path) -> None:
         (["agent.fakeInventory.enabled=true"], "needs agent.fakeInventory.inventory.nodes"),
         (["agent.enabled=false", "agent.fakeInventory.enabled=true"], "needs agent.enabled"),
         (["operator.typo=1"], "typo"),
+        (["operator.relistSeconds=-1"], "operator/relistSeconds"),
     ],
 )
 def test_contradictory_values_fail_with_a_message(sets: list[str], fragment: str) -> None:

@@ -1,4 +1,5 @@
-"""Operator settings from flags and environment: --require-gpu and GPUPIN_REQUIRE_GPU.
+"""Operator settings from flags and environment: --require-gpu and GPUPIN_REQUIRE_GPU, --relist-seconds
+and GPUPIN_RELIST_SECONDS.
 
 Aspects: the default requires GPU memory; the flag wins over the variable; the variable takes
 true/false spellings; anything else is a one-line error from `gpupin operator` (exit 2), not a
@@ -89,3 +90,37 @@ def test_the_operator_starts_as_a_uid_without_a_passwd_entry() -> None:
     # the witness: this process reproduces the crash kopf's default met in the pod
     assert "getuser: 'getpwuid(): uid not found: 65532'" in result.stdout
     assert f"identity: uid65532@{socket.gethostname()}/" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "expected"),
+    [(None, [], 300.0), ("30", [], 30.0), ("0", [], 0.0), ("30", ["--relist-seconds", "2.5"], 2.5)],
+)
+def test_relist_seconds(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, argv: list[str], expected: float
+) -> None:
+    """How often gpupin's objects are listed to find deletions a watch gap hid; 0: never."""
+    if env is None:
+        monkeypatch.delenv(config.ENV["relist_seconds"], raising=False)
+    else:
+        monkeypatch.setenv(config.ENV["relist_seconds"], env)
+    assert _parse(argv).relist_seconds == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ("-1", "gpupin: --relist-seconds must be 0 (off) or positive"),
+        ("nan", "gpupin: --relist-seconds must be 0 (off) or positive"),
+        ("soon", "gpupin: argument --relist-seconds: invalid float value: 'soon'"),
+    ],
+)
+def test_a_bad_relist_interval_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, env: str, message: str
+) -> None:
+    monkeypatch.setenv(config.ENV["relist_seconds"], env)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "gpupin"), "operator"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == message

@@ -2,9 +2,10 @@
 
 Pure: no kopf, no kubernetes. A :class:`Placement` goes from the planner to the renderer, into
 the pod as the ``gpupin.dev/placement`` annotation (:meth:`Placement.to_annotation`), and back
-into the operator when the watch delivers the pod (:meth:`Placement.from_annotation`, one parse
-per distinct annotation). :class:`Hold` and :class:`CurrentPod` are what the planner reads of
-existing pods.
+into the operator when the watch delivers the pod (:meth:`Placement.parse`, strict, raising
+:class:`PlacementError` that names the field; :meth:`Placement.from_annotation`, lenient, keeping
+what can be read; one parse per distinct annotation). :class:`Hold` and :class:`CurrentPod` are
+what the planner reads of existing pods.
 
 The annotation's JSON shape is public and stable (``{"exclusive", "gpus": [{"index", "name",
 "uuid", "vramBytes"}], "models", "node"}``, keys sorted, compact): the pod's spec hash covers it,
@@ -15,11 +16,17 @@ the typed object and the rendered container, not in the annotation.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
 Outcome = Literal["Placed", "Refused"]
+
+
+class PlacementError(ValueError):
+    """A placement annotation that is not what gpupin writes; the message names the field, what
+    it is and what is allowed (``gpus[0].vramBytes is 'x', expected a byte count (integer ≥ 0)``)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,16 @@ class Placement:
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
+    def parse(cls, pod: str, text: str) -> Placement:
+        """The placement a pod's annotation holds, read strictly: every field present and of the
+        shape :meth:`to_annotation` writes (unknown keys are ignored). Raises :class:`PlacementError`."""
+        parsed = _parse_strict(text)
+        if isinstance(parsed, str):
+            raise PlacementError(parsed)
+        node, models, gpus, exclusive = parsed
+        return cls(pod=pod, node=node, models=models, gpus=gpus, exclusive=exclusive)
+
+    @classmethod
     def from_annotation(cls, pod: str, text: str) -> Placement | None:
         """The placement a pod's annotation holds; ``None`` when it is not one (unreadable input
         is not a placement, and never a reason to delete the pod)."""
@@ -131,6 +148,81 @@ def _parse_annotation(
         tuple(gpus),
         data.get("exclusive") is True,
     )
+
+
+_Parsed = tuple[str, tuple[str, ...], tuple[GPUAssignment, ...], bool]
+
+
+@lru_cache(maxsize=16384)
+def _parse_strict(text: str) -> _Parsed | str:
+    """The strict reading of an annotation, or what is wrong with it (cached either way)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return f"is not JSON ({exc})"
+    if not isinstance(data, dict):
+        return f"is {_show(data)}, expected a JSON object"
+    try:
+        node = _field(
+            data, "node", "", lambda v: isinstance(v, str) and bool(v), "a node name (non-empty string)"
+        )
+        models = _field(
+            data,
+            "models",
+            "",
+            lambda v: isinstance(v, list) and all(isinstance(m, str) for m in v),
+            "a list of model names (strings)",
+        )
+        exclusive = _field(data, "exclusive", "", lambda v: isinstance(v, bool), "true or false")
+        items = _field(
+            data, "gpus", "", lambda v: isinstance(v, list) and bool(v), "a non-empty list of GPUs"
+        )
+        gpus: list[GPUAssignment] = []
+        for i, item in enumerate(items):
+            where = f"gpus[{i}]"
+            if not isinstance(item, dict):
+                raise PlacementError(f"{where} is {_show(item)}, expected an object")
+            uuid = _field(
+                item, "uuid", where, lambda v: isinstance(v, str) and bool(v), "a GPU UUID (non-empty string)"
+            )
+            if uuid in (g.uuid for g in gpus):
+                raise PlacementError(f"{where}.uuid {uuid!r} is listed twice, expected each GPU once")
+            gpus.append(
+                GPUAssignment(
+                    index=_field(item, "index", where, _is_count, "a GPU index (integer ≥ 0)"),
+                    uuid=uuid,
+                    name=_field(item, "name", where, lambda v: isinstance(v, str), "a product name (string)"),
+                    vram_bytes=_field(item, "vramBytes", where, _is_count, "a byte count (integer ≥ 0)"),
+                )
+            )
+    except PlacementError as exc:
+        return str(exc)
+    return node, tuple(models), tuple(gpus), exclusive
+
+
+def _field(data: dict[str, Any], key: str, where: str, valid: Callable[[Any], bool], expected: str) -> Any:
+    name = f"{where}.{key}" if where else key
+    if key not in data:
+        raise PlacementError(f"{name} is missing, expected {expected}")
+    if not valid(data[key]):
+        raise PlacementError(f"{name} is {_show(data[key])}, expected {expected}")
+    return data[key]
+
+
+def _is_count(value: object) -> bool:
+    return _integer(value) is not None
+
+
+def _show(value: object) -> str:
+    """A JSON value in a message: short, and saying what kind of thing it is."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if value is None:
+        return "null"
+    shown = json.dumps(value) if isinstance(value, bool) else repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _integer(value: object) -> int | None:

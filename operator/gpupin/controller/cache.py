@@ -9,17 +9,23 @@ the watch echoes it back. That is what keeps the allocation step honest: the nex
 deployment planned already sees the GPUs the previous one took, even if the watch
 event for the new pod has not arrived yet. The watch stays the truth: a newer
 resourceVersion from it replaces ours, and a deleted uid is never resurrected.
+
+A pod is gpupin's only when its controller ownerReference names a live LLMDeployment by uid (or
+one deleted a moment ago, whose pods may still be on their GPUs): any pod can carry the
+managed-by label and a placement annotation, and such a forgery must neither hold a GPU nor
+reach a deployment's pods. The others are stored all the same (at start-up a deployment may be
+read after its pods) and start counting when their deployment arrives.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants
-from gpupin.controller.podstate import is_finished, is_terminating, placement_of
+from gpupin.controller.podstate import is_finished, is_terminating, placement_of, placement_problem
 from gpupin.inventory import (
     Inventory,
     NodeInventory,
@@ -89,6 +95,29 @@ class Store:
             self.objects[key_of(obj)] = copy
             self._on_change(copy)
 
+    def sweep(
+        self,
+        listed: Iterable[dict[str, Any]],
+        list_rv: str | int | None,
+        remove: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Mark and sweep against a full LIST taken at resourceVersion ``list_rv`` (``listed`` already
+        upserted): what is stored but not listed is gone, its DELETED event missed (after a watch
+        gap past the resourceVersion window kopf re-lists without DELETED events). Kept: our
+        reservations (resourceVersion "0": the create is not answered yet) and what is newer than
+        the list (a watch delivered it after the list was taken). Each stale object goes through
+        ``remove`` (the watch's DELETED path; default :meth:`remove`). Returns the stale objects."""
+        seen = {key_of(obj) for obj in listed}
+        limit = _rv({"metadata": {"resourceVersion": list_rv}})
+        stale = [
+            obj
+            for key, obj in self.objects.items()
+            if key not in seen and obj["metadata"].get("resourceVersion") != "0" and _rv(obj) <= limit
+        ]
+        for obj in stale:
+            (remove or self.remove)(obj)
+        return stale
+
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.objects.get(key)
 
@@ -97,11 +126,18 @@ class Store:
 
 
 class ClusterCache:
+    GONE_OWNERS = 10_000
+    """Deleted deployments remembered, so that their terminating pods keep holding their GPUs."""
+
     def __init__(self) -> None:
-        self.deployments = Store()
+        self.deployments = Store(on_change=self._deployment_changed)
         # deployments whose pods changed since the reconciler's planner last read their holds
         self.dirty_owners: set[Key] = set()
         self._by_owner: dict[Key, set[Key]] = {}
+        self._owner_uids: dict[Key, str] = {}
+        """Each live deployment's uid: a pod is its only if its controller reference has that uid."""
+        self._gone_owners: OrderedDict[str, Key] = OrderedDict()
+        """uid → key of deployments deleted lately (bounded): their pods still hold, until gone."""
         self.pods = Store(on_change=self._pod_changed)
         self.services = Store()
         self.claim_templates = Store()
@@ -173,9 +209,59 @@ class ClusterCache:
 
     # -- pods ------------------------------------------------------------------------------
 
+    def _deployment_changed(self, obj: dict[str, Any]) -> None:
+        """A deployment arrived, was replaced or went: whether its pods count changed with it."""
+        key = key_of(obj)
+        live = self.deployments.get(key)
+        uid = str(live["metadata"].get("uid") or "") if live is not None else ""
+        old = self._owner_uids.get(key, "")
+        if uid == old:
+            return
+        if old:
+            self._gone_owners[old] = key
+            while len(self._gone_owners) > self.GONE_OWNERS:
+                self._gone_owners.popitem(last=False)
+        if uid:
+            self._owner_uids[key] = uid
+        else:
+            self._owner_uids.pop(key, None)
+        self.dirty_owners.add(key)  # its pods start (or stop) counting: the planner reads them again
+
+    def owner_of(self, pod: dict[str, Any]) -> Key | None:
+        """The deployment whose pod this is: its controller reference names a live LLMDeployment
+        by uid, or one deleted lately (its pods may still be on their GPUs). None: not gpupin's."""
+        ref = _controller_ref(pod)
+        if ref is None:
+            return None
+        key = (pod["metadata"].get("namespace") or "", ref[0])
+        if ref[1] and (self._owner_uids.get(key) == ref[1] or self._gone_owners.get(ref[1]) == key):
+            return key
+        return None
+
+    def _live(self, pod: dict[str, Any], key: Key) -> bool:
+        ref = _controller_ref(pod)
+        return ref is not None and bool(ref[1]) and self._owner_uids.get(key) == ref[1]
+
+    def foreign(self, pod: dict[str, Any]) -> str | None:
+        """Why a pod with gpupin's label is not gpupin's (for a log line); None when it is."""
+        if self.owner_of(pod) is not None:
+            return None
+        ref = _controller_ref(pod)
+        if ref is None:
+            return f"it has no controller ownerReference to a {constants.KIND}"
+        namespace = pod["metadata"].get("namespace") or ""
+        if (namespace, ref[0]) not in self._owner_uids:
+            return f"its controller ownerReference names {constants.KIND} {namespace}/{ref[0]}, which does not exist"
+        return f"its controller ownerReference to {constants.KIND} {namespace}/{ref[0]} has uid {ref[1]!r}, not the live one's"
+
     def pods_of(self, key: Key) -> list[dict[str, Any]]:
-        """A deployment's pods, from an index by owner (a reconcile does not scan every pod)."""
-        return [pod for pod_key in self._by_owner.get(key, ()) if (pod := self.pods.get(pod_key)) is not None]
+        """A live deployment's pods (its uid in their controller reference), from an index by owner
+        name (a reconcile does not scan every pod)."""
+        return [
+            pod
+            for pod_key in self._by_owner.get(key, ())
+            if (pod := self.pods.get(pod_key)) is not None and self._live(pod, key)
+        ]
 
     def _pod_changed(self, pod: dict[str, Any]) -> None:
         owner = (pod["metadata"].get("namespace", ""), _owner_name(pod))
@@ -186,43 +272,77 @@ class ClusterCache:
             self._by_owner.setdefault(owner, set()).add(pod_key)
         self.dirty_owners.add(owner)
 
+    @staticmethod
+    def hold_owners(key: Key) -> tuple[str, str]:
+        """The owners :meth:`holds` names for ``key``'s pods: the live deployment's, and a deleted
+        one's (a deployment of the same name made again must not plan onto GPUs its predecessor's
+        terminating pods are still on)."""
+        return f"{key[0]}/{key[1]}", f"{key[0]}/{key[1]} (deleted)"
+
     def holds(self, only: Key | None = None) -> list[Hold]:
-        """GPU memory the gpupin pods (of ``only``, if given) hold. Terminating pods still hold
-        theirs (the process may still be on the GPU); finished pods do not."""
-        result = []
-        for pod in self.pods_of(only) if only is not None else self.pods.values():
-            if is_finished(pod):
+        """GPU memory gpupin's pods (of ``only``, if given) hold. Terminating pods still hold
+        theirs (the process may still be on the GPU); finished pods do not. A pod whose placement
+        is not what gpupin writes (:func:`placement_problem`) holds every GPU it names, wholly and
+        exclusively: never a GPU given twice."""
+        pods = (
+            [p for k in self._by_owner.get(only, ()) if (p := self.pods.get(k)) is not None]
+            if only is not None
+            else self.pods.values()
+        )
+        result: list[Hold] = []
+        for pod in pods:
+            key = self.owner_of(pod)
+            if key is None or is_finished(pod):
                 continue
-            key = (pod["metadata"].get("namespace", ""), _owner_name(pod))
             placement = placement_of(pod)
             if placement is None:
                 continue
-            owner = f"{key[0]}/{key[1]}"
+            live, deleted = self.hold_owners(key)
+            owner = live if self._live(pod, key) else deleted
+            if placement_problem(pod) is not None:
+                result.extend(Hold(gpu.uuid, None, True, owner) for gpu in placement.gpus)
+                continue
             for gpu in placement.gpus:
                 result.append(Hold(gpu.uuid, gpu.vram_bytes, placement.exclusive, owner))
         return result
 
     def gpus_per_node(self) -> dict[str, int]:
+        """GPUs gpupin's pods hold, by node (the allocation metric)."""
         counts: dict[str, int] = defaultdict(int)
         for pod in self.pods.values():
+            if self.owner_of(pod) is None or is_finished(pod):
+                continue
             placement = placement_of(pod)
-            if placement is not None and placement.node and not is_finished(pod):
+            if placement is not None and placement.node:
                 counts[placement.node] += len(placement.gpus)
         return counts
 
 
-def _owner_name(pod: dict[str, Any]) -> str:
-    labels = pod["metadata"].get("labels") or {}
-    # the label value is the deployment's name, hashed only when longer than 63 characters;
-    # the owner reference has the exact name
+def _controller_ref(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, uid) of the pod's controller ownerReference to an LLMDeployment (API group checked)."""
     for ref in pod["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == constants.KIND and ref.get("controller"):
-            return str(ref["name"])
-    return str(labels.get(constants.DEPLOYMENT_LABEL, ""))
+        if (
+            ref.get("kind") == constants.KIND
+            and ref.get("controller") is True
+            and str(ref.get("apiVersion") or "").split("/")[0] == constants.GROUP
+            and isinstance(ref.get("name"), str)
+        ):
+            return ref["name"], str(ref.get("uid") or "")
+    return None
+
+
+def _owner_name(pod: dict[str, Any]) -> str:
+    """The name the pod index files a pod under: its controller reference's (the exact name), else
+    the deployment label (hashed when the name is longer than 63 characters)."""
+    ref = _controller_ref(pod)
+    if ref is not None:
+        return ref[0]
+    return str((pod["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL, ""))
 
 
 def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
-    """This deployment's live pods as the planner's stability hints."""
+    """This deployment's live pods (from :meth:`ClusterCache.pods_of`) as the planner's stability
+    hints (read leniently: a pod with a damaged placement is kept where it is, if it can be)."""
     result = []
     for pod in pods:
         if is_terminating(pod) or is_finished(pod):

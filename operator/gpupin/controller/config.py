@@ -30,6 +30,9 @@ class OperatorConfig:
     """Namespaces whose LLMDeployments are served; empty: all (cluster-wide)."""
     resync_seconds: float = 600.0
     """Every deployment is reconciled at least this often, whatever the watches say."""
+    relist_seconds: float = 300.0
+    """gpupin's pods, Services, claim templates and the LLMDeployments are listed this often and
+    the cache made to match (what a watch gap hid, deletions included); 0 disables."""
     metrics_port: int = 8000
     """Prometheus /metrics; 0 disables."""
     health_port: int = 8080
@@ -64,6 +67,7 @@ ENV = {
     "require_gpu": "GPUPIN_REQUIRE_GPU",
     "namespaces": "GPUPIN_NAMESPACES",
     "resync_seconds": "GPUPIN_RESYNC_SECONDS",
+    "relist_seconds": "GPUPIN_RELIST_SECONDS",
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
     "concurrency": "GPUPIN_CONCURRENCY",
@@ -121,6 +125,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(env.get(ENV["resync_seconds"], "600")),
         help=f"reconcile every deployment at least this often (env {ENV['resync_seconds']}; default 600)",
+    )
+    parser.add_argument(
+        "--relist-seconds",
+        type=float,
+        default=env.get(
+            ENV["relist_seconds"], "300"
+        ),  # a string: argparse converts it, or says what is wrong
+        help="list gpupin's objects this often and drop from the cache what is gone (a deletion a watch "
+        f"gap hid), 0 to disable (env {ENV['relist_seconds']}; default 300)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -192,6 +205,8 @@ def _env_bool(name: str, default: bool) -> bool:
 def from_arguments(args: argparse.Namespace) -> OperatorConfig:
     if args.resync_seconds <= 0:
         raise ValueError("--resync-seconds must be positive")
+    if not args.relist_seconds >= 0:  # NaN too
+        raise ValueError("--relist-seconds must be 0 (off) or positive")
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
     if args.max_concurrent_rollouts < 1:
@@ -215,6 +230,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         ),
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
+        relist_seconds=args.relist_seconds,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         concurrency=args.concurrency,

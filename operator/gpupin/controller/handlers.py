@@ -16,6 +16,8 @@ only queues a key; the reconcile reads the cache, so triggers can be many and ch
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import kopf
@@ -41,6 +43,8 @@ class _State:
         self.cache = ClusterCache()
         self.reconciler: Reconciler | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.foreign_logged: set[str] = set()
+        """uids of pods already logged as not gpupin's (bounded)."""
 
 
 STATE = _State()
@@ -80,6 +84,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     reconciler.enqueue_all()
     reconciler.ready.set()
     STATE.tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(reconciler.resync())]
+    if config.relist_seconds > 0:
+        STATE.tasks.append(asyncio.create_task(_relist_forever(kube, config.relist_seconds)))
     log.info(
         "gpupin operator started",
         pinning=config.pinning,
@@ -124,6 +130,84 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
             cache.claim_templates.upsert({**template, "kind": "ResourceClaimTemplate"})
 
 
+async def _relist_forever(kube: Kube, seconds: float) -> None:
+    """Every ``seconds``, :func:`relist`; a failed pass is logged and tried again next time."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await relist(kube)
+        except ApiError as exc:
+            log.warning(
+                "Relist failed, will try again", status=exc.status, reason=exc.reason, retry_in=seconds
+            )
+        except Exception as exc:  # the network: never the end of the operator
+            log.warning(
+                "Relist failed, will try again", error=str(exc) or type(exc).__name__, retry_in=seconds
+            )
+
+
+async def relist(kube: Kube) -> None:
+    """Mark and sweep: LIST gpupin's pods, Services, claim templates (dra pinning) and the
+    LLMDeployments, cluster-wide as at start-up, and make each store match its list. What is
+    listed goes the watch's way (the newest resourceVersion wins); what is stored, not listed,
+    not ours in flight and not newer than the list goes the way of a DELETED event — a watch cut
+    past the resourceVersion window is re-listed by kopf without DELETED events, and a pod left
+    in the cache would hold its GPUs and never be made again."""
+    selector = {"labelSelector": MANAGED}
+    # store, kind, apiVersion, path, query, the event path a listed or vanished object takes
+    kinds: list[
+        tuple[str, str, str, str, dict[str, str] | None, Callable[[str | None, dict[str, Any]], None]]
+    ]
+    kinds = [
+        ("pods", "Pod", "v1", "/api/v1/pods", selector, _pod_seen),
+        (
+            "services",
+            "Service",
+            "v1",
+            "/api/v1/services",
+            selector,
+            partial(_child_seen, "services", "Service"),
+        ),
+        (
+            "deployments",
+            constants.KIND,
+            constants.API_VERSION,
+            f"/apis/{constants.API_VERSION}/{constants.PLURAL}",
+            None,
+            _deployment_seen,
+        ),
+    ]
+    if STATE.config is not None and STATE.config.pinning == "dra":
+        kinds.append(
+            (
+                "claim_templates",
+                "ResourceClaimTemplate",
+                "resource.k8s.io/v1",
+                "/apis/resource.k8s.io/v1/resourceclaimtemplates",
+                selector,
+                partial(_child_seen, "claim_templates", "ResourceClaimTemplate"),
+            )
+        )
+    for store_name, kind_name, api_version, path, query, seen in kinds:
+        body = await asyncio.to_thread(kube.request, "GET", path, None, query)
+        items = [{**item, "kind": kind_name, "apiVersion": api_version} for item in body.get("items") or []]
+        if store_name == "deployments":
+            items = [i for i in items if _served(i["metadata"].get("namespace"))]
+        for item in items:  # no await from here to the sweep: the store is not changed meanwhile
+            seen(None, item)
+        store = getattr(STATE.cache, store_name)
+        swept = store.sweep(
+            items, (body.get("metadata") or {}).get("resourceVersion"), partial(seen, "DELETED")
+        )
+        if swept:
+            log.info(
+                "Relist found objects gone whose DELETED event was missed",
+                kind=kind_name,
+                count=len(swept),
+                names=[f"{k[0]}/{k[1]}" if k[0] else k[1] for k in map(key_of, swept)][:20],
+            )
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     for task in STATE.tasks:
@@ -134,8 +218,11 @@ async def cleanup(**_: Any) -> None:
 
 @kopf.on.event(constants.GROUP, constants.VERSION, constants.PLURAL)
 async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
-    obj: dict[str, Any] = dict(event.get("object") or {})
-    kind = event.get("type")
+    _deployment_seen(event.get("type"), dict(event.get("object") or {}))
+
+
+def _deployment_seen(kind: str | None, obj: dict[str, Any]) -> None:
+    """An LLMDeployment event, from the watch or a relist (``kind`` None: listed)."""
     reconciler = STATE.reconciler
     if not obj or reconciler is None or not _served(obj["metadata"].get("namespace")):
         return
@@ -174,49 +261,77 @@ def _pod_view(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 @kopf.on.event("v1", "pods", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})
 async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    obj: dict[str, Any] = dict(event.get("object") or {})
-    kind = event.get("type")
+    _pod_seen(event.get("type"), dict(event.get("object") or {}))
+
+
+def _pod_seen(kind: str | None, obj: dict[str, Any]) -> None:
+    """A pod event, from the watch or a relist (``kind`` None: listed). Only a pod a live (or just
+    deleted) LLMDeployment controls wakes a deployment; the others are stored and ignored."""
     reconciler = STATE.reconciler
     if not obj or reconciler is None:
         return
     obj = {**obj, "kind": "Pod"}
-    owner = _owner_key(obj)
+    cache = STATE.cache
     if kind == "DELETED":
-        STATE.cache.pods.remove(obj)
+        owner = cache.owner_of(obj)
+        cache.pods.remove(obj)
         if owner:
             reconciler.enqueue(owner)
-        reconciler.enqueue_all(only_unplaced=True)  # its GPUs are free now
+            reconciler.enqueue_all(only_unplaced=True)  # its GPUs are free now
         return
-    old = STATE.cache.pods.get(key_of(obj))
-    if not STATE.cache.pods.upsert(obj):
+    old = cache.pods.get(key_of(obj))
+    if not cache.pods.upsert(obj):
         return
-    if owner and (old is None or _pod_view(old) != _pod_view(obj)):
+    owner = cache.owner_of(obj)
+    if owner is None:
+        _ignore_foreign(obj)
+    elif old is None or _pod_view(old) != _pod_view(obj):
         reconciler.enqueue(owner)
+
+
+def _ignore_foreign(pod: dict[str, Any]) -> None:
+    """Say once per pod that a pod with gpupin's label is not gpupin's (it holds no GPU)."""
+    uid = str(pod["metadata"].get("uid") or "")
+    why = STATE.cache.foreign(pod)
+    if why is None or uid in STATE.foreign_logged:
+        return
+    if len(STATE.foreign_logged) >= 10_000:
+        STATE.foreign_logged.clear()
+    STATE.foreign_logged.add(uid)
+    log.info(
+        "Ignoring a pod with gpupin's label that no LLMDeployment controls: it holds no GPU",
+        namespace=pod["metadata"].get("namespace"),
+        pod=pod["metadata"].get("name"),
+        why=why,
+    )
+
+
+def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str, Any]) -> None:
+    """A Service or ResourceClaimTemplate event, from the watch or a relist (``kind`` None: listed)."""
+    if not obj or STATE.reconciler is None:
+        return
+    obj = {**obj, "kind": kind_name}
+    store = getattr(STATE.cache, store_name)
+    if kind == "DELETED":
+        store.remove(obj)
+    elif not store.upsert(obj):
+        return
+    owner = _owner_key(obj)
+    if owner and kind in ("DELETED", "MODIFIED"):
+        STATE.reconciler.enqueue(owner)
 
 
 def _child_event(store_name: str, kind_name: str) -> Any:
     async def handler(event: kopf.RawEvent, **_: Any) -> None:
-        obj: dict[str, Any] = dict(event.get("object") or {})
-        kind = event.get("type")
-        if not obj or STATE.reconciler is None:
-            return
-        obj = {**obj, "kind": kind_name}
-        store = getattr(STATE.cache, store_name)
-        if kind == "DELETED":
-            store.remove(obj)
-        elif not store.upsert(obj):
-            return
-        owner = _owner_key(obj)
-        if owner and kind in ("DELETED", "MODIFIED"):
-            STATE.reconciler.enqueue(owner)
+        _child_seen(store_name, kind_name, event.get("type"), dict(event.get("object") or {}))
 
     return handler
 
 
-kopf.on.event("v1", "services", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})(
+service_event = kopf.on.event("v1", "services", labels={constants.MANAGED_BY_LABEL: constants.MANAGED_BY})(
     _child_event("services", "Service")
 )
-kopf.on.event(
+claim_template_event = kopf.on.event(
     "resource.k8s.io",
     "v1",
     "resourceclaimtemplates",

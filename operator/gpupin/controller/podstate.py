@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpupin import constants
-from gpupin.placement import Placement
+from gpupin.placement import Placement, PlacementError
 
 
 def placement_of(pod: dict[str, Any]) -> Placement | None:
@@ -20,6 +20,27 @@ def placement_of(pod: dict[str, Any]) -> Placement | None:
     if not text or not isinstance(text, str):
         return None
     return Placement.from_annotation(str(meta.get("name") or ""), text)
+
+
+def placement_problem(pod: dict[str, Any]) -> str | None:
+    """What is wrong with a pod's placement annotation, in one sentence naming the pod, the
+    annotation and the field (``pod chat-1: placement annotation gpupin.dev/placement:
+    gpus[0].vramBytes is 'x', expected a byte count (integer ≥ 0)``); None when it is what gpupin
+    writes. A pod with a problem still holds every GPU it names, wholly (see
+    :func:`gpupin.controller.cache.ClusterCache.holds`)."""
+    meta = pod["metadata"]
+    name = str(meta.get("name") or "")
+    text = (meta.get("annotations") or {}).get(constants.PLACEMENT_ANNOTATION)
+    where = f"pod {name}: placement annotation {constants.PLACEMENT_ANNOTATION}"
+    if text is None:
+        return f"{where} is missing"
+    if not isinstance(text, str):
+        return f"{where} is not a string"
+    try:
+        Placement.parse(name, text)
+    except PlacementError as exc:  # "is not JSON …" is about the whole annotation, else a field
+        return f"{where} {exc}" if str(exc).startswith("is ") else f"{where}: {exc}"
+    return None
 
 
 def is_terminating(obj: dict[str, Any]) -> bool:

@@ -287,7 +287,8 @@ class Reconciler:
     def _resync_holds(self, key: Key) -> None:
         """Make the planner's view of what ``key``'s pods hold match the cache."""
         if self._planner_state is not None:
-            self._planner_state.release(f"{key[0]}/{key[1]}")
+            for owner in self.cache.hold_owners(key):  # the live deployment's, and a deleted one's
+                self._planner_state.release(owner)
             self._planner_state.hold(self.cache.holds(only=key))
         self.cache.dirty_owners.discard(key)
 
