@@ -237,3 +237,20 @@ def test_unchanged_conditions_keep_their_transition_time_across_status_writes() 
         reasons.READY: ("True", "2026-11-27T14:00:00Z"),
         reasons.DEGRADED: ("False", "2026-11-27T12:00:00Z"),
     }
+
+
+def test_a_damaged_placement_record_is_reported_on_its_owner_and_the_pod_kept() -> None:
+    cluster = inventory(node("w", A10, A10))
+    body, pods, services = _converge(_body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}]}), cluster)
+    damaged = copy.deepcopy(pods[0])
+    annotations = damaged["metadata"]["annotations"]
+    annotations[constants.PLACEMENT_ANNOTATION] = annotations[constants.PLACEMENT_ANNOTATION].replace(
+        '"vramBytes":', '"vramBytes":"x","was":'
+    )
+    actions = _decide(body, cluster, [damaged], services)
+    assert actions.delete == [] and actions.create == [], "kept: it serves, and its spec is current"
+    assert actions.status is not None
+    degraded = condition(actions.status, reasons.DEGRADED)
+    assert degraded is not None and (degraded["status"], degraded["reason"]) == ("True", "PodsUnverified")
+    assert "gpus[0].vramBytes" in degraded["message"] and damaged["metadata"]["name"] in degraded["message"]
+    assert [e.type for e in actions.events if e.reason == "PodsUnverified"] == ["Warning"]

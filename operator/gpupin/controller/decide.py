@@ -26,9 +26,9 @@ from typing import Any
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
-from gpupin.controller.podstate import is_ready, is_terminating, placement_of
+from gpupin.controller.podstate import is_ready, is_terminating, placement_of, placement_problem
 from gpupin.controller.rollout import DEFAULT_POLICY, RolloutPolicy, Step, converge
-from gpupin.controller.status import DEGRADED_GPU_GONE, build_status, condition, same_status
+from gpupin.controller.status import DEGRADED_GPU_GONE, DEGRADED_STALE, build_status, condition, same_status
 from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
 from gpupin.placement import Placement, Plan
@@ -153,11 +153,23 @@ def decide(
             _child_events(actions, plan, step)
         created = sum(1 for o in actions.create if o["kind"] == "Pod")
         actions.pods_complete = not step.outdated and len(step.up_to_date) + created == step.target
+    notes = [found for pod in live if (found := placement_problem(pod))]
     problem = _worst_problem(deployment, live, probe_output or {}, engines) or _last_probe_problem(
         body.get("status") or {}, live, probe_output or {}
     )
     actions.status = build_status(
-        body, deployment, invalid, plan, live, desired, lost, now, problem, step=step, rejected=rejected
+        body,
+        deployment,
+        invalid,
+        plan,
+        live,
+        desired,
+        lost,
+        now,
+        problem,
+        step=step,
+        rejected=rejected,
+        notes=notes,
     )
     previous = body.get("status") or {}
     old_placed = condition(previous, reasons.PLACED)
@@ -173,6 +185,10 @@ def decide(
     # one Warning per new reason: messages carry volatile details (image pull back-off texts)
     if new_ready.get("reason") in reasons.POD_PROBLEMS and old_ready.get("reason") != new_ready["reason"]:
         actions.events.append(EventSpec("Warning", new_ready["reason"], problem.message if problem else ""))
+    old_degraded = condition(previous, reasons.DEGRADED) or {}
+    new_degraded = condition(actions.status, reasons.DEGRADED) or {}
+    if new_degraded.get("reason") == DEGRADED_STALE and old_degraded.get("reason") != DEGRADED_STALE:
+        actions.events.append(EventSpec("Warning", DEGRADED_STALE, new_degraded.get("message", "")))
     if same_status(previous, actions.status):
         actions.status = None
     return actions
