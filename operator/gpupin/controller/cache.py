@@ -24,10 +24,10 @@ from gpupin.inventory import (
     Inventory,
     NodeInventory,
     NodeReadError,
-    inventory_from_resource_slices,
     node_inventory_from_node,
 )
 from gpupin.placement import CurrentPod, Hold
+from gpupin.resourceslices import inventory_from_resource_slices
 
 Key = tuple[str, str]  # (namespace, name)
 
