@@ -89,3 +89,13 @@ def test_the_operator_starts_as_a_uid_without_a_passwd_entry() -> None:
     # the witness: this process reproduces the crash kopf's default met in the pod
     assert "getuser: 'getpwuid(): uid not found: 65532'" in result.stdout
     assert f"identity: uid65532@{socket.gethostname()}/" in result.stdout
+
+
+def test_gpu_loss_grace_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.ENV["gpu_loss_grace_seconds"], raising=False)
+    assert _parse([]).gpu_loss_grace_seconds == 60
+    monkeypatch.setenv(config.ENV["gpu_loss_grace_seconds"], "5")
+    assert _parse([]).gpu_loss_grace_seconds == 5
+    assert _parse(["--gpu-loss-grace-seconds", "0"]).gpu_loss_grace_seconds == 0
+    with pytest.raises(ValueError, match="--gpu-loss-grace-seconds must not be negative"):
+        _parse(["--gpu-loss-grace-seconds", "-1"])

@@ -30,6 +30,9 @@ class OperatorConfig:
     """Namespaces whose LLMDeployments are served; empty: all (cluster-wide)."""
     resync_seconds: float = 600.0
     """Every deployment is reconciled at least this often, whatever the watches say."""
+    gpu_loss_grace_seconds: float = 60.0
+    """How long a GPU that a node's healthy inventory stopped reporting keeps its pods (seconds)
+    before they are deleted and re-planned; an unreadable or missing inventory deletes nothing."""
     metrics_port: int = 8000
     """Prometheus /metrics; 0 disables."""
     health_port: int = 8080
@@ -61,6 +64,7 @@ ENV = {
     "require_gpu": "GPUPIN_REQUIRE_GPU",
     "namespaces": "GPUPIN_NAMESPACES",
     "resync_seconds": "GPUPIN_RESYNC_SECONDS",
+    "gpu_loss_grace_seconds": "GPUPIN_GPU_LOSS_GRACE_SECONDS",
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
     "concurrency": "GPUPIN_CONCURRENCY",
@@ -117,6 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(env.get(ENV["resync_seconds"], "600")),
         help=f"reconcile every deployment at least this often (env {ENV['resync_seconds']}; default 600)",
+    )
+    parser.add_argument(
+        "--gpu-loss-grace-seconds",
+        type=float,
+        default=float(env.get(ENV["gpu_loss_grace_seconds"], "60")),
+        help="a GPU a node's inventory stops reporting keeps its pods this long before they are deleted "
+        "and re-planned; an unreadable or missing inventory deletes nothing "
+        f"(env {ENV['gpu_loss_grace_seconds']}; default 60)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -182,6 +194,8 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--resync-seconds must be positive")
     if args.concurrency < 1:
         raise ValueError("--concurrency must be at least 1")
+    if args.gpu_loss_grace_seconds < 0:
+        raise ValueError("--gpu-loss-grace-seconds must not be negative")
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 
@@ -201,6 +215,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         ),
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
+        gpu_loss_grace_seconds=args.gpu_loss_grace_seconds,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         concurrency=args.concurrency,

@@ -34,6 +34,7 @@ from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
 from gpupin.controller.diagnose import needs_probe_output
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
+from gpupin.controller.nodewatch import NodeWatch
 from gpupin.controller.workqueue import ProbeReading, WorkQueue, running_since
 from gpupin.inventory import Inventory
 from gpupin.kube import ApiError, Kube
@@ -66,6 +67,7 @@ class Reconciler:
         if config.model_metadata == "online":
             source = ModelSource(hf_endpoint=config.hf_endpoint, ollama_registry=config.ollama_registry)
         self.metadata = ModelMetadata(cluster_catalog(config.model_data), source, on_read=self.enqueue_all)
+        self.nodes = NodeWatch(cache, kube, self.enqueue_all, self._spawn)
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -130,6 +132,13 @@ class Reconciler:
             invalid = describe_errors(exc, LLMDeployment)
         pods = self.cache.pods_of(key)
         inventory = self.cache.inventory()
+        unknown = self.cache.unknown_gpus(pods)
+        if unknown is not None:  # re-planning would move a pod for want of facts: wait for them
+            log.info(
+                "Not reconciled until the node's GPUs are known", namespace=key[0], name=key[1], why=unknown
+            )
+            return None  # a Node event re-queues every deployment
+        frozen = self.cache.frozen()
         planner = self._planner()
         engines = self.metadata.registry
         if deployment is not None:
@@ -156,6 +165,8 @@ class Reconciler:
             self.config.render,
             now=datetime.now(UTC),
             engines=engines,
+            node_notes=frozen.nodes,
+            gpu_aliases={uuid: alias.uuid for uuid, alias in frozen.aliases.items()},
             probe_output={
                 p["metadata"]["name"]: reading.message
                 for p in pods
@@ -237,7 +248,9 @@ class Reconciler:
         otherwise told whose pods changed — no scan of every GPU for every reconcile."""
         inventory = self.cache.inventory()
         if self._planner_state is None or self._planner_inventory is not inventory:
-            self._planner_state = Planner(inventory, self.cache.holds(), self.config.pinning)
+            self._planner_state = Planner(
+                inventory, self.cache.holds(), self.config.pinning, frozen=self.cache.frozen()
+            )
             self._planner_inventory = inventory
             self.cache.dirty_owners.clear()
         for key in list(self.cache.dirty_owners):
@@ -368,6 +381,7 @@ class Reconciler:
             log.warning("Could not post Event", reason=event.reason, status=exc.status)
 
     async def stop(self) -> None:
+        self.nodes.stop()
         for task in list(self.tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
