@@ -25,7 +25,8 @@ import yaml
 from gpupin import constants
 from gpupin.agent.gpus import FakeSource, GPUReadError, NvmlSource, Reading
 from gpupin.agent.publish import ERROR_ANNOTATION, Agent, metadata_patch
-from gpupin.inventory import NodeInventory, inventory_from_resource_slices
+from gpupin.inventory import NodeInventory
+from gpupin.resourceslices import inventory_from_resource_slices
 
 from faultproxy import FaultProxy
 from helpers import A10, EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node

@@ -232,7 +232,9 @@ def test_mig_node_is_refused_from_gfd_labels_as_from_the_agent(
 
 
 def test_whole_gpu_gfd_node_is_still_placed(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    # the case's node with MIG off and two whole A100s: the same GFD path places both replicas
+    # the case's node with MIG off and two whole A100s: the same GFD path places both replicas where
+    # the kubelet picks the cards (device-plugin); visible-devices, which would pin by an index GFD
+    # does not give, refuses the node and says what to do
     nodes = yaml.safe_load((CASE_04 / "inventory.yaml").read_text())
     labels = nodes["items"][0]["metadata"]["labels"]
     for key in ("nvidia.com/gpu.slices.gi", "nvidia.com/gpu.slices.ci"):
@@ -242,6 +244,22 @@ def test_whole_gpu_gfd_node_is_still_placed(capsys: pytest.CaptureFixture[str], 
     path = _write(tmp_path, "nodes.yaml", yaml.safe_dump(nodes))
     code, out, err = run(
         capsys, "plan", "-f", str(CASE_04 / "deployments.yaml"), "--inventory", path, "-o", "json"
+    )
+    assert code == 1
+    (result,) = json.loads(out)["deployments"]
+    assert (result["outcome"], result["reason"]) == ("Refused", "PinningUnsupported")
+    assert "run the gpupin agent" in result["message"]
+    code, out, err = run(
+        capsys,
+        "plan",
+        "-f",
+        str(CASE_04 / "deployments.yaml"),
+        "--inventory",
+        path,
+        "--pinning",
+        "device-plugin",
+        "-o",
+        "json",
     )
     assert code == 0, err
     (result,) = json.loads(out)["deployments"]

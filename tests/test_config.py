@@ -124,3 +124,13 @@ def test_a_bad_relist_interval_is_a_one_line_error(
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == message
+
+
+def test_gpu_loss_grace_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(config.ENV["gpu_loss_grace_seconds"], raising=False)
+    assert _parse([]).gpu_loss_grace_seconds == 60
+    monkeypatch.setenv(config.ENV["gpu_loss_grace_seconds"], "5")
+    assert _parse([]).gpu_loss_grace_seconds == 5
+    assert _parse(["--gpu-loss-grace-seconds", "0"]).gpu_loss_grace_seconds == 0
+    with pytest.raises(ValueError, match="--gpu-loss-grace-seconds must not be negative"):
+        _parse(["--gpu-loss-grace-seconds", "-1"])

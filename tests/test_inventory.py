@@ -9,6 +9,7 @@ GFD labels of MIG devices are never read as whole GPUs (index i would not be the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from gpupin.inventory import (
     node_inventory_from_annotation,
     node_inventory_from_node,
 )
-from gpupin.loading import load_inventory
+from gpupin.loading import InputError, load_inventory
 
 from helpers import EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node
 
@@ -73,6 +74,30 @@ def test_annotation_round_trip_is_byte_identical() -> None:
     assert parsed == original
     assert parsed.to_annotation() == text
     assert json.loads(text)["gpus"][0]["memory"] == "12282Mi"
+
+
+def test_the_annotation_of_a_newer_agent_is_read_and_a_file_is_read_strictly(tmp_path: Path) -> None:
+    """Operator and agent at different versions: fields the operator does not know, at the top
+    level or per GPU, are ignored in the annotation; the inventory file people write keeps
+    rejecting them, so a typo is caught."""
+    original = node("workstation", RTX_4070, RTX_2060)
+    body = json.loads(original.to_annotation())
+    body["agentVersion"] = "9.9.9"
+    body["gpus"][0]["temperatureC"] = 41
+    body["gpus"][1]["nvlink"] = {"peers": []}
+    assert node_inventory_from_annotation("workstation", json.dumps(body)) == original
+    body["gpus"][0]["memory"] = "lots"
+    with pytest.raises(
+        NodeReadError, match=r"node workstation: annotation \S+ is invalid: gpus\.0\.memory: 'lots' is not"
+    ):
+        node_inventory_from_annotation("workstation", json.dumps(body))
+    typo = tmp_path / "inventory.yaml"
+    typo.write_text(
+        "nodes:\n- name: w\n  gpus:\n  - {index: 0, uuid: GPU-a, name: x, memory: 1Gi, "
+        'computeCapability: "8.9", memroy: 2Gi}\n'
+    )
+    with pytest.raises(InputError, match="memroy"):
+        load_inventory(typo)
 
 
 def test_bad_annotation_names_the_node() -> None:
@@ -199,6 +224,7 @@ def test_each_mig_signal_alone_excludes_the_node(
     with pytest.raises(NodeReadError, match="GFD labels describe MIG devices") as caught:
         node_inventory_from_node(node_obj)
     assert "run the gpupin agent" in str(caught.value)
+    assert caught.value.kind == "mig", "the operator reports it as its own problem"
     inventory, problems = inventory_from_nodes([node_obj])
     assert inventory.nodes == [] and len(problems) == 1
 

@@ -7,7 +7,8 @@ put a proxy between the operator and the server, to inject errors and cut watche
 Aspects: the seed's setup end to end (CR in, pinned pods, Services, status, Events out);
 a heterogeneous tensor-parallel group refused with condition, reason, Event and no pod;
 deleting a deployment frees its GPUs and a waiting one is placed untouched; a GPU leaving
-a node's inventory re-plans its pods, Degraded while it cannot; the operator killed between
+a node's inventory re-plans its pods after the grace period (deleted with their grace; at once only
+when the Node is gone), Degraded while it cannot; the operator killed between
 two pod creations and restarted converges without duplicates; injected 409s, 500s and a
 dropped watch converge without a crash; two deployments racing for one GPU — exactly one
 gets it, the other waits with InsufficientGPUs and is placed when it is freed.
@@ -141,37 +142,68 @@ def test_deleting_a_deployment_frees_its_gpus_for_a_waiting_one(env: Env) -> Non
     assert [p["metadata"]["name"].startswith("second-") for p in pods] == [True]
 
 
+def _all_pods(env: Env) -> list[dict[str, Any]]:
+    """The namespace's pods, terminating ones included."""
+    return env.cluster.kube.request("GET", f"/api/v1/namespaces/{env.namespace}/pods").get("items") or []
+
+
+def _kubelet_finishes_deletions(env: Env) -> list[int]:
+    """Play the kubelet of a node without one: confirm each graceful deletion (the pod is removed)
+    and return the grace periods the deletions asked for."""
+    graces = []
+    for pod in _all_pods(env):
+        if pod["metadata"].get("deletionTimestamp"):
+            graces.append(pod["metadata"]["deletionGracePeriodSeconds"])
+            env.cluster.kube.request(
+                "DELETE",
+                f"/api/v1/namespaces/{env.namespace}/pods/{pod['metadata']['name']}",
+                {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0},
+            )
+    return graces
+
+
 def test_gpu_leaving_the_inventory_replans_its_pods(env: Env) -> None:
-    box = env.node("box", A10, A10)
-    env.operator()
+    """A GPU a healthy annotation stops reporting keeps its pod for the grace period, then the pod
+    is deleted with its normal grace (its node is alive) and re-planned; a deleted Node's pod goes
+    at once. The node has no kubelet (the test confirms deletions), so each grace asked is seen."""
+    box = env.node("box", A10, A10, kwok=False)
+    env.operator("--gpu-loss-grace-seconds", "3")
     env.apply("chat", models=[{"name": "Qwen/Qwen2.5-3B-Instruct"}])
     wait_for(env.placed("chat"), what="placed")
-    first_gpu = wait_for(lambda: list(_pods_on(env).values()), what="a pod")[0]
+    ((first_pod, first_gpu),) = wait_for(lambda: list(_pods_on(env).items()), what="a pod")
     survivor = next(g for g in box.gpus if g.uuid != first_gpu)
     env.cluster.set_inventory(NodeInventory(name=box.name, gpus=[survivor]))
+
+    def gpu_gone_events() -> list[dict[str, Any]]:
+        items = env.cluster.kube.request(
+            "GET",
+            "/api/v1/namespaces/default/events",
+            params={"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={box.name}"},
+        ).get("items")
+        return [e for e in items or [] if e["reason"] == "GPUGone"]
+
+    (gone,) = wait_for(gpu_gone_events, what="a GPUGone Warning on the Node")
+    assert first_gpu in gone["message"] and "deleted after 3 s unless it returns" in gone["message"]
+    assert _pods_on(env) == {first_pod: first_gpu}, "within the grace period the pod stays"
     wait_for(
         lambda: list(_pods_on(env).values()) == [survivor.uuid],
         timeout=20,
         what="pod re-planned onto the other GPU",
     )
+    assert _kubelet_finishes_deletions(env) == [30], "deleted with the pod's grace, not at once"
     degraded = wait_for(
         lambda: env.cluster.condition(env.namespace, "chat", "Degraded"), what="Degraded condition"
     )
     assert degraded["reason"] in ("GPULost", "AsExpected")
-    # now the last GPU goes too: nothing to place on, and the status says why
+    # now the last GPU goes too (an explicit empty list is a real report): nothing to place on
     env.cluster.set_inventory(NodeInventory(name=box.name, gpus=[]))
-    degraded = wait_for(
-        lambda: (
-            (c := env.cluster.condition(env.namespace, "chat", "Degraded")) and c["status"] == "True" and c
-        ),
-        timeout=20,
-        what="Degraded=True",
-    )
-    assert env.cluster.condition(env.namespace, "chat", "Placed")["status"] == "False"  # type: ignore[index]
+    wait_for(env.placed("chat", "False"), timeout=20, what="Placed=False once the grace period is over")
+    assert env.cluster.condition(env.namespace, "chat", "Degraded")["status"] == "True"  # type: ignore[index]
     wait_for(lambda: env.pods() == [], what="the pod deleted")
+    assert _kubelet_finishes_deletions(env) == [30]
     env.cluster.set_inventory(box)
     wait_for(env.placed("chat"), timeout=20, what="placed again once capacity returns")
-    # the node itself goes away: its pod is deleted and the status says why, within 10 s
+    # the node itself goes away: its pod is deleted at once and the status says why, within 10 s
     wait_for(lambda: len(env.pods()) == 1, what="the pod back")
     env.cluster.delete_node(box.name)
     env.nodes.remove(box.name)
@@ -183,7 +215,11 @@ def test_gpu_leaving_the_inventory_replans_its_pods(env: Env) -> None:
         what="Degraded after the node left",
     )
     assert box.name in degraded["message"] or degraded["reason"] == "PlacementLost"
-    wait_for(lambda: env.pods() == [], timeout=30, what="the pod on the vanished node deleted")
+    wait_for(
+        lambda: _all_pods(env) == [],
+        timeout=30,
+        what="the pod on the vanished node removed, not left terminating",
+    )
 
 
 def test_operator_killed_between_two_pods_converges_without_duplicates(env: Env) -> None:

@@ -213,7 +213,9 @@ def test_ollama_service_per_model_selects_only_its_pods() -> None:
     assert "llama3.1:8b" in matching[0]["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION]
 
 
-def test_gfd_known_gpus_are_pinned_by_index() -> None:
+def test_gfd_known_gpus_are_never_pinned_by_index() -> None:
+    """GFD gives no UUID and no index: visible-devices refuses such a node (0..count-1 can name the
+    wrong card) and says what to do; device-plugin, where the kubelet picks among alike GPUs, uses it."""
     cluster = inventory(
         NodeInventory.model_validate(
             {
@@ -231,11 +233,15 @@ def test_gfd_known_gpus_are_pinned_by_index() -> None:
             }
         )
     )
-    objects = _render(
-        deployment("x", models=models("Qwen/Qwen2.5-3B-Instruct"), tensorParallelSize=2), cluster
-    )
-    env = _env(_of(objects, "Pod")[0]["spec"]["containers"][0])
-    assert (env["NVIDIA_VISIBLE_DEVICES"], env["CUDA_VISIBLE_DEVICES"]) == ("0,1", "0,1")
+    item = deployment("x", models=models("Qwen/Qwen2.5-3B-Instruct"), tensorParallelSize=2)
+    refused = plan(item, cluster, pinning="visible-devices")
+    assert (refused.outcome, refused.reason) == ("Refused", reasons.PINNING_UNSUPPORTED)
+    for fragment in ("known only from GFD labels", "run the gpupin agent", "device-plugin", "dra"):
+        assert fragment in refused.message, (fragment, refused.message)
+    pod = _of(_render(item, cluster, pinning="device-plugin"), "Pod")[0]
+    env = _env(pod["spec"]["containers"][0])
+    assert "NVIDIA_VISIBLE_DEVICES" not in env and "CUDA_VISIBLE_DEVICES" not in env
+    assert pod["spec"]["containers"][0]["resources"]["limits"][constants.GPU_RESOURCE] == "2"
 
 
 def test_spec_hash_is_stable_and_tracks_the_spec() -> None:

@@ -4,7 +4,7 @@ A small simulation drives :func:`gpupin.controller.decide.decide` the way the op
 round plans against the inventory (the deployment's pods as hints, newest first), applies the
 writes, and plays the kubelet — a deleted pod terminates and is gone the round after, a new pod is
 Ready the round after it was created. The surge plan is the operator's: planned beside the
-outgoing pods, whose GPUs are held (:meth:`gpupin.controller.runtime.Reconciler._surge_plan`).
+outgoing pods, whose GPUs are held (:func:`gpupin.controller.rollout.surge_plan`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.podstate import is_ready, is_terminating, placement_of
-from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints
+from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
 from gpupin.controller.status import condition
 from gpupin.inventory import Inventory
-from gpupin.placement import Hold
 from gpupin.planner import Planner
 from gpupin.render import RenderConfig
 
@@ -77,16 +76,8 @@ class Sim:
         actions = run(plan)
         step = actions.step
         if surge and step is not None and step.in_place and policy.max_surge and replace_ready:
-            up = {p["metadata"]["name"] for p in step.up_to_date}
-            held = [
-                Hold(g.uuid, g.vram_bytes, found.exclusive, "outgoing")
-                for p in self.pods
-                if p["metadata"]["name"] not in up and (found := placement_of(p)) is not None
-                for g in found.gpus
-            ]
-            planner.hold(held)
-            alternative = planner.plan(deployment, hints(step.up_to_date), commit=False)
-            if alternative.placed:
+            alternative = surge_plan(planner, deployment, self.pods, step.up_to_date)
+            if alternative is not None:
                 actions = run(alternative)
         self._apply(actions)
         return actions

@@ -11,7 +11,8 @@ the fake inventories of tests and demos::
 
 This module also reads Node objects (``kubectl get nodes -o yaml``): the annotation
 first, else GPU Feature Discovery labels where — and only where — they describe every
-card on the node.
+card on the node. The annotation is read forward-compatibly (fields a newer agent adds are
+ignored); the file people write is read strictly, so a typo is an error.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from gpupin import constants
@@ -132,6 +133,27 @@ class Inventory(_InventoryModel):
         return self
 
 
+def gfd_uuid(node: str, index: int) -> str:
+    """The stand-in UUID of a GPU known only from GFD labels, which carry none: ``GFD-<node>-<i>``."""
+    return f"GFD-{node}-{index}"
+
+
+def same_product(a: GPU, b: GPU) -> bool:
+    """Do two descriptions name the same kind of card? Product names compared loosely (GFD writes
+    ``NVIDIA-A100-SXM4-80GB`` where NVML says ``NVIDIA A100-SXM4-80GB``), memory in whole MiB (GFD's
+    unit), compute capability exactly."""
+    return (
+        same_name(a.name, b.name)
+        and a.memory // MiB == b.memory // MiB
+        and a.compute_capability == b.compute_capability
+    )
+
+
+def same_name(a: str, b: str) -> bool:
+    """Product names compared by letters and digits only: ``NVIDIA-A100-SXM4-80GB`` is ``NVIDIA A100-SXM4-80GB``."""
+    return "".join(ch for ch in a.lower() if ch.isalnum()) == "".join(ch for ch in b.lower() if ch.isalnum())
+
+
 def short_name(product: str) -> str:
     """``NVIDIA GeForce RTX 4070`` → ``RTX 4070``: what people call the card in messages."""
     for prefix in ("NVIDIA GeForce ", "NVIDIA ", "Tesla "):
@@ -141,11 +163,29 @@ def short_name(product: str) -> str:
 
 
 class NodeReadError(ValueError):
-    """A Node's GPU facts exist but cannot be trusted (bad annotation, GFD that cannot describe it)."""
+    """A Node's GPU facts exist but cannot be trusted (bad annotation, GFD that cannot describe it).
+
+    ``kind``: ``unreadable``, or ``mig`` where GFD labels describe MIG devices."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _known_fields(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys ``model`` has no field for (by alias or by name)."""
+    known = {name for name, info in model.model_fields.items()} | {
+        info.alias for info in model.model_fields.values() if info.alias
+    }
+    return {key: value for key, value in data.items() if key in known}
 
 
 def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
-    """Parse the agent's annotation; raise ``NodeReadError`` saying what is wrong with it."""
+    """Parse the agent's annotation; raise ``NodeReadError`` saying what is wrong with it.
+
+    Forward-compatible: fields a newer agent writes that this version does not know, at the top
+    level or per GPU, are ignored (an operator older than its agents keeps reading them); fields
+    it knows are checked as strictly as in a file."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -154,12 +194,19 @@ def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
         ) from exc
     if not isinstance(data, dict):
         raise NodeReadError(f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not an object")
-    data = {**data, "name": node_name}
+    data = {**_known_fields(NodeInventory, data), "name": node_name}
+    if isinstance(data.get("gpus"), list):
+        data["gpus"] = [_known_fields(GPU, gpu) if isinstance(gpu, Mapping) else gpu for gpu in data["gpus"]]
     try:
         return NodeInventory.model_validate(data)
-    except ValueError as exc:
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
+            f"{str(error['msg']).removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
         raise NodeReadError(
-            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is invalid: {exc}"
+            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is invalid: {fields}"
         ) from exc
 
 
@@ -232,7 +279,8 @@ def node_inventory_from_gfd(
             + (f"; {constants.GFD_MIG_STRATEGY_LABEL}={strategy}" if strategy else "")
             + "), so they do not say which GPU indices the node has; gpupin does not place on MIG "
             "slices — run the gpupin agent on the node, which reports MIG mode per GPU (GPUs with MIG "
-            "off are used whole), or disable MIG on the node"
+            "off are used whole), or disable MIG on the node",
+            kind="mig",
         )
     try:
         count = int(labels[constants.GFD_COUNT_LABEL])
@@ -263,7 +311,7 @@ def node_inventory_from_gfd(
         gpus=[
             GPU(
                 index=i,
-                uuid=f"GFD-{node_name}-{i}",
+                uuid=gfd_uuid(node_name, i),
                 name=name,
                 memory=memory_mib * MiB,
                 compute_capability=f"{major}.{minor}",
@@ -273,14 +321,19 @@ def node_inventory_from_gfd(
     )
 
 
-def node_inventory_from_node(
-    node: Mapping[str, Any], from_slices: NodeInventory | None = None
-) -> NodeInventory | None:
-    """A Node object's GPUs. Sources, first found wins: the gpupin agent's annotation (NVML read
-    on the node itself, with MIG mode and driver versions); the NVIDIA DRA driver's
-    ResourceSlices (``from_slices``); GFD labels where they describe every card.
+Source = Literal["annotation", "slices", "gfd", ""]
+"""Where a node's GPUs were read: the agent's annotation, the DRA driver's ResourceSlices, GFD
+labels; ``""`` for a node with no GPU facts."""
 
-    Returns None for a node with no GPU facts at all (a CPU node). Raises
+
+def read_node(
+    node: Mapping[str, Any], from_slices: NodeInventory | None = None
+) -> tuple[NodeInventory | None, Source]:
+    """A Node object's GPUs and the source they came from. Sources, first found wins: the gpupin
+    agent's annotation (NVML read on the node itself, with MIG mode and driver versions); the
+    NVIDIA DRA driver's ResourceSlices (``from_slices``); GFD labels where they describe every card.
+
+    Returns ``(None, "")`` for a node with no GPU facts at all (a CPU node). Raises
     ``NodeReadError`` when facts exist but cannot be used.
     """
     metadata = node.get("metadata") or {}
@@ -289,12 +342,19 @@ def node_inventory_from_node(
     labels = metadata.get("labels") or {}
     text = annotations.get(constants.INVENTORY_ANNOTATION)
     if text is not None:
-        return node_inventory_from_annotation(name, text)
+        return node_inventory_from_annotation(name, text), "annotation"
     if from_slices is not None:
-        return from_slices
+        return from_slices, "slices"
     if constants.GFD_PRODUCT_LABEL not in labels:
-        return None
-    return node_inventory_from_gfd(name, labels, node.get("status") or {})
+        return None, ""
+    return node_inventory_from_gfd(name, labels, node.get("status") or {}), "gfd"
+
+
+def node_inventory_from_node(
+    node: Mapping[str, Any], from_slices: NodeInventory | None = None
+) -> NodeInventory | None:
+    """A Node object's GPUs (see :func:`read_node`); None for a node with no GPU facts."""
+    return read_node(node, from_slices)[0]
 
 
 def inventory_from_nodes(nodes: Iterable[Mapping[str, Any]]) -> tuple[Inventory, list[str]]:
@@ -310,67 +370,3 @@ def inventory_from_nodes(nodes: Iterable[Mapping[str, Any]]) -> tuple[Inventory,
         if inventory is not None:
             result.append(inventory)
     return Inventory(nodes=sorted(result, key=lambda n: n.name)), problems
-
-
-def _attribute(attributes: Mapping[str, Any], name: str, driver: str) -> Any:
-    """A DRA device attribute's value, by short or fully qualified name (``uuid`` or ``gpu.nvidia.com/uuid``)."""
-    value = attributes.get(name) or attributes.get(f"{driver}/{name}")
-    if not isinstance(value, Mapping):
-        return None
-    for kind in ("string", "version", "int", "bool"):
-        if kind in value:
-            return value[kind]
-    return None
-
-
-def inventory_from_resource_slices(
-    slices: Iterable[Mapping[str, Any]],
-) -> tuple[dict[str, NodeInventory], list[str]]:
-    """Whole GPUs per node from the NVIDIA DRA driver's ResourceSlices (driver ``gpu.nvidia.com``).
-
-    Reads attributes ``uuid``, ``productName``, ``cudaComputeCapability`` (a version, ``9.0.0``),
-    ``resource.kubernetes.io/pciBusID`` and capacity ``memory``; the index is the minor in the device
-    name ``gpu-<minor>``. MIG devices (``type: mig``) are skipped. Returns the nodes and one problem
-    line per device that could not be read.
-    """
-    per_node: dict[str, list[GPU]] = {}
-    problems: list[str] = []
-    for item in slices:
-        spec = item.get("spec") or {}
-        driver = spec.get("driver")
-        node_name = spec.get("nodeName")
-        if driver != constants.DRA_DRIVER or not node_name:
-            continue
-        for position, device in enumerate(spec.get("devices") or []):
-            attributes = device.get("attributes") or {}
-            kind = _attribute(attributes, "type", driver)
-            if kind not in (None, "gpu"):
-                continue
-            device_name = str(device.get("name", ""))
-            try:
-                cc_parts = str(_attribute(attributes, "cudaComputeCapability", driver)).split(".")
-                memory = (device.get("capacity") or {}).get("memory") or {}
-                index = (
-                    int(device_name.rsplit("-", 1)[-1])
-                    if device_name.rsplit("-", 1)[-1].isdigit()
-                    else position
-                )
-                gpu = GPU(
-                    index=index,
-                    uuid=str(_attribute(attributes, "uuid", driver)),
-                    name=str(_attribute(attributes, "productName", driver)),
-                    memory=memory.get("value") if isinstance(memory, Mapping) else memory,
-                    compute_capability=f"{cc_parts[0]}.{cc_parts[1]}",
-                    pci_bus_id=_attribute(attributes, "resource.kubernetes.io/pciBusID", driver),
-                )
-            except (ValueError, IndexError, TypeError) as exc:
-                problems.append(f"node {node_name}: DRA device {device_name} unreadable ({exc})")
-                continue
-            per_node.setdefault(str(node_name), []).append(gpu)
-    result = {}
-    for node_name, gpus in per_node.items():
-        try:
-            result[node_name] = NodeInventory(name=node_name, gpus=sorted(gpus, key=lambda g: g.index))
-        except ValueError as exc:
-            problems.append(f"node {node_name}: DRA devices inconsistent ({exc})")
-    return result, problems

@@ -14,7 +14,10 @@ on the shared :class:`~gpupin.kernel.state.ClusterState`. The rules live where t
 - the pinning mode (:mod:`gpupin.pinning`) says whether a GPU can be shared at all and on which
   nodes it can pin; a pod owns its GPUs when its engine or the mode says so (:func:`exclusive`);
 - a GPU is never oversubscribed; choices are best fit and deterministic: the same inputs give
-  the same plan.
+  the same plan;
+- frozen nodes and GPUs (:class:`~gpupin.kernel.state.Frozen`: the operator keeps a node's last
+  good inventory while its GPU facts cannot be read) keep the pods already there and take no new
+  ones; a refusal says which and why.
 
 :class:`Planner` plans deployments one after another against one cluster state, each seeing the
 GPUs the earlier ones took; it keeps indexes so that planning one deployment does not scan every
@@ -33,7 +36,7 @@ from gpupin.engines import ENGINES, Engine, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import GPUFilter, Refusal
-from gpupin.kernel.state import ClusterState
+from gpupin.kernel.state import NOT_FROZEN, ClusterState, Frozen
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import CurrentPod, Hold, ModelSizing, Plan
 from gpupin.quantity import format_gib
@@ -59,20 +62,23 @@ class Planner:
         holds: Iterable[Hold] = (),
         pinning: PinningModeName = "visible-devices",
         engines: EngineRegistry = ENGINES,
+        frozen: Frozen = NOT_FROZEN,
     ) -> None:
         self.inventory = inventory
         self.pinning = pinning
         self.mode = pinning_modes.get(pinning)
         self.engines = engines
-        self.state = ClusterState(inventory, exclusive_only=not self.mode.shares_gpus)
+        self.frozen = frozen
+        self.state = ClusterState(inventory, exclusive_only=not self.mode.shares_gpus, frozen=frozen)
         self._empty: Planner | None = None
         self._is_capacity_view = False
         self.hold(holds)
 
     def hold(self, holds: Iterable[Hold]) -> None:
-        """Record GPU memory that pods hold (holds on GPUs the inventory lacks are ignored)."""
+        """Record GPU memory that pods hold (holds on GPUs the inventory lacks are ignored; a hold
+        under a GPU's alias counts against that GPU)."""
         for hold in holds:
-            slot = self.state.slots.get(hold.uuid)
+            slot = self.state.slot_of(hold.uuid)
             if slot is None:
                 continue
             if hold.vram_bytes is None:  # unknown: the whole GPU, never a free share of it
@@ -116,7 +122,7 @@ class Planner:
     def _capacity_planner(self) -> Planner:
         """The same cluster with nothing held: tells 'too small' from 'taken'."""
         if self._empty is None:
-            self._empty = Planner(self.inventory, (), self.pinning, self.engines)
+            self._empty = Planner(self.inventory, (), self.pinning, self.engines, self.frozen)
             self._empty._is_capacity_view = True
         return self._empty
 
@@ -132,6 +138,7 @@ class Planner:
             return _refused(deployment, name, Refusal(reasons.INVALID_SPEC, str(exc)))
         mark = self.state.mark()
         sized: tuple[ModelSizing, ...] = ()
+        gpu_filter: GPUFilter | None = None
         try:
             try:
                 estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
@@ -140,11 +147,12 @@ class Planner:
                 raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
             if spec.replicas == 0:
                 return _paused(deployment, name, sized)
+            gpu_filter = GPUFilter(
+                spec.gpu_selector, engine.compute_requirement(spec, estimates), self.mode, self.state
+            )
             ctx = PlanContext(
                 state=self.state,
-                filter=GPUFilter(
-                    spec.gpu_selector, engine.compute_requirement(spec, estimates), self.mode, self.state
-                ),
+                filter=gpu_filter,
                 owner=deployment.key,
                 name=deployment.metadata.name,
                 current=current,
@@ -154,6 +162,14 @@ class Planner:
             placements, reason, message = engine.place(ctx, spec, estimates)
         except Refusal as refusal:
             self.state.rollback(mark)
+            if (
+                gpu_filter is not None
+                and refusal.reason != reasons.NODE_INVENTORY_PROBLEM
+                and (note := gpu_filter.frozen_note())
+            ):
+                refusal = Refusal(
+                    refusal.reason, f"{refusal.message.rstrip('.')}. Not counted, taking no new pods: {note}"
+                )
             return replace(_refused(deployment, name, refusal), models=sized)
         if commit:
             self.state.undo.clear()

@@ -35,6 +35,9 @@ TOO_FEW_GPUS: Final = "TooFewGPUs"
 INSUFFICIENT_VRAM: Final = "InsufficientVRAM"
 INSUFFICIENT_GPUS: Final = "InsufficientGPUs"
 PINNING_UNSUPPORTED: Final = "PinningUnsupported"
+NODE_INVENTORY_PROBLEM: Final = "NodeInventoryProblem"
+"""Every GPU the deployment could use is on a node whose GPU inventory cannot be read now (or was
+reported gone): such GPUs keep their pods and take no new ones."""
 
 # Ready=True / False: how the deployment's pods are doing. The first two are the plain
 # states; the others name what went wrong in a pod (the message names the pod and the cause).
@@ -83,6 +86,7 @@ REFUSALS: Final = frozenset(
         INSUFFICIENT_VRAM,
         INSUFFICIENT_GPUS,
         PINNING_UNSUPPORTED,
+        NODE_INVENTORY_PROBLEM,
     }
 )
 WARNINGS: Final = frozenset({MIXED_GPUS_ALLOWED, DTYPE_FALLBACK})

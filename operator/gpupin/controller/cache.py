@@ -25,15 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants
+from gpupin.controller.nodeinventory import NodeBook, aliases_from_placements
 from gpupin.controller.podstate import is_finished, is_terminating, placement_of, placement_problem
-from gpupin.inventory import (
-    Inventory,
-    NodeInventory,
-    NodeReadError,
-    inventory_from_resource_slices,
-    node_inventory_from_node,
-)
+from gpupin.inventory import Inventory, NodeInventory
+from gpupin.kernel.state import Frozen
 from gpupin.placement import CurrentPod, Hold
+from gpupin.resourceslices import inventory_from_resource_slices
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -141,12 +138,13 @@ class ClusterCache:
         self.pods = Store(on_change=self._pod_changed)
         self.services = Store()
         self.claim_templates = Store()
-        self.nodes: dict[str, NodeInventory | None] = {}
+        self.book = NodeBook()
+        """Every node's GPU facts over time (set ``book.grace_seconds`` from the configuration)."""
         self.raw_nodes: dict[str, dict[str, Any]] = {}
         self.slices: dict[str, dict[str, Any]] = {}
         self.slice_inventory: dict[str, NodeInventory] = {}
-        self.node_problems: dict[str, str] = {}
         self._inventory: Inventory | None = None
+        self._frozen = Frozen()
 
     # -- nodes ----------------------------------------------------------------------------
 
@@ -160,17 +158,7 @@ class ClusterCache:
         node = self.raw_nodes.get(name)
         if node is None:
             return False
-        problem = None
-        try:
-            parsed = node_inventory_from_node(node, self.slice_inventory.get(name))
-        except NodeReadError as exc:
-            parsed, problem = None, str(exc)
-        changed = self.nodes.get(name, "absent") != parsed or self.node_problems.get(name) != problem
-        self.nodes[name] = parsed
-        if problem:
-            self.node_problems[name] = problem
-        else:
-            self.node_problems.pop(name, None)
+        changed = self.book.read(name, node, self.slice_inventory.get(name))
         if changed:
             self._inventory = None
         return changed
@@ -191,21 +179,71 @@ class ClusterCache:
         return changed
 
     def remove_node(self, name: str) -> bool:
+        """The Node object is gone: its GPUs leave the inventory at once (its pods go with grace 0)."""
         self.raw_nodes.pop(name, None)
-        had = self.nodes.pop(name, None) is not None
-        self.node_problems.pop(name, None)
-        if had:
+        changed = self.book.remove(name)
+        if changed:
             self._inventory = None
-        return had
+        return changed
+
+    def expire_gpu_losses(self) -> bool:
+        """GPUs whose grace period has passed leave the inventory; True when it changed."""
+        changed = self.book.expire()
+        if changed:
+            self._inventory = None
+        return changed
+
+    @property
+    def node_problems(self) -> dict[str, str]:
+        """Node → what is wrong with its GPU facts, in a line."""
+        return {name: problem.message for name, problem in self.book.problems().items()}
 
     def inventory(self) -> Inventory:
-        """Every node's GPUs (rebuilt only after a node's inventory changed)."""
+        """Every node's GPUs as plans use them (rebuilt only after a node's inventory changed): the
+        last good inventory of nodes whose facts cannot be used now (see :mod:`nodeinventory`)."""
         if self._inventory is None:
-            nodes = [n for n in self.nodes.values() if n is not None and n.gpus]
-            self._inventory, dropped = _unique_uuids(sorted(nodes, key=lambda n: n.name))
-            for name in dropped:
-                self.node_problems[name] = f"node {name}: reports a GPU UUID another node has; not placed on"
+            inventory, frozen = self.book.inventory()
+            placements = [p for pod in self.pods.values() if (p := placement_of(pod)) is not None]
+            aliases = aliases_from_placements(inventory, placements, frozen.aliases)
+            notes = dict(frozen.nodes)
+            known = {n.name for n in inventory.nodes}
+            for placement in placements:  # an existing Node that gpupin pods sit on had GPUs
+                if placement.node in self.raw_nodes and placement.node not in known | set(notes):
+                    notes[placement.node] = (
+                        "has no GPU facts, yet gpupin pods sit on it (its facts were lost before this "
+                        "operator started)"
+                    )
+            self._frozen = Frozen(notes, frozen.gpus, aliases)
+            self._inventory = inventory
         return self._inventory
+
+    def frozen(self) -> Frozen:
+        """What of :meth:`inventory` takes no new pods, and the UUIDs pods know GPUs by."""
+        self.inventory()
+        return self._frozen
+
+    def node_notes(self) -> dict[str, str]:
+        """Node → why its inventory is frozen (the last good one serves its pods)."""
+        return dict(self.frozen().nodes)
+
+    def unknown_gpus(self, pods: Iterable[dict[str, Any]]) -> str | None:
+        """Why these pods must not be re-planned now: one sits on a frozen node on GPUs its planning
+        inventory lacks (its facts have been unreadable since the operator started, or another node
+        reports the same UUID). Re-planning would move it; unreadable input moves nothing."""
+        inventory, frozen = self.inventory(), self.frozen()
+        for pod in pods:
+            placement = placement_of(pod)
+            if placement is None or is_terminating(pod) or placement.node not in frozen.nodes:
+                continue
+            node = next((n for n in inventory.nodes if n.name == placement.node), None)
+            present = {g.uuid for g in node.gpus} if node is not None else set()
+            resolved = {a.uuid if (a := frozen.aliases.get(u)) else u for u in placement.gpu_uuids}
+            if not resolved <= present:
+                return (
+                    f"pod {pod['metadata']['name']} sits on node {placement.node}, whose GPUs are not known: "
+                    f"{frozen.nodes[placement.node]}"
+                )
+        return None
 
     # -- pods ------------------------------------------------------------------------------
 
@@ -352,18 +390,3 @@ def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
             continue
         result.append(CurrentPod(gpu_uuids=placement.gpu_uuids, models=placement.models))
     return result
-
-
-def _unique_uuids(nodes: list[NodeInventory]) -> tuple[Inventory, list[str]]:
-    """Drop a node whose GPU UUID another node already reported (a copied fake inventory, say)
-    rather than fail to plan for the whole cluster; return the dropped node names."""
-    seen: set[str] = set()
-    kept, dropped = [], []
-    for node in nodes:
-        uuids = {gpu.uuid for gpu in node.gpus}
-        if uuids & seen:
-            dropped.append(node.name)
-            continue
-        seen |= uuids
-        kept.append(node)
-    return Inventory(nodes=kept), dropped

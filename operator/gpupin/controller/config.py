@@ -33,6 +33,9 @@ class OperatorConfig:
     relist_seconds: float = 300.0
     """gpupin's pods, Services, claim templates and the LLMDeployments are listed this often and
     the cache made to match (what a watch gap hid, deletions included); 0 disables."""
+    gpu_loss_grace_seconds: float = 60.0
+    """How long a GPU that a node's healthy inventory stopped reporting keeps its pods (seconds)
+    before they are deleted and re-planned; an unreadable or missing inventory deletes nothing."""
     metrics_port: int = 8000
     """Prometheus /metrics; 0 disables."""
     health_port: int = 8080
@@ -68,6 +71,7 @@ ENV = {
     "namespaces": "GPUPIN_NAMESPACES",
     "resync_seconds": "GPUPIN_RESYNC_SECONDS",
     "relist_seconds": "GPUPIN_RELIST_SECONDS",
+    "gpu_loss_grace_seconds": "GPUPIN_GPU_LOSS_GRACE_SECONDS",
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
     "concurrency": "GPUPIN_CONCURRENCY",
@@ -134,6 +138,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),  # a string: argparse converts it, or says what is wrong
         help="list gpupin's objects this often and drop from the cache what is gone (a deletion a watch "
         f"gap hid), 0 to disable (env {ENV['relist_seconds']}; default 300)",
+    )
+    parser.add_argument(
+        "--gpu-loss-grace-seconds",
+        type=float,
+        default=float(env.get(ENV["gpu_loss_grace_seconds"], "60")),
+        help="a GPU a node's inventory stops reporting keeps its pods this long before they are deleted "
+        "and re-planned; an unreadable or missing inventory deletes nothing "
+        f"(env {ENV['gpu_loss_grace_seconds']}; default 60)",
     )
     parser.add_argument(
         "--metrics-port",
@@ -211,6 +223,8 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--concurrency must be at least 1")
     if args.max_concurrent_rollouts < 1:
         raise ValueError("--max-concurrent-rollouts must be at least 1")
+    if args.gpu_loss_grace_seconds < 0:
+        raise ValueError("--gpu-loss-grace-seconds must not be negative")
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 
@@ -231,6 +245,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
         relist_seconds=args.relist_seconds,
+        gpu_loss_grace_seconds=args.gpu_loss_grace_seconds,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         concurrency=args.concurrency,

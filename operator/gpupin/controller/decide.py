@@ -3,7 +3,9 @@
 No kopf, no kubernetes imports, no I/O. :func:`decide` returns what to create, what to
 delete, the status to write and the Events to post; the runtime applies them. The rules:
 
-- a pod whose GPUs (or node) left the inventory is deleted, whatever the plan says;
+- a pod whose GPUs (or node) left the inventory is deleted, whatever the plan says — with grace 0
+  only when its Node object is gone; never a pod on a node whose inventory is frozen
+  (``node_notes``: its facts cannot be read now, the last good inventory serves its pods);
 - placed: the children move towards the plan one rollout step at a time
   (:mod:`gpupin.controller.rollout`): new pods on free GPUs first, old pods deleted only within
   ``maxUnavailable`` or once their replacement is Ready; a planned pod waits while a pod of the
@@ -57,6 +59,9 @@ class Actions:
     """Every planned pod exists with the current spec (for the spec-to-pods metric)."""
     step: Step | None = None
     """Where the deployment's rollout stands (None when not placed)."""
+    stale_nodes: list[str] = field(default_factory=list)
+    """One line per node with pods of this deployment whose inventory is frozen:
+    ``node X: …; its pods keep running on the last good inventory`` (for the status)."""
 
 
 def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -75,21 +80,32 @@ def _gpu_text(placement: Placement) -> str:
     return " + ".join(f"GPU {g.index} {short_name(g.name)}" for g in placement.gpus)
 
 
-def lost_gpus(pod: dict[str, Any], inventory: Inventory) -> str | None:
-    """Why a pod's GPUs are gone (None when they are all still there, on its node)."""
+def lost_gpus(
+    pod: dict[str, Any],
+    inventory: Inventory,
+    node_notes: Mapping[str, str] | None = None,
+    gpu_aliases: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why a pod's GPUs are gone (None when they are all still there, on its node). A pod on a node
+    in ``node_notes`` (frozen: its facts cannot be read now) has lost nothing; a UUID in
+    ``gpu_aliases`` (a GFD stand-in) is the GPU it maps to."""
     placement = placement_of(pod)
     if placement is None:
         return None
+    aliases = gpu_aliases or {}
+    held = [aliases.get(g.uuid, g.uuid) for g in placement.gpus]
     node_name = placement.node
     if not node_name:  # the annotation names no node: look the GPUs up anywhere
         present = {g.uuid for n in inventory.nodes for g in n.gpus}
-        missing = [g.uuid for g in placement.gpus if g.uuid not in present]
+        missing = [u for u in held if u not in present]
         return f"GPU {', '.join(missing)} has left the GPU inventory" if missing else None
+    if node_name in (node_notes or {}):
+        return None
     node = next((n for n in inventory.nodes if n.name == node_name), None)
     if node is None:
         return f"node {node_name} has left the GPU inventory"
     present = {g.uuid for g in node.gpus}
-    missing = [g.uuid for g in placement.gpus if g.uuid not in present]
+    missing = [u for u in held if u not in present]
     if missing:
         return f"GPU {', '.join(missing)} has left node {node_name}'s inventory"
     return None
@@ -110,23 +126,34 @@ def decide(
     engines: EngineRegistry = ENGINES,
     policy: RolloutPolicy = DEFAULT_POLICY,
     rejected: str | None = None,
+    node_notes: Mapping[str, str] | None = None,
+    gpu_aliases: Mapping[str, str] | None = None,
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
     ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
     failed readiness probe's message (the kubelet's Unhealthy Event), which says why a running pod
     is not Ready. ``policy`` bounds how many pods a rollout replaces at once
     (:mod:`gpupin.controller.rollout`); ``rejected`` is why the API server refused an object of
-    this plan (then nothing is written but the status, until the spec changes)."""
+    this plan (then nothing is written but the status, until the spec changes). ``node_notes``:
+    node → why its GPU inventory is frozen (its pods stay, on the last good inventory;
+    ``actions.stale_nodes`` and Degraded say so); ``gpu_aliases``: a UUID pods were placed with →
+    the UUID the node reports for that GPU now."""
     actions = Actions()
+    notes = node_notes or {}
     node_names = {n.name for n in inventory.nodes}
     live: list[dict[str, Any]] = []
     lost: list[str] = []
     for pod in pods:
         if is_terminating(pod):
             continue
-        why = lost_gpus(pod, inventory)
+        placement = placement_of(pod)
+        if placement is not None and placement.node in notes:
+            line = f"node {placement.node}: {notes[placement.node]}; its pods keep running on the last good inventory"
+            if line not in actions.stale_nodes:
+                actions.stale_nodes.append(line)
+        why = lost_gpus(pod, inventory, notes, gpu_aliases)
         if why is not None:
-            placement = placement_of(pod)
+            # grace 0 only for a pod whose Node object is gone: no kubelet will ever confirm
             gone_node = placement is not None and bool(placement.node) and placement.node not in node_names
             actions.delete.append((pod, 0 if gone_node else None))
             lost.append(f"{pod['metadata']['name']}: {why}")
@@ -153,7 +180,7 @@ def decide(
             _child_events(actions, plan, step)
         created = sum(1 for o in actions.create if o["kind"] == "Pod")
         actions.pods_complete = not step.outdated and len(step.up_to_date) + created == step.target
-    notes = [found for pod in live if (found := placement_problem(pod))]
+    unverified = [*actions.stale_nodes, *(found for pod in live if (found := placement_problem(pod)))]
     problem = _worst_problem(deployment, live, probe_output or {}, engines) or _last_probe_problem(
         body.get("status") or {}, live, probe_output or {}
     )
@@ -169,7 +196,7 @@ def decide(
         problem,
         step=step,
         rejected=rejected,
-        notes=notes,
+        notes=unverified,
     )
     previous = body.get("status") or {}
     old_placed = condition(previous, reasons.PLACED)

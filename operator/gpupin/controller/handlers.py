@@ -76,11 +76,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    STATE.cache.book.grace_seconds = config.gpu_loss_grace_seconds
     metrics.watch_allocations(STATE.cache.gpus_per_node)
+    metrics.watch_node_problems(lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()})
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
     kube = Kube(on_request=metrics.count_request)
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
     await _initial_lists(kube, STATE.cache)
+    reconciler.nodes.changed(False)  # problems found at start are news to this process
     reconciler.enqueue_all()
     reconciler.ready.set()
     STATE.tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(reconciler.resync())]
@@ -356,7 +359,7 @@ async def node_event(event: kopf.RawEvent, **_: Any) -> None:
             node=obj["metadata"]["name"],
             problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
         )
-        reconciler.enqueue_all()
+    reconciler.nodes.changed(changed)
 
 
 @kopf.on.event("resource.k8s.io", "v1", "resourceslices")
@@ -365,5 +368,4 @@ async def slice_event(event: kopf.RawEvent, **_: Any) -> None:
     obj: dict[str, Any] = dict(event.get("object") or {})
     if not obj or STATE.reconciler is None or (obj.get("spec") or {}).get("driver") != constants.DRA_DRIVER:
         return
-    if STATE.cache.set_slice(obj, deleted=event.get("type") == "DELETED"):
-        STATE.reconciler.enqueue_all()
+    STATE.reconciler.nodes.changed(STATE.cache.set_slice(obj, deleted=event.get("type") == "DELETED"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -45,12 +45,38 @@ class GPUsAllocated:
 
 def watch_allocations(count: Callable[[], dict[str, int]]) -> None:
     """Register the scrape-time GPU gauge (once per process)."""
-    if not _registered:
+    if "allocations" not in _registered:
         REGISTRY.register(GPUsAllocated(count))
-        _registered.append(True)
+        _registered.add("allocations")
 
 
-_registered: list[bool] = []
+class NodeInventoryProblems:
+    """gpupin_node_inventory_problem{node,problem}: 1 while a node's GPU facts are not used as they
+    are (problem: unreadable, missing, duplicate-uuid, mig, gfd-changed, gpu-gone); read from the
+    operator's cache at scrape time, so a problem that ends disappears."""
+
+    def __init__(self, problems: Callable[[], Mapping[str, str]]) -> None:
+        self.problems = problems
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "gpupin_node_inventory_problem",
+            "1 while a node's GPU inventory has a problem (its last good inventory serves its pods)",
+            labels=["node", "problem"],
+        )
+        for node, problem in sorted(self.problems().items()):
+            family.add_metric([node, problem], 1)
+        yield family
+
+
+def watch_node_problems(problems: Callable[[], Mapping[str, str]]) -> None:
+    """Register the scrape-time node inventory problem gauge (once per process)."""
+    if "node_problems" not in _registered:
+        REGISTRY.register(NodeInventoryProblems(problems))
+        _registered.add("node_problems")
+
+
+_registered: set[str] = set()
 _serving: set[int] = set()
 
 

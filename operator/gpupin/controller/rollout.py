@@ -26,8 +26,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.podstate import is_finished, is_ready, is_terminating, placement_of, spec_hash_of
-from gpupin.placement import CurrentPod
+from gpupin.placement import CurrentPod, Hold, Plan
+from gpupin.planner import Planner
 
 Obj = dict[str, Any]
 
@@ -187,6 +189,28 @@ def _converge_others(step: Step, desired: list[Obj], services: list[Obj], claim_
                 step.waiting = True  # recreated once the old one is gone
             continue
         step.create.append(obj)
+
+
+def surge_plan(
+    planner: Planner, deployment: LLMDeployment, pods: list[Obj], up_to_date: list[Obj]
+) -> Plan | None:
+    """The deployment planned beside its outgoing pods (their GPUs held, as another owner's), keeping
+    the pods already up to date: a plan only where free GPUs take every new pod, else None. The
+    planner is left as it was."""
+    outgoing = f"{deployment.key} (outgoing pods)"
+    keep = {_name(p) for p in up_to_date}
+    held = []
+    for pod in pods:
+        placement = placement_of(pod)
+        if _name(pod) in keep or is_finished(pod) or placement is None:
+            continue
+        held += [Hold(g.uuid, g.vram_bytes, placement.exclusive, outgoing) for g in placement.gpus]
+    planner.hold(held)
+    try:
+        surge = planner.plan(deployment, hints(up_to_date), commit=False)
+    finally:
+        planner.release(outgoing)
+    return surge if surge.placed else None
 
 
 class RolloutGate:

@@ -36,9 +36,9 @@ from gpupin.controller.cache import ClusterCache, Key
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, EventSpec, decide
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
-from gpupin.controller.podstate import is_finished, placement_of
+from gpupin.controller.nodewatch import NodeWatch
 from gpupin.controller.probes import ProbeFollower
-from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints
+from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
 from gpupin.controller.status import failed_status
 from gpupin.controller.workqueue import WorkQueue
 from gpupin.controller.writes import ApiWrites, Rejected
@@ -46,7 +46,7 @@ from gpupin.inventory import Inventory
 from gpupin.kube import ApiError, Kube
 from gpupin.loading import describe_errors
 from gpupin.modelsource import ModelSource
-from gpupin.placement import Hold, Plan
+from gpupin.placement import Plan
 from gpupin.planner import Planner
 
 log = structlog.get_logger("gpupin.operator")
@@ -77,6 +77,7 @@ class Reconciler:
         if config.model_metadata == "online":
             source = ModelSource(hf_endpoint=config.hf_endpoint, ollama_registry=config.ollama_registry)
         self.metadata = ModelMetadata(cluster_catalog(config.model_data), source, on_read=self.enqueue_all)
+        self.nodes = NodeWatch(cache, kube, self.enqueue_all, self._spawn)
 
     # -- triggers ----------------------------------------------------------------------
 
@@ -145,6 +146,13 @@ class Reconciler:
             invalid = describe_errors(exc, LLMDeployment)
         pods = self.cache.pods_of(key)
         inventory = self.cache.inventory()
+        unknown = self.cache.unknown_gpus(pods)
+        if unknown is not None:  # re-planning would move a pod for want of facts: wait for them
+            log.info(
+                "Not reconciled until the node's GPUs are known", namespace=key[0], name=key[1], why=unknown
+            )
+            return None  # a Node event re-queues every deployment
+        frozen = self.cache.frozen()
         planner = self._planner()
         engines = self.metadata.registry
         if deployment is not None:
@@ -176,6 +184,8 @@ class Reconciler:
             engines=engines,
             probe_output=self.probes.messages(key, pods),
             rejected=self._rejection(key, generation),
+            node_notes=frozen.nodes,
+            gpu_aliases={uuid: alias.uuid for uuid, alias in frozen.aliases.items()},
         )
         actions = decide_for(plan=plan, policy=policy)
         step = actions.step
@@ -184,7 +194,7 @@ class Reconciler:
                 policy = RolloutPolicy(policy.max_unavailable, policy.max_surge, replace_ready=False)
                 actions = decide_for(plan=plan, policy=policy)
             elif step.in_place and policy.max_surge and deployment is not None:
-                surge = self._surge_plan(planner, deployment, key, pods, step.up_to_date)
+                surge = surge_plan(planner, deployment, pods, step.up_to_date)
                 if surge is not None:  # new pods on free GPUs; the old ones serve until they are Ready
                     actions = decide_for(plan=surge, policy=policy)
         elif step is not None:
@@ -204,31 +214,6 @@ class Reconciler:
         log.debug("Planned", namespace=namespace, name=name, outcome=outcome, reason=reason,
                   creates=len(actions.create), deletes=len(actions.delete))  # fmt: skip
         return actions
-
-    def _surge_plan(
-        self,
-        planner: Planner,
-        deployment: LLMDeployment,
-        key: Key,
-        pods: list[dict[str, Any]],
-        up_to_date: list[dict[str, Any]],
-    ) -> Plan | None:
-        """The deployment planned beside its outgoing pods (their GPUs held), keeping the pods
-        already up to date: placed only where free GPUs take every new pod."""
-        outgoing = f"{key[0]}/{key[1]} (outgoing pods)"
-        keep = {p["metadata"]["name"] for p in up_to_date}
-        held = []
-        for pod in pods:
-            placement = placement_of(pod)
-            if pod["metadata"]["name"] in keep or is_finished(pod) or placement is None:
-                continue
-            held += [Hold(g.uuid, g.vram_bytes, placement.exclusive, outgoing) for g in placement.gpus]
-        planner.hold(held)
-        try:
-            surge = planner.plan(deployment, hints(up_to_date), commit=False)
-        finally:
-            planner.release(outgoing)
-        return surge if surge.placed else None
 
     def _rejection(self, key: Key, generation: int | None) -> str | None:
         """Why the API server refused an object of this deployment's plan, while that still holds:
@@ -277,7 +262,9 @@ class Reconciler:
         otherwise told whose pods changed — no scan of every GPU for every reconcile."""
         inventory = self.cache.inventory()
         if self._planner_state is None or self._planner_inventory is not inventory:
-            self._planner_state = Planner(inventory, self.cache.holds(), self.config.pinning)
+            self._planner_state = Planner(
+                inventory, self.cache.holds(), self.config.pinning, frozen=self.cache.frozen()
+            )
             self._planner_inventory = inventory
             self.cache.dirty_owners.clear()
         for key in list(self.cache.dirty_owners):
@@ -375,6 +362,7 @@ class Reconciler:
             self.enqueue_all(only_unplaced=True)
 
     async def stop(self) -> None:
+        self.nodes.stop()
         for task in list(self.tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,9 +1,10 @@
 """Which GPUs a deployment may use, in the stages a refusal is explained by.
 
 Pure and generic: the stages are the user's ``gpuSelector``, the engine's
-:class:`ComputeRequirement` and the pinning mode's :class:`NodeRule` — each given as data, so this
-module knows neither engines nor modes. When nothing is eligible, :meth:`GPUFilter.explain_none`
-names the first stage that excluded everything.
+:class:`ComputeRequirement`, the pinning mode's :class:`NodeRule` and the frozen nodes and GPUs
+(:class:`~gpupin.kernel.state.Frozen`: they keep their pods, take no new ones) — each given as
+data, so this module knows neither engines nor modes. When nothing is eligible,
+:meth:`GPUFilter.explain_none` names the first stage that excluded everything.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Protocol
 from gpupin import reasons
 from gpupin.api.v1alpha1 import GPUSelector
 from gpupin.inventory import short_name
-from gpupin.kernel.prose import product_summary
+from gpupin.kernel.prose import frozen_text, product_summary
 from gpupin.kernel.state import ClusterState, NodeFacts, ProductKey, Slot
 from gpupin.quantity import parse_bytes
 
@@ -127,19 +128,38 @@ class GPUFilter:
         return ok
 
     def node_ok(self, node: str) -> bool:
-        return (self.nodes is None or node in self.nodes) and self.pinning_ok(node)
+        """May new pods go on this node? (selector, pinning mode, not frozen)"""
+        return (
+            (self.nodes is None or node in self.nodes)
+            and node not in self.state.frozen.nodes
+            and self.pinning_ok(node)
+        )
 
     def ok(self, slot: Slot) -> bool:
-        return self.key_ok(slot.key) and self.node_ok(slot.node)
+        """May a new pod take this GPU?"""
+        return not slot.frozen and self.key_ok(slot.key) and self.node_ok(slot.node)
+
+    def keeps(self, slot: Slot) -> bool:
+        """May a pod already on this GPU stay? As :meth:`ok`, but a frozen GPU keeps its pods."""
+        return (
+            self.key_ok(slot.key)
+            and (self.nodes is None or slot.node in self.nodes)
+            and self.pinning_ok(slot.node)
+        )
 
     def ensure_any(self) -> None:
-        """Refuse early, with the stage that excluded everything, when no GPU is eligible."""
+        """Refuse, with the stage that excluded everything, when no GPU can take a new pod."""
         state = self.state
         if not any(
             self.key_ok(key) and any(self.node_ok(node) for node in state.key_nodes[key])
             for key in state.keys_by_memory
-        ):
+        ) or (state.frozen.gpus and not self.eligible()):
             raise self.explain_none()
+
+    def frozen_note(self) -> str:
+        """The GPUs this deployment could use that take no new pods, and why ("" when none)."""
+        frozen = [s for s in self.state.by_order if s.frozen and self.keeps(s)]
+        return frozen_text(frozen)
 
     def explain_none(self) -> Refusal:
         """Why no GPU at all is eligible (called only when that is so)."""
@@ -175,6 +195,12 @@ class GPUFilter:
             return Refusal(
                 reasons.PINNING_UNSUPPORTED,
                 self.node_rule.unusable_message(sorted({s.node for s in capable})),
+            )
+        if not [s for s in pinnable if not s.frozen and s.node not in self.state.frozen.nodes]:
+            return Refusal(
+                reasons.NODE_INVENTORY_PROBLEM,
+                f"no eligible GPU takes new pods now: {frozen_text(pinnable)}. It is placed when the node's "
+                "GPU inventory is readable again",
             )
         return Refusal(reasons.NO_MATCHING_GPU, "no eligible GPU")  # pragma: no cover - callers check first
 

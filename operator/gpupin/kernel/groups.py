@@ -84,7 +84,6 @@ class GroupPlacer:
                 f"tensorParallelSize {tp} cannot split {est.model}: {problem}. "
                 f"Use one of {', '.join(map(str, sizes))}",
             )
-        self.filter.ensure_any()
         placements: list[Placement] = []
         warnings: list[PlanWarning] = []
         kept = 0
@@ -93,8 +92,10 @@ class GroupPlacer:
                 break
             group = self._still_valid(pod)
             if group is not None:
-                placements.append(self._take(group, warnings))
+                placements.append(self._take(group, warnings, pod.gpu_uuids))
                 kept += 1
+        if kept < self.replicas:  # new groups are needed: is any GPU open to one at all?
+            self.filter.ensure_any()
         for _ in range(self.replicas - kept):
             group = self._choose_group()
             placements.append(self._take(group, warnings))
@@ -109,11 +110,11 @@ class GroupPlacer:
         return self.per_rank <= self.util * slot.gpu.memory
 
     def _still_valid(self, pod: CurrentPod) -> list[Slot] | None:
-        slots = [self.state.slots.get(uuid) for uuid in pod.gpu_uuids]
+        slots = [self.state.slot_of(uuid) for uuid in pod.gpu_uuids]
         if len(slots) != self.tp or any(s is None for s in slots):
             return None
         group = [s for s in slots if s is not None]
-        if len({s.node for s in group}) != 1 or not all(s.fully_free and self.filter.ok(s) for s in group):
+        if len({s.node for s in group}) != 1 or not all(s.fully_free and self.filter.keeps(s) for s in group):
             return None
         if len({s.key for s in group}) > 1 and not self.allow_mixed:
             return None
@@ -147,7 +148,11 @@ class GroupPlacer:
             if not self.filter.node_ok(node):
                 continue
             fitting = sorted(
-                (s for s in slots if usable(s) and self.filter.key_ok(s.key) and self._fits(s)),
+                (
+                    s
+                    for s in slots
+                    if usable(s) and not s.frozen and self.filter.key_ok(s.key) and self._fits(s)
+                ),
                 key=lambda s: (s.gpu.memory, s.gpu.index),
             )
             if len(fitting) >= self.tp:
@@ -157,12 +162,16 @@ class GroupPlacer:
                     best = (score, group)
         return sorted(best[1], key=lambda s: s.gpu.index) if best else None
 
-    def _take(self, group: list[Slot], warnings: list[tuple[str, str]]) -> Placement:
+    def _take(
+        self, group: list[Slot], warnings: list[tuple[str, str]], named: tuple[str, ...] = ()
+    ) -> Placement:
+        """Reserve a group; ``named``: the UUIDs the existing pod kept here names them by."""
         gpus = []
         for slot in group:
             reserved = math.floor(self.util * slot.gpu.memory)
             self.state.reserve(slot, reserved, self.ctx.owner, exclusive=self.ctx.exclusive)
-            gpus.append(GPUAssignment(slot.gpu.index, slot.gpu.uuid, slot.gpu.name, reserved))
+            gpu = self.state.as_named(slot, named)
+            gpus.append(GPUAssignment(gpu.index, gpu.uuid, gpu.name, reserved))
         if len({s.key for s in group}) > 1:
             smallest = min(s.gpu.memory for s in group)
             stranded = sum(s.gpu.memory - smallest for s in group)
@@ -177,7 +186,7 @@ class GroupPlacer:
         launch, launch_warnings = self.request.launch(group)
         warnings.extend(launch_warnings)
         return Placement(
-            pod=naming.pod_name(self.ctx.name, (s.gpu.uuid for s in group)),
+            pod=naming.pod_name(self.ctx.name, (g.uuid for g in gpus)),
             node=group[0].node,
             models=(self.est.model,),
             gpus=tuple(gpus),

@@ -56,3 +56,19 @@ def _held(slot: Slot, owner: str) -> str:
     if owner in slot.exclusive_holders:
         return f"{slot.describe()} exclusively (it uses {format_gib(slot.holders[owner])})"
     return f"{format_gib(slot.holders[owner])} of {slot.describe()}"
+
+
+def frozen_text(slots: Sequence[Slot], limit: int = 3) -> str:
+    """Why these GPUs take no new pods, one clause per reason: ``node b: annotation … is not JSON
+    (since …) (2 × A10 23.0 GiB)``; "" for none."""
+    by_why: dict[str, list[Slot]] = {}
+    for slot in slots:
+        if slot.frozen:
+            by_why.setdefault(slot.frozen, []).append(slot)
+    parts = [
+        f"node {members[0].node}: {why} ({product_summary(members)})"
+        for why, members in sorted(by_why.items(), key=lambda kv: kv[1][0].order)
+    ]
+    if len(parts) > limit:
+        parts = [*parts[:limit], f"{len(parts) - limit} more"]
+    return "; ".join(parts)

@@ -44,6 +44,8 @@ class SharedRequest:
 class _PodSet:
     slots: list[Slot]
     models: list[str] = field(default_factory=list)
+    named: tuple[str, ...] = ()
+    """The UUIDs an existing pod names its GPUs by (aliases included): it is rendered as before."""
 
 
 class SharedPlacer:
@@ -59,7 +61,6 @@ class SharedPlacer:
 
     def run(self) -> tuple[list[Placement], str, str]:
         estimates = sorted(self.request.estimates, key=lambda e: (-e.need_on(1), e.model))
-        self.filter.ensure_any()
         self.pods: list[_PodSet] = []
         self.pod_of: dict[str, _PodSet] = {}  # uuid -> pod set
         self.reserved: dict[str, int] = {}  # uuid -> bytes this deployment reserved
@@ -70,7 +71,7 @@ class SharedPlacer:
             slots = self._valid_current(pod)
             if slots is None:
                 continue
-            podset = self._pod_for(slots)
+            podset = self._pod_for(slots, pod.gpu_uuids)
             for model in sorted(
                 pod.models, key=lambda m: (-by_name[m].need_on(1), m) if m in by_name else (0, m)
             ):
@@ -78,8 +79,12 @@ class SharedPlacer:
                 if est is None or len(self.on_gpus[model]) >= replicas:
                     continue
                 self._put_in_pod(est, podset)
+        checked = False
         for est in estimates:
             while sum(1 for p in self.pods if est.model in p.models) < replicas:
+                if not checked:  # a new server is needed: is any GPU open to one at all?
+                    self.filter.ensure_any()
+                    checked = True
                 if not self._place_replica(est):
                     raise self._refusal(est)
         placements = [self._placement(pod) for pod in self.pods if pod.models]
@@ -88,18 +93,18 @@ class SharedPlacer:
     # -- pods of this deployment -------------------------------------------------------
 
     def _valid_current(self, pod: CurrentPod) -> list[Slot] | None:
-        slots = [self.state.slots.get(uuid) for uuid in pod.gpu_uuids]
+        slots = [self.state.slot_of(uuid) for uuid in pod.gpu_uuids]
         if not slots or any(s is None for s in slots):
             return None
         found = [s for s in slots if s is not None]
-        if len({s.node for s in found}) != 1 or any(s.exclusive or not self.filter.ok(s) for s in found):
+        if len({s.node for s in found}) != 1 or any(s.exclusive or not self.filter.keeps(s) for s in found):
             return None
         if any(s.gpu.uuid in self.pod_of for s in found):
             return None
         return sorted(found, key=lambda s: s.gpu.index)
 
-    def _pod_for(self, slots: list[Slot]) -> _PodSet:
-        podset = _PodSet(slots)
+    def _pod_for(self, slots: list[Slot], named: tuple[str, ...] = ()) -> _PodSet:
+        podset = _PodSet(slots, named=named)
         self.pods.append(podset)
         for slot in slots:
             self.pod_of[slot.gpu.uuid] = podset
@@ -132,10 +137,12 @@ class SharedPlacer:
     def _place_replica(self, est: Estimate) -> bool:
         single = est.need_on(1)
         # 1. a GPU this deployment already uses: fewer pods, and the server is shared
-        for podset in sorted(self.pods, key=lambda p: (min(s.free for s in p.slots), p.slots[0].order)):
+        # (not on a frozen GPU: a model added there would restart its pod where no new pod may go)
+        open_pods = [p for p in self.pods if not any(s.frozen for s in p.slots)]
+        for podset in sorted(open_pods, key=lambda p: (min(s.free for s in p.slots), p.slots[0].order)):
             if len(podset.slots) == 1 and podset.slots[0].free >= single and self._put_in_pod(est, podset):
                 return True
-        for podset in self.pods:
+        for podset in open_pods:
             if len(podset.slots) > 1 and self._put_in_pod(est, podset):
                 return True
         # 2. the best-fitting GPU anywhere
@@ -174,7 +181,10 @@ class SharedPlacer:
                 (
                     s
                     for s in slots
-                    if not s.exclusive and s.gpu.uuid not in self.pod_of and self.filter.key_ok(s.key)
+                    if not s.exclusive
+                    and not s.frozen
+                    and s.gpu.uuid not in self.pod_of
+                    and self.filter.key_ok(s.key)
                 ),
                 key=lambda s: (-s.free, s.order),
             )
@@ -190,13 +200,14 @@ class SharedPlacer:
         return best[1] if best else None
 
     def _placement(self, podset: _PodSet) -> Placement:
+        named = [self.state.as_named(s, podset.named) for s in podset.slots]
         return Placement(
-            pod=naming.pod_name(self.ctx.name, (s.gpu.uuid for s in podset.slots)),
+            pod=naming.pod_name(self.ctx.name, (gpu.uuid for gpu in named)),
             node=podset.slots[0].node,
             models=tuple(podset.models),
             gpus=tuple(
-                GPUAssignment(s.gpu.index, s.gpu.uuid, s.gpu.name, self.reserved.get(s.gpu.uuid, 0))
-                for s in podset.slots
+                GPUAssignment(gpu.index, gpu.uuid, gpu.name, self.reserved.get(s.gpu.uuid, 0))
+                for s, gpu in zip(podset.slots, named, strict=True)
             ),
             exclusive=self.ctx.exclusive,
             launch=self.request.launch(podset.models),

@@ -4,20 +4,56 @@ Pure and generic: it knows GPUs, nodes, memory and who holds what — no engine,
 A slot's memory is taken with :meth:`ClusterState.reserve` (undoable within one plan through
 :meth:`ClusterState.mark` and :meth:`ClusterState.rollback`). The indexes keep a plan from
 scanning every GPU of a large cluster: shareable slots by free bytes, and fully free slots per
-product key and node, bucketed by how many each node has.
+product key and node, bucketed by how many each node has. A frozen slot (:class:`Frozen`) is in
+neither index: it keeps the pods already on it and takes no new ones.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from gpupin.inventory import GPU, Inventory, short_name
 from gpupin.quantity import format_gib
 
 ProductKey = tuple[str, int, str]
 """(product name, memory bytes, compute capability): GPUs with one key are interchangeable."""
+
+
+@dataclass(frozen=True)
+class GPUAlias:
+    """A GPU that pods were placed on under another UUID: GFD's stand-in ``GFD-<node>-<i>`` for the
+    card the agent (or DRA) now reports at index ``i`` with the same product."""
+
+    uuid: str
+    """The UUID the node reports now."""
+    was: GPU
+    """The GPU as those pods name it (index, stand-in UUID, GFD's product name)."""
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """What of the planning inventory takes no new pods, and why. Existing pods stay where they are.
+
+    The operator keeps a node's last good inventory while its current GPU facts cannot be used
+    (unreadable, missing, a UUID another node reports too, GFD labels that changed) and keeps a
+    GPU a healthy source stopped reporting for a grace period; both serve the pods already there
+    and nothing new."""
+
+    nodes: Mapping[str, str] = field(default_factory=dict)
+    """Node name → why it takes no new pods."""
+    gpus: Mapping[str, str] = field(default_factory=dict)
+    """GPU UUID → why it takes no new pods."""
+    aliases: Mapping[str, GPUAlias] = field(default_factory=dict)
+    """UUID pods were placed with → the GPU it is now (GFD stand-ins of a node the agent now reports)."""
+
+    def why(self, node: str, uuid: str) -> str | None:
+        """Why a GPU takes no new pods (its node's reason first); None when it does."""
+        return self.nodes.get(node) or self.gpus.get(uuid)
+
+
+NOT_FROZEN = Frozen()
 
 
 @dataclass(frozen=True)
@@ -34,12 +70,14 @@ class NodeFacts:
 class Slot:
     """One GPU's state during planning."""
 
-    __slots__ = ("exclusive", "exclusive_holders", "free", "gpu", "holders", "key", "node", "order")
+    __slots__ = ("exclusive", "exclusive_holders", "free", "frozen", "gpu", "holders", "key", "node", "order")
 
-    def __init__(self, gpu: GPU, node: str, order: int) -> None:
+    def __init__(self, gpu: GPU, node: str, order: int, frozen: str | None = None) -> None:
         self.gpu = gpu
         self.node = node
         self.order = order
+        self.frozen = frozen
+        """Why the GPU takes no new pods (None: it does)."""
         self.key: ProductKey = gpu.product_key
         self.free = gpu.memory
         self.holders: dict[str, int] = {}
@@ -64,10 +102,12 @@ class ClusterState:
     """Slots plus the indexes that keep a plan from scanning every GPU.
 
     ``exclusive_only``: every hold owns its GPUs (pinning modes that cannot hand one GPU to two
-    pods), whatever the pod's own placement says."""
+    pods), whatever the pod's own placement says. ``frozen``: nodes and GPUs that keep their pods
+    and take no new ones, and the UUIDs pods know some GPUs by."""
 
-    def __init__(self, inventory: Inventory, exclusive_only: bool) -> None:
+    def __init__(self, inventory: Inventory, exclusive_only: bool, frozen: Frozen = NOT_FROZEN) -> None:
         self.exclusive_only = exclusive_only
+        self.frozen = frozen
         self.slots: dict[str, Slot] = {}
         self.by_order: list[Slot] = []
         self.nodes: dict[str, list[Slot]] = {}
@@ -82,13 +122,15 @@ class ClusterState:
                 if gpu.mig_enabled:
                     self.mig_gpus.append((node.name, gpu))
                     continue
-                slot = Slot(gpu, node.name, len(self.by_order))
+                slot = Slot(gpu, node.name, len(self.by_order), frozen.why(node.name, gpu.uuid))
                 self.by_order.append(slot)
                 self.slots[gpu.uuid] = slot
                 slots.append(slot)
             self.nodes[node.name] = slots
         # Slots that can still take shared memory (no exclusive holder), ordered by free bytes.
-        self.shareable: list[tuple[int, int]] = sorted((s.free, s.order) for s in self.by_order)
+        self.shareable: list[tuple[int, int]] = sorted(
+            (s.free, s.order) for s in self.by_order if not s.frozen
+        )
         # Fully free slots per product key and node, and per key the nodes by free count.
         self.free_by_key: dict[ProductKey, dict[str, list[Slot]]] = {}
         # count → node positions (sorted), so a choice depends on the state alone, not on its history
@@ -97,7 +139,9 @@ class ClusterState:
         self.node_position = {name: i for i, name in enumerate(self.node_names)}
         self.key_nodes: dict[ProductKey, dict[str, None]] = {}
         for slot in self.by_order:
-            self.free_by_key.setdefault(slot.key, {}).setdefault(slot.node, []).append(slot)
+            per_key = self.free_by_key.setdefault(slot.key, {})
+            if not slot.frozen:
+                per_key.setdefault(slot.node, []).append(slot)
             self.key_nodes.setdefault(slot.key, {})[slot.node] = None
         for key, per_node in self.free_by_key.items():
             buckets = self.count_buckets.setdefault(key, {})
@@ -112,6 +156,8 @@ class ClusterState:
     # -- index maintenance -------------------------------------------------------------
 
     def _unindex(self, slot: Slot) -> None:
+        if slot.frozen:
+            return
         if not slot.exclusive:
             entry = (slot.free, slot.order)
             i = bisect.bisect_left(self.shareable, entry)
@@ -128,6 +174,8 @@ class ClusterState:
                 bisect.insort(buckets.setdefault(len(slots), []), position)
 
     def _index(self, slot: Slot) -> None:
+        if slot.frozen:
+            return
         if not slot.exclusive:
             bisect.insort(self.shareable, (slot.free, slot.order))
         if slot.fully_free:
@@ -177,6 +225,22 @@ class ClusterState:
             self._index(slot)
 
     # -- queries -------------------------------------------------------------------------
+
+    def slot_of(self, uuid: str) -> Slot | None:
+        """The slot of a GPU by the UUID a pod names it with (an alias included)."""
+        slot = self.slots.get(uuid)
+        if slot is None and (alias := self.frozen.aliases.get(uuid)) is not None:
+            slot = self.slots.get(alias.uuid)
+        return slot
+
+    def as_named(self, slot: Slot, uuids: Iterable[str]) -> GPU:
+        """The GPU of ``slot`` as a pod naming ``uuids`` knows it: under its alias where the pod
+        uses one (so a kept pod is rendered exactly as before), else as the inventory has it."""
+        for uuid in uuids:
+            alias = self.frozen.aliases.get(uuid)
+            if alias is not None and alias.uuid == slot.gpu.uuid:
+                return alias.was
+        return slot.gpu
 
     def best_fit_shared(self, need: int, accept: Callable[[Slot], bool]) -> Slot | None:
         """The slot with the least free memory that still fits ``need`` and is accepted."""

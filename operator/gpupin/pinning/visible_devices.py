@@ -5,12 +5,18 @@
 the choice for CUDA: by UUID where the engine accepts that, else 0..n-1. The scheduler does no GPU
 accounting, so gpupin must be the only GPU allocator on those nodes; in exchange Ollama pods can
 share a GPU by memory.
+
+Only nodes whose GPUs all have a UUID (from the gpupin agent or the DRA driver) are used: GPUs
+known only from GFD labels have none, and GFD gives no indices either — gpupin would have to
+assume 0..count-1, which names the wrong card wherever another GPU sits between them in PCI order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from gpupin.kernel.state import NodeFacts
 from gpupin.pinning.base import PinningMode
 from gpupin.placement import Placement
 
@@ -19,14 +25,20 @@ class VisibleDevices(PinningMode):
     name = "visible-devices"
     shares_gpus = True
 
+    def node_usable(self, node: NodeFacts) -> bool:
+        return node.pinnable_by_uuid
+
+    def unusable_message(self, nodes: Sequence[str]) -> str:
+        return (
+            f"pinning mode visible-devices names GPUs by UUID, and the GPUs of {', '.join(nodes)} are known "
+            "only from GFD labels, which carry no UUID and no index (assuming 0..count-1 can name the wrong "
+            "card); run the gpupin agent on those nodes, or use pinning mode device-plugin (the kubelet picks "
+            "among alike GPUs) or dra"
+        )
+
     def env(self, placement: Placement, cuda_visible_uuids: bool) -> list[dict[str, str]]:
-        renumbered = ",".join(str(i) for i in range(len(placement.gpus)))
-        if all(g.uuid.startswith(("GPU-", "MIG-")) for g in placement.gpus):
-            visible = ",".join(placement.gpu_uuids)
-            cuda = visible if cuda_visible_uuids else renumbered
-        else:  # GPUs known from GFD labels have no UUID: host indices, renumbered from 0 inside
-            visible = ",".join(str(g.index) for g in placement.gpus)
-            cuda = renumbered
+        visible = ",".join(placement.gpu_uuids)
+        cuda = visible if cuda_visible_uuids else ",".join(str(i) for i in range(len(placement.gpus)))
         return [
             {"name": "NVIDIA_VISIBLE_DEVICES", "value": visible},
             {"name": "CUDA_VISIBLE_DEVICES", "value": cuda},
