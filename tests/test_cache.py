@@ -251,3 +251,28 @@ def test_after_a_sweep_every_object_is_listed_ours_or_newer(
     for key, rv in before.items():
         kept = key in names or rv == "0" or int(rv) > list_rv
         assert (key in store.objects) is kept and (key in swept) is not kept
+
+
+def test_an_object_of_another_owner_under_a_planned_name_is_waited_for_or_named() -> None:
+    """Pod names follow the GPUs, so a pod an earlier deployment of that name left, or an orphan,
+    can have the name a plan wants: the first is waited for, the second is the reason nothing is
+    made (creating it would fail with 409 for ever)."""
+    from gpupin.controller.decide import Actions
+    from gpupin.controller.writes import namesakes
+
+    cache = ClusterCache()
+    body = {"metadata": {"name": "chat", "namespace": "ns", "uid": "uid-now"}}
+    planned = {"kind": "Pod", "metadata": {"name": "chat-abc123", "namespace": "ns"}}
+    orphan = {
+        "kind": "Pod",
+        "metadata": {"name": "chat-abc123", "namespace": "ns", "uid": "p1", "resourceVersion": "5"},
+    }
+    cache.pods.upsert(orphan)
+    actions = Actions(create=[planned])
+    why = namesakes(body, actions, lambda _obj: cache.pods, cache.owner_of)
+    assert why is not None and "Pod chat-abc123 exists and is not this deployment's" in why
+    leaving = {**orphan, "metadata": {**orphan["metadata"], "resourceVersion": "6", "deletionTimestamp": "x"}}
+    cache.pods.upsert(leaving)
+    actions = Actions(create=[planned])
+    assert namesakes(body, actions, lambda _obj: cache.pods, cache.owner_of) is None
+    assert actions.create == [] and actions.waiting, "a pod on its way out is waited for"

@@ -46,12 +46,12 @@ def _decide(
     now: datetime = NOW,
 ) -> Actions:
     from gpupin.api.v1alpha1 import LLMDeployment
-    from gpupin.controller.cache import current_pods
+    from gpupin.controller.rollout import hints
 
     deployment = LLMDeployment.model_validate(
         {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
     )
-    plan = Planner(cluster).plan(deployment, current_pods(pods))
+    plan = Planner(cluster).plan(deployment, hints(pods))
     return decide(body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), now)
 
 

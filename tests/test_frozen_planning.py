@@ -17,8 +17,9 @@ from typing import Any
 
 from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
-from gpupin.controller.cache import ClusterCache, current_pods
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import decide, lost_gpus
+from gpupin.controller.rollout import hints
 from gpupin.inventory import gfd_uuid
 from gpupin.kernel.state import Frozen, GPUAlias
 from gpupin.placement import CurrentPod, Hold
@@ -137,7 +138,7 @@ def _reconcile(cache: ClusterCache, chat: LLMDeployment, config: RenderConfig) -
     planner = Planner(cache.inventory(), cache.holds(), config.pinning, frozen=frozen)
     planner.release("default/chat")
     pods = list(cache.pods.values())
-    plan = planner.plan(chat, current_pods(pods), commit=False)
+    plan = planner.plan(chat, hints(pods), commit=False)
     return decide(
         _body(chat),
         chat,

@@ -268,3 +268,67 @@ def test_the_gate_rolls_operator_wide_changes_a_few_at_a_time() -> None:
     assert gate.allows(c, 1, 1.0)
     assert not gate.allows(("ns", "e"), None, 2.0), "first seen since start: takes its turn"
     assert gate.allows(("ns", "e"), None, 700.0), "a slot held past stall_seconds no longer blocks"
+
+
+def test_a_rollout_is_done_only_when_the_replacement_is_ready() -> None:
+    """The operator's rollout slot is given back on `step.done`, not when the last old pod goes."""
+    sim = Sim(inventory(node("box", A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    deleting = sim.reconcile()
+    assert deleting.step is not None and not deleting.step.done
+    sim.kubelet()  # the old pod is gone
+    creating = sim.reconcile()
+    assert creating.step is not None and creating.step.replacing == 0 and not creating.step.done
+    starting = sim.reconcile()  # the new pod exists, not Ready yet
+    assert starting.step is not None and not starting.step.done
+    sim.kubelet()
+    ready = sim.reconcile()
+    assert ready.step is not None and ready.step.done
+
+
+def test_pods_on_a_node_whose_inventory_cannot_be_trusted_are_not_replaced() -> None:
+    sim = Sim(inventory(node("box", A10, A10)), {"models": [{"name": QWEN}]})
+    sim.settle()
+    (serving,) = sim.pods
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    deployment = LLMDeployment.model_validate(
+        {k: sim.body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    )
+    plan = Planner(sim.cluster).plan(deployment, hints(sim.pods), commit=False)
+    actions = decide(
+        sim.body, deployment, None, plan, sim.pods, sim.services, [], sim.cluster, sim.config, NOW,
+        node_notes={"box": "annotation gpupin.dev/gpu-inventory is not JSON"},
+    )  # fmt: skip
+    assert actions.delete == [] and actions.create == [], "nothing replaced, nothing new beside it"
+    assert actions.step is not None and "cannot be trusted" in actions.step.held_back
+    assert sim.pods == [serving]
+
+
+def test_a_gpu_known_by_another_name_still_blocks_its_replacement() -> None:
+    """GFD's stand-in UUID and the agent's UUID of the same card are one GPU for the rollout."""
+    sim = Sim(inventory(node("box", A10)), {"models": [{"name": QWEN}], "rollout": {"maxSurge": 0}})
+    sim.settle()
+    (old,) = sim.pods
+    placed = placement_of(old)
+    assert placed is not None
+    renamed = {"GFD-box-0": placed.gpu_uuids[0]}
+    annotation = old["metadata"]["annotations"]["gpupin.dev/placement"]
+    old["metadata"]["annotations"]["gpupin.dev/placement"] = annotation.replace(
+        placed.gpu_uuids[0], "GFD-box-0"
+    )
+    sim.edit(image="vllm/vllm-openai:v0.34.0")
+    deployment = LLMDeployment.model_validate(
+        {k: sim.body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    )
+    plan = Planner(sim.cluster).plan(deployment, (), commit=False)  # the plan picks the card by its new name
+    actions = decide(
+        sim.body, deployment, None, plan, sim.pods, sim.services, [], sim.cluster, sim.config, NOW,
+        policy=RolloutPolicy(max_surge=0), gpu_aliases=renamed,
+    )  # fmt: skip
+    created = [o for o in actions.create if o["kind"] == "Pod"]
+    new_gpus = {u for o in created if (p := placement_of(o)) for u in p.gpu_uuids}
+    assert placed.gpu_uuids[0] not in new_gpus, "never a new pod on the card the old one holds"
+    assert [o["metadata"]["name"] for o, _ in actions.delete] == [old["metadata"]["name"]], (
+        "replaced in place"
+    )

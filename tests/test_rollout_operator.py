@@ -125,6 +125,11 @@ def test_a_pod_the_api_server_refuses_is_a_condition_and_one_event_not_a_loop(en
         what="the edit refused",
     )
     assert [p["metadata"]["uid"] for p in env.pods()] == [serving["metadata"]["uid"]], "never deleted"
+
+    # and once the edit is taken back, the pod that kept serving is the deployment's again, at once
+    env.apply("chat", models=[{"name": QWEN}])
+    wait_for(lambda: _status(env, "chat").get("ready") == "1/1", timeout=30, what="serving, as before")
+    assert [p["metadata"]["uid"] for p in env.pods()] == [serving["metadata"]["uid"]]
     assert operator.alive(), operator.tail()
 
 

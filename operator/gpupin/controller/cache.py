@@ -29,7 +29,7 @@ from gpupin.controller.nodeinventory import NodeBook, aliases_from_placements
 from gpupin.controller.podstate import is_finished, is_terminating, placement_of, placement_problem
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.kernel.state import Frozen
-from gpupin.placement import CurrentPod, Hold
+from gpupin.placement import Hold
 from gpupin.resourceslices import inventory_from_resource_slices
 
 Key = tuple[str, str]  # (namespace, name)
@@ -133,6 +133,8 @@ class ClusterCache:
         self._by_owner: dict[Key, set[Key]] = {}
         self._owner_uids: dict[Key, str] = {}
         """Each live deployment's uid: a pod is its only if its controller reference has that uid."""
+        self._unserved: dict[Key, str] = {}
+        """Deployments of namespaces not served (namespaced mode), key → uid: their pods hold."""
         self._gone_owners: OrderedDict[str, Key] = OrderedDict()
         """uid → key of deployments deleted lately (bounded): their pods still hold, until gone."""
         self.pods = Store(on_change=self._pod_changed)
@@ -265,6 +267,15 @@ class ClusterCache:
             self._owner_uids.pop(key, None)
         self.dirty_owners.add(key)  # its pods start (or stop) counting: the planner reads them again
 
+    def set_unserved_owners(self, owners: dict[Key, str]) -> None:
+        """LLMDeployments (key → uid) of namespaces this operator does not serve: their pods keep
+        holding their GPUs. From the lists at start-up and each relist (those namespaces are not
+        watched)."""
+        for key in set(owners) | set(self._unserved):
+            if owners.get(key) != self._unserved.get(key):
+                self.dirty_owners.add(key)
+        self._unserved = dict(owners)
+
     def owner_of(self, pod: dict[str, Any]) -> Key | None:
         """The deployment whose pod this is: its controller reference names a live LLMDeployment
         by uid, or one deleted lately (its pods may still be on their GPUs). None: not gpupin's."""
@@ -272,13 +283,21 @@ class ClusterCache:
         if ref is None:
             return None
         key = (pod["metadata"].get("namespace") or "", ref[0])
-        if ref[1] and (self._owner_uids.get(key) == ref[1] or self._gone_owners.get(ref[1]) == key):
+        if ref[1] and (
+            self._owner_uids.get(key) == ref[1]
+            or self._gone_owners.get(ref[1]) == key
+            or self._unserved.get(key) == ref[1]
+        ):
             return key
         return None
 
     def _live(self, pod: dict[str, Any], key: Key) -> bool:
         ref = _controller_ref(pod)
-        return ref is not None and bool(ref[1]) and self._owner_uids.get(key) == ref[1]
+        return (
+            ref is not None
+            and bool(ref[1])
+            and ref[1] in (self._owner_uids.get(key), self._unserved.get(key))
+        )
 
     def foreign(self, pod: dict[str, Any]) -> str | None:
         """Why a pod with gpupin's label is not gpupin's (for a log line); None when it is."""
@@ -376,17 +395,3 @@ def _owner_name(pod: dict[str, Any]) -> str:
     if ref is not None:
         return ref[0]
     return str((pod["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL, ""))
-
-
-def current_pods(pods: Iterable[dict[str, Any]]) -> list[CurrentPod]:
-    """This deployment's live pods (from :meth:`ClusterCache.pods_of`) as the planner's stability
-    hints (read leniently: a pod with a damaged placement is kept where it is, if it can be)."""
-    result = []
-    for pod in pods:
-        if is_terminating(pod) or is_finished(pod):
-            continue
-        placement = placement_of(pod)
-        if placement is None:
-            continue
-        result.append(CurrentPod(gpu_uuids=placement.gpu_uuids, models=placement.models))
-    return result

@@ -223,7 +223,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--concurrency must be at least 1")
     if args.max_concurrent_rollouts < 1:
         raise ValueError("--max-concurrent-rollouts must be at least 1")
-    if args.gpu_loss_grace_seconds < 0:
+    if not args.gpu_loss_grace_seconds >= 0:  # NaN too
         raise ValueError("--gpu-loss-grace-seconds must not be negative")
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog

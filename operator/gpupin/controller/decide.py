@@ -20,7 +20,7 @@ delete, the status to write and the Events to post; the runtime applies them. Th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -59,6 +59,8 @@ class Actions:
     """Every planned pod exists with the current spec (for the spec-to-pods metric)."""
     step: Step | None = None
     """Where the deployment's rollout stands (None when not placed)."""
+    surge: bool = False
+    """The creates are surge pods of a plan beside the outgoing pods (set by the runtime)."""
     stale_nodes: list[str] = field(default_factory=list)
     """One line per node with pods of this deployment whose inventory is frozen:
     ``node X: …; its pods keep running on the last good inventory`` (for the status)."""
@@ -128,6 +130,7 @@ def decide(
     rejected: str | None = None,
     node_notes: Mapping[str, str] | None = None,
     gpu_aliases: Mapping[str, str] | None = None,
+    frozen_gpus: Collection[str] = (),
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
     ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
@@ -137,7 +140,8 @@ def decide(
     this plan (then nothing is written but the status, until the spec changes). ``node_notes``:
     node → why its GPU inventory is frozen (its pods stay, on the last good inventory;
     ``actions.stale_nodes`` and Degraded say so); ``gpu_aliases``: a UUID pods were placed with →
-    the UUID the node reports for that GPU now."""
+    the UUID the node reports for that GPU now; ``frozen_gpus``: GPUs a healthy report left out,
+    within their grace period (their pods are neither replaced nor joined)."""
     actions = Actions()
     notes = node_notes or {}
     node_names = {n.name for n in inventory.nodes}
@@ -173,7 +177,16 @@ def decide(
         for obj in render(deployment, plan, render_config, engines):
             obj["metadata"]["ownerReferences"] = [owner]
             desired.append(obj)
-        step = actions.step = converge(desired, live, pods, services, claim_templates, policy)
+        step = actions.step = converge(
+            desired,
+            live,
+            pods,
+            services,
+            claim_templates,
+            policy,
+            frozen={*notes, *frozen_gpus},
+            aliases=gpu_aliases,
+        )
         if rejected is None:  # the API server refused what this plan makes: write nothing more
             actions.create, actions.waiting = step.create, step.waiting
             actions.delete.extend(step.delete)

@@ -98,6 +98,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
+def _unserved(items: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """The LLMDeployments of namespaces this operator does not serve, key → uid: their pods still
+    hold their GPUs (they are listed cluster-wide, but not watched)."""
+    return {
+        key_of(item): str(item["metadata"].get("uid") or "")
+        for item in items
+        if not _served(item["metadata"].get("namespace"))
+    }
+
+
 async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
     """List once before the first reconcile, so the first plans see every GPU already held
     (the watches then keep the cache current)."""
@@ -117,6 +127,7 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
     for item in deployments.get("items") or []:
         if _served(item["metadata"].get("namespace")):
             cache.deployments.upsert({**item, "kind": constants.KIND, "apiVersion": constants.API_VERSION})
+    cache.set_unserved_owners(_unserved(deployments.get("items") or []))
     try:
         slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
     except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
@@ -195,6 +206,7 @@ async def relist(kube: Kube) -> None:
         body = await asyncio.to_thread(kube.request, "GET", path, None, query)
         items = [{**item, "kind": kind_name, "apiVersion": api_version} for item in body.get("items") or []]
         if store_name == "deployments":
+            STATE.cache.set_unserved_owners(_unserved(items))
             items = [i for i in items if _served(i["metadata"].get("namespace"))]
         for item in items:  # no await from here to the sweep: the store is not changed meanwhile
             seen(None, item)

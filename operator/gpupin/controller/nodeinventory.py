@@ -313,6 +313,7 @@ class NodeBook:
             )
         elif rec.source == "gfd" and had_gpus and rec.good_source not in ("gfd", ""):
             rec.problem = None  # GFD agrees with what the agent or DRA said: keep their UUIDs
+            rec.gone.clear()  # …and says every card of it is there
         else:
             self._accept(rec, name)
         return before != (rec.good, rec.problem, dict(rec.renamed), set(rec.gone))

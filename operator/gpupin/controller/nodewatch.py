@@ -61,10 +61,13 @@ class NodeWatch:
             if node is not None:
                 self.spawn(asyncio.to_thread(self._post, node, problem, message))
 
-    def schedule(self) -> None:
+    def schedule(self, after_expiry: bool = False) -> None:
         deadline = self.cache.book.next_expiry()
         if deadline is None or (self._deadline is not None and self._deadline <= deadline):
             return
+        if after_expiry and deadline <= time.monotonic():
+            log.error("A GPU's grace period did not end when due; its loss waits for the next node event")
+            return  # never a timer that fires again and again
         if self._timer is not None:
             self._timer.cancel()
         self._deadline = deadline
@@ -73,7 +76,11 @@ class NodeWatch:
 
     def _expire(self) -> None:
         self._timer = self._deadline = None
-        self.changed(self.cache.expire_gpu_losses())
+        changed = self.cache.expire_gpu_losses()
+        self.report()
+        self.schedule(after_expiry=True)
+        if changed:
+            self.on_change()
 
     def stop(self) -> None:
         if self._timer is not None:

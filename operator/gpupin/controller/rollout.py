@@ -22,7 +22,7 @@ rollout waits for nothing it cannot have.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,9 @@ class Step:
     """Outdated Ready pods that stand where a planned pod must go (a surge plan would spare them)."""
     replacing: int = 0
     """Live pods of an earlier spec or placement before this step (0: nothing to roll out)."""
+    done: bool = False
+    """Every planned pod exists with the current spec and is Ready, and nothing of the deployment
+    is on its way out: the rollout is over."""
     trial: list[Obj] = field(default_factory=list)
     """Planned pods that Ready pods deleted in this step make room for: the runtime has the API
     server check them (a dry run) before it deletes anything, so a spec it would refuse never
@@ -89,11 +92,6 @@ def hints(pods: Iterable[Obj]) -> list[CurrentPod]:
     ]
 
 
-def _gpus(obj: Obj) -> set[str]:
-    placement = placement_of(obj)
-    return set(placement.gpu_uuids) if placement is not None else set()
-
-
 def _name(obj: Obj) -> str:
     return str(obj["metadata"]["name"])
 
@@ -105,40 +103,65 @@ def converge(
     services: list[Obj],
     claim_templates: list[Obj],
     policy: RolloutPolicy,
+    frozen: Collection[str] = (),
+    aliases: Mapping[str, str] | None = None,
 ) -> Step:
-    """The creates and deletes that move the children towards ``desired`` (one step)."""
+    """The creates and deletes that move the children towards ``desired`` (one step).
+
+    ``frozen``: node names and GPU UUIDs whose inventory cannot be trusted now; a pod there is
+    neither replaced nor joined (finished pods excepted). ``aliases``: a UUID pods were placed with
+    → the UUID the node reports for that GPU now (GPUs first known from GFD labels)."""
     step = Step()
     _converge_others(step, desired, services, claim_templates)
+    renamed = aliases or {}
+
+    def gpus(obj: Obj) -> set[str]:
+        placement = placement_of(obj)
+        return {renamed.get(u, u) for u in placement.gpu_uuids} if placement is not None else set()
+
+    def on_frozen(obj: Obj) -> str:
+        placement = placement_of(obj)
+        if placement is None:
+            return ""
+        if placement.node in frozen:
+            return f"node {placement.node}'s GPU inventory cannot be trusted now"
+        lost = sorted(gpus(obj) & set(frozen))
+        return f"GPU {', '.join(lost)} may be gone from node {placement.node}" if lost else ""
+
     planned = {_name(o): o for o in desired if o["kind"] == "Pod"}
     step.target = len(planned)
     live = {_name(p): p for p in live_pods}
     current = {n for n, p in live.items() if n in planned and spec_hash_of(p) == spec_hash_of(planned[n])}
     current -= {n for n in current if is_finished(live[n])}
     outdated = [p for n, p in sorted(live.items()) if n not in current]
+    reasons: list[str] = []
     going: list[Obj] = []
-    for pod in outdated:  # serving no one: go now
-        if is_finished(pod) or not is_ready(pod):
+    for pod in outdated:  # serving no one: go now (where its node can be trusted)
+        if is_finished(pod) or (not is_ready(pod) and not on_frozen(pod)):
             going.append(pod)
     staying = [p for p in outdated if p not in going]
     terminating = [p for p in all_pods if is_terminating(p)]
-    available = sum(1 for n in current if is_ready(live[n])) + len(staying)
+    available = sum(1 for n in current if is_ready(live[n])) + sum(1 for p in staying if is_ready(p))
     missing = [n for n in sorted(planned) if n not in current]
 
     def blockers(name: str) -> list[Obj]:
-        gpus = _gpus(planned[name])
-        return [p for p in [*staying, *terminating] if _name(p) == name or gpus & _gpus(p)]
+        wanted = gpus(planned[name])
+        return [p for p in [*staying, *terminating] if _name(p) == name or wanted & gpus(p)]
 
     in_place = {_name(p) for n in missing for p in blockers(n) if p in staying}
     step.in_place = len(in_place)
-    reasons: list[str] = []
     for pod in [p for p in staying if _name(p) in in_place] + [
         p for p in staying if _name(p) not in in_place
     ]:
         floor = step.target - policy.max_unavailable if _name(pod) in in_place else step.target
+        frozen_why = on_frozen(pod)
+        if frozen_why:
+            reasons.append(f"{frozen_why}: its pods are kept as they are")
+            continue
         if not policy.replace_ready:
             reasons.append("its turn in the operator's rollout has not come")
             break
-        if available - 1 < floor:
+        if is_ready(pod) and available - 1 < floor:
             if _name(pod) in in_place:
                 reasons.append(
                     f"maxUnavailable {policy.max_unavailable}: {available} of {step.target} pods are Ready"
@@ -147,7 +170,7 @@ def converge(
                 reasons.append("its replacement is not Ready yet")
             continue
         going.append(pod)
-        available -= 1
+        available -= 1 if is_ready(pod) else 0
     step.delete.extend((pod, None) for pod in going)
     step.replacing = len(outdated)
     ready_going = [p for p in going if is_ready(p) and not is_finished(p)]
@@ -156,10 +179,12 @@ def converge(
     alive = len(current) + len(remaining)
     room = step.target + (policy.max_surge if policy.replace_ready else 0)
     for name in missing:
-        if any(
-            _name(p) == name or _gpus(planned[name]) & _gpus(p) for p in [*remaining, *terminating, *going]
-        ):
+        if any(_name(p) == name or gpus(planned[name]) & gpus(p) for p in [*remaining, *terminating, *going]):
             step.waiting = True  # its GPUs are still held by a pod of this deployment on its way out
+            continue
+        frozen_why = on_frozen(planned[name])
+        if frozen_why:
+            reasons.append(f"{frozen_why}: no new pod goes there")
             continue
         if alive >= room:
             reasons.append(f"maxSurge {policy.max_surge}: {alive} pods exist for {step.target} planned")
@@ -168,7 +193,8 @@ def converge(
         alive += 1
     step.up_to_date = [live[n] for n in sorted(current)]
     step.outdated = remaining
-    step.held_back = reasons[0] if reasons and remaining else ""
+    step.held_back = reasons[0] if reasons and (remaining or missing) else ""
+    step.done = not outdated and not missing and not terminating and all(is_ready(live[n]) for n in current)
     # claim templates before their pods, Services last
     step.create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
     return step

@@ -41,7 +41,7 @@ from gpupin.controller.probes import ProbeFollower
 from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
 from gpupin.controller.status import failed_status
 from gpupin.controller.workqueue import WorkQueue
-from gpupin.controller.writes import ApiWrites, Rejected
+from gpupin.controller.writes import ApiWrites, Rejected, Setbacks, namesakes
 from gpupin.inventory import Inventory
 from gpupin.kube import ApiError, Kube
 from gpupin.loading import describe_errors
@@ -69,10 +69,9 @@ class Reconciler:
         self.probes = ProbeFollower(kube, self.queue, self._spawn)
         self.writes = ApiWrites(kube, cache)
         self.gate = RolloutGate(config.max_concurrent_rollouts)
-        self.rejected: dict[Key, tuple[int | None, str, float]] = {}
-        """Deployment → (generation, why, when): the API server refused an object of its plan."""
-        self._failures: dict[Key, str] = {}
-        """Deployment → the last unexpected error reported on it (one Event per distinct error)."""
+        self._held_back: set[Key] = set()
+        """Deployments whose rollout waits for a GPU or a Ready pod: woken when any pod goes."""
+        self.setbacks = Setbacks(config.resync_seconds)
         source = None
         if config.model_metadata == "online":
             source = ModelSource(hf_endpoint=config.hf_endpoint, ollama_registry=config.ollama_registry)
@@ -85,6 +84,10 @@ class Reconciler:
         self.queue.add(key)
 
     def enqueue_all(self, only_unplaced: bool = False) -> None:
+        """Queue every deployment; ``only_unplaced``: those a freed GPU may help (refused, or a
+        rollout held back)."""
+        for key in list(self._held_back) if only_unplaced else ():
+            self.queue.add(key)
         for obj in list(self.cache.deployments.values()):
             if only_unplaced and _placed(obj):
                 continue
@@ -131,9 +134,9 @@ class Reconciler:
         body = self.cache.deployments.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.probes.forget(key)
-            self.rejected.pop(key, None)
-            self._failures.pop(key, None)
+            self.setbacks.forget(key)
             self._wake(self.gate.forget(key))
+            self._held_back.discard(key)
             return None  # the garbage collector removes its children through ownerReferences
         deployment: LLMDeployment | None = None
         invalid = None
@@ -183,22 +186,37 @@ class Reconciler:
             now=datetime.now(UTC),
             engines=engines,
             probe_output=self.probes.messages(key, pods),
-            rejected=self._rejection(key, generation),
+            rejected=self.setbacks.rejection(key, generation),
             node_notes=frozen.nodes,
             gpu_aliases={uuid: alias.uuid for uuid, alias in frozen.aliases.items()},
+            frozen_gpus=tuple(frozen.gpus),
         )
         actions = decide_for(plan=plan, policy=policy)
         step = actions.step
-        if step is not None and step.replacing:
+        if step is not None and step.replacing and not decide_for.keywords["rejected"]:
             if not self.gate.allows(key, generation, time.monotonic()):
                 policy = RolloutPolicy(policy.max_unavailable, policy.max_surge, replace_ready=False)
                 actions = decide_for(plan=plan, policy=policy)
-            elif step.in_place and policy.max_surge and deployment is not None:
+                asyncio.get_running_loop().call_later(self.gate.stall_seconds, self.queue.add, key)
+            elif (
+                step.in_place
+                and policy.max_surge
+                and deployment is not None
+                and self.setbacks.no_surge.get(key) != generation
+            ):
                 surge = surge_plan(planner, deployment, pods, step.up_to_date)
                 if surge is not None:  # new pods on free GPUs; the old ones serve until they are Ready
                     actions = decide_for(plan=surge, policy=policy)
-        elif step is not None:
+                    actions.surge = True
+        elif step is not None and step.done:
             self._wake(self.gate.settle(key, generation))
+        self._held_back.discard(key)
+        if actions.step is not None and actions.step.held_back:
+            self._held_back.add(key)  # woken when any pod goes (a GPU may be free for it)
+        namesake = namesakes(body, actions, self.writes.store, self.cache.owner_of)
+        if namesake:  # another owner's object has a planned name: creating it would fail for ever
+            self.setbacks.reject(key, generation, namesake)
+            actions = decide_for(plan=plan, policy=policy, rejected=namesake)
         for obj in actions.create:  # the reservation: visible to the next plan at once
             store = self.writes.store(obj)
             store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "0"}})
@@ -215,18 +233,6 @@ class Reconciler:
                   creates=len(actions.create), deletes=len(actions.delete))  # fmt: skip
         return actions
 
-    def _rejection(self, key: Key, generation: int | None) -> str | None:
-        """Why the API server refused an object of this deployment's plan, while that still holds:
-        until the spec changes, or a resync period later (a quota or a webhook may have changed)."""
-        found = self.rejected.get(key)
-        if found is None:
-            return None
-        seen, message, since = found
-        if seen != generation or time.monotonic() - since > self.config.resync_seconds:
-            del self.rejected[key]
-            return None
-        return message
-
     def _wake(self, keys: set[Key]) -> None:
         for key in keys:
             self.queue.add(key)
@@ -240,9 +246,8 @@ class Reconciler:
         message = (
             f"the operator failed on this deployment and retries with backoff: {type(exc).__name__}: {exc}"
         )
-        if self._failures.get(key) == message:
+        if not self.setbacks.new_failure(key, message):
             return
-        self._failures[key] = message
         self._spawn(
             asyncio.to_thread(
                 self.writes.post_event, body, EventSpec("Warning", reasons.INTERNAL_ERROR, message)
@@ -303,7 +308,10 @@ class Reconciler:
         except Rejected as exc:  # permanent: say so, and do not try again until the spec changes
             self._forget(actions)
             generation = body.get("metadata", {}).get("generation")
-            self.rejected[key] = (generation, exc.message, time.monotonic())
+            if actions.surge:  # a surge the cluster refuses (a quota): replace in place instead
+                self.setbacks.no_surge[key] = generation
+            else:
+                self.setbacks.reject(key, generation, exc.message)
             logger.warning(
                 "The API server refused an object", object=exc.name, status=exc.status, reason=exc.message
             )
@@ -350,7 +358,11 @@ class Reconciler:
 
     def _forget(self, actions: Actions) -> None:
         """Drop reservations whose create did not happen (the watch re-adds anything that exists),
-        and let the deployments that were refused for those GPUs try again."""
+        take back the marks of deletes that may not have happened (a newer watch event or the
+        DELETED one wins over the copy put back), and let the deployments that were refused for
+        those GPUs try again."""
+        for obj, _ in actions.delete:
+            self.writes.store(obj).upsert(obj)
         released = False
         for obj in actions.create:
             store = self.writes.store(obj)

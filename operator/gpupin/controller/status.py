@@ -117,7 +117,8 @@ def build_status(
     else:
         reason, message = plan.reason, plan.message
     spec_models = [m.name for m in deployment.spec.models] if deployment else []
-    serving = _serving(live, spec_models)
+    going = {o["metadata"]["name"] for o, _ in step.delete if o["kind"] == "Pod"} if step else set()
+    serving = _serving([p for p in live if p["metadata"]["name"] not in going], spec_models)
     if not placed and live:
         message += f" ({_pods(len(live))} placed earlier {'keeps' if len(live) == 1 else 'keep'} running)"
     placed_condition = _condition(previous, reasons.PLACED, placed, reason, message, generation, now)

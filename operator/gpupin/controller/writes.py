@@ -8,13 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from gpupin import constants
 from gpupin.controller.cache import ClusterCache, Key, Store
-from gpupin.controller.decide import EventSpec
+from gpupin.controller.decide import Actions, EventSpec
+from gpupin.controller.podstate import is_terminating
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
@@ -46,6 +48,77 @@ class Rejected(Exception):
             exc.status,
             f"the API server refused {kind} {name} ({exc.status} {exc.reason}): {detail}"[:1000],
         )
+
+
+class Setbacks:
+    """What the operator remembers of writes that cannot succeed, per deployment: a refused object
+    (not tried again until the spec changes, or ``max_age`` seconds pass: a quota or a webhook may
+    change), a refused surge (that generation is replaced in place), the last unexpected error
+    reported (one Event per distinct error)."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self.rejected: dict[Key, tuple[int | None, str, float]] = {}
+        """Deployment → (generation, why, when): the API server refused an object of its plan."""
+        self.no_surge: dict[Key, int | None] = {}
+        """Deployment → the generation whose surge pods the API server refused."""
+        self.failures: dict[Key, str] = {}
+
+    def reject(self, key: Key, generation: int | None, message: str) -> None:
+        self.rejected[key] = (generation, message, time.monotonic())
+
+    def rejection(self, key: Key, generation: int | None) -> str | None:
+        """Why the API server refused an object of this deployment's plan, while that still holds."""
+        found = self.rejected.get(key)
+        if found is None:
+            return None
+        seen, message, since = found
+        if seen != generation or time.monotonic() - since > self.max_age:
+            del self.rejected[key]
+            return None
+        return message
+
+    def new_failure(self, key: Key, message: str) -> bool:
+        """Remember an unexpected error; False when it is the one last reported."""
+        if self.failures.get(key) == message:
+            return False
+        self.failures[key] = message
+        return True
+
+    def forget(self, key: Key) -> None:
+        for memory in (self.rejected, self.no_surge, self.failures):
+            memory.pop(key, None)
+
+
+def namesakes(
+    body: dict[str, Any],
+    actions: Actions,
+    store_of: Callable[[dict[str, Any]], Store],
+    owner_of: Callable[[dict[str, Any]], Key | None],
+) -> str | None:
+    """Objects to create whose name an object of another owner has. One an earlier deployment of
+    this name left (terminating, or its owner just deleted) is waited for: that create is dropped
+    from ``actions`` for now. Any other (an orphaned pod, someone's Service) is returned as the
+    reason the plan cannot be made, in words: creating it would fail with 409 for ever."""
+    uid = body["metadata"].get("uid")
+    waiting = []
+    for obj in actions.create:
+        found = store_of(obj).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+        if found is None or found["metadata"].get("resourceVersion") == "0":
+            continue
+        if any(ref.get("uid") == uid for ref in found["metadata"].get("ownerReferences") or []):
+            continue
+        if is_terminating(found) or (obj["kind"] == "Pod" and owner_of(found) is not None):
+            waiting.append(obj)
+            continue
+        return (
+            f"{obj['kind']} {obj['metadata']['name']} exists and is not this deployment's (no ownerReference "
+            "to it): delete that object, or rename the deployment"
+        )
+    if waiting:
+        actions.create = [o for o in actions.create if o not in waiting]
+        actions.waiting = True
+    return None
 
 
 class ApiWrites:
