@@ -269,10 +269,25 @@ def test_an_object_of_another_owner_under_a_planned_name_is_waited_for_or_named(
     }
     cache.pods.upsert(orphan)
     actions = Actions(create=[planned])
-    why = namesakes(body, actions, lambda _obj: cache.pods, cache.owner_of)
-    assert why is not None and "Pod chat-abc123 exists and is not this deployment's" in why
+    why = namesakes(body, actions, lambda _obj: cache.pods)
+    assert why is not None and "Pod chat-abc123 exists and is not this deployment's: delete it" in why
     leaving = {**orphan, "metadata": {**orphan["metadata"], "resourceVersion": "6", "deletionTimestamp": "x"}}
     cache.pods.upsert(leaving)
     actions = Actions(create=[planned])
-    assert namesakes(body, actions, lambda _obj: cache.pods, cache.owner_of) is None
+    assert namesakes(body, actions, lambda _obj: cache.pods) is None
     assert actions.create == [] and actions.waiting, "a pod on its way out is waited for"
+    earlier = {  # a Service an earlier deployment of this name left, not collected yet
+        "kind": "Service",
+        "metadata": {
+            "name": "chat",
+            "namespace": "ns",
+            "uid": "s1",
+            "resourceVersion": "7",
+            "ownerReferences": [
+                {"kind": "LLMDeployment", "name": "chat", "uid": "uid-before", "controller": True}
+            ],
+        },
+    }
+    cache.services.upsert(earlier)
+    actions = Actions(create=[{"kind": "Service", "metadata": {"name": "chat", "namespace": "ns"}}])
+    assert namesakes(body, actions, lambda _obj: cache.services) is None and actions.waiting

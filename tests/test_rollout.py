@@ -250,6 +250,7 @@ def test_a_rejected_plan_writes_nothing_but_its_status() -> None:
     why = "the API server refused Pod chat-abc (422 Unprocessable Entity): spec.tolerations[0].operator: Unsupported value"
     actions = sim.reconcile(rejected=why)
     assert actions.create == [] and actions.delete == []
+    assert actions.step is not None and actions.step.trial == [], "nothing tried again: no dry-run loop"
     placed = condition(sim.body["status"], reasons.PLACED)
     ready = condition(sim.body["status"], reasons.READY)
     assert placed is not None and (placed["status"], placed["reason"]) == ("False", reasons.POD_REJECTED)

@@ -187,10 +187,12 @@ def decide(
             frozen={*notes, *frozen_gpus},
             aliases=gpu_aliases,
         )
-        if rejected is None:  # the API server refused what this plan makes: write nothing more
+        if rejected is None:
             actions.create, actions.waiting = step.create, step.waiting
             actions.delete.extend(step.delete)
             _child_events(actions, plan, step)
+        else:  # the API server refused what this plan makes: write nothing more, try nothing
+            step.trial = []
         created = sum(1 for o in actions.create if o["kind"] == "Pod")
         actions.pods_complete = not step.outdated and len(step.up_to_date) + created == step.target
     unverified = [*actions.stale_nodes, *(found for pod in live if (found := placement_problem(pod)))]

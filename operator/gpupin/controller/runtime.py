@@ -34,12 +34,11 @@ from gpupin.api.v1alpha1 import LLMDeployment, Rollout
 from gpupin.controller import metrics
 from gpupin.controller.cache import ClusterCache, Key
 from gpupin.controller.config import OperatorConfig
-from gpupin.controller.decide import Actions, EventSpec, decide
+from gpupin.controller.decide import Actions, decide
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.controller.nodewatch import NodeWatch
 from gpupin.controller.probes import ProbeFollower
 from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
-from gpupin.controller.status import failed_status
 from gpupin.controller.workqueue import WorkQueue
 from gpupin.controller.writes import ApiWrites, Rejected, Setbacks, namesakes
 from gpupin.inventory import Inventory
@@ -70,6 +69,7 @@ class Reconciler:
         self.writes = ApiWrites(kube, cache)
         self.gate = RolloutGate(config.max_concurrent_rollouts)
         self._held_back: set[Key] = set()
+        self._gate_timers: set[Key] = set()
         """Deployments whose rollout waits for a GPU or a Ready pod: woken when any pod goes."""
         self.setbacks = Setbacks(config.resync_seconds)
         source = None
@@ -197,12 +197,14 @@ class Reconciler:
             if not self.gate.allows(key, generation, time.monotonic()):
                 policy = RolloutPolicy(policy.max_unavailable, policy.max_surge, replace_ready=False)
                 actions = decide_for(plan=plan, policy=policy)
-                asyncio.get_running_loop().call_later(self.gate.stall_seconds, self.queue.add, key)
+                if key not in self._gate_timers:  # a stalled turn frees a slot without an event
+                    self._gate_timers.add(key)
+                    asyncio.get_running_loop().call_later(self.gate.stall_seconds, self._gate_timer, key)
             elif (
                 step.in_place
                 and policy.max_surge
                 and deployment is not None
-                and self.setbacks.no_surge.get(key) != generation
+                and self.setbacks.may_surge(key, generation)
             ):
                 surge = surge_plan(planner, deployment, pods, step.up_to_date)
                 if surge is not None:  # new pods on free GPUs; the old ones serve until they are Ready
@@ -211,12 +213,12 @@ class Reconciler:
         elif step is not None and step.done:
             self._wake(self.gate.settle(key, generation))
         self._held_back.discard(key)
-        if actions.step is not None and actions.step.held_back:
+        if actions.step is not None and actions.step.held_back and policy.replace_ready:
             self._held_back.add(key)  # woken when any pod goes (a GPU may be free for it)
-        namesake = namesakes(body, actions, self.writes.store, self.cache.owner_of)
+        namesake = namesakes(body, actions, self.writes.store)
         if namesake:  # another owner's object has a planned name: creating it would fail for ever
-            self.setbacks.reject(key, generation, namesake)
             actions = decide_for(plan=plan, policy=policy, rejected=namesake)
+            self.queue.add_after(key, 30.0)  # its deletion sends no event this deployment hears
         for obj in actions.create:  # the reservation: visible to the next plan at once
             store = self.writes.store(obj)
             store.upsert({**obj, "metadata": {**obj["metadata"], "resourceVersion": "0"}})
@@ -233,6 +235,10 @@ class Reconciler:
                   creates=len(actions.create), deletes=len(actions.delete))  # fmt: skip
         return actions
 
+    def _gate_timer(self, key: Key) -> None:
+        self._gate_timers.discard(key)
+        self.queue.add(key)
+
     def _wake(self, keys: set[Key]) -> None:
         for key in keys:
             self.queue.add(key)
@@ -241,26 +247,11 @@ class Reconciler:
         """An unexpected error on one deployment: say so on it (status and one Event per distinct
         error), instead of a retry loop only the log knows about."""
         body = self.cache.deployments.get(key)
-        if body is None:
-            return
         message = (
             f"the operator failed on this deployment and retries with backoff: {type(exc).__name__}: {exc}"
         )
-        if not self.setbacks.new_failure(key, message):
-            return
-        self._spawn(
-            asyncio.to_thread(
-                self.writes.post_event, body, EventSpec("Warning", reasons.INTERNAL_ERROR, message)
-            )
-        )
-        status = failed_status(body, reasons.INTERNAL_ERROR, message, datetime.now(UTC))
-        self._spawn(self._patch_status_quietly(key, body, status))
-
-    async def _patch_status_quietly(self, key: Key, body: dict[str, Any], status: dict[str, Any]) -> None:
-        try:
-            await self.writes.patch_status(key, body, status)
-        except ApiError as exc:
-            log.info("Could not write status", namespace=key[0], name=key[1], status=exc.status)
+        if body is not None and self.setbacks.new_failure(key, message):
+            self._spawn(self.writes.report(key, body, reasons.INTERNAL_ERROR, message))
 
     def _planner(self) -> Planner:
         """One Planner that follows the cluster: rebuilt only when the GPU inventory changes, and
@@ -296,9 +287,16 @@ class Reconciler:
                     await asyncio.gather(*(self.writes.trial(obj) for obj in actions.step.trial))
                 # deletes first (a replaced pod must be gone before its successor exists), then
                 # every create and the status patch at once: they do not depend on each other
-                await asyncio.gather(
-                    *(self.writes.delete(obj, grace, logger) for obj, grace in actions.delete)
+                results = await asyncio.gather(
+                    *(self.writes.delete(obj, grace, logger) for obj, grace in actions.delete),
+                    return_exceptions=True,
                 )
+                failed = [
+                    (obj, r) for (obj, _), r in zip(actions.delete, results, strict=True) if r is not None
+                ]
+                if failed:
+                    actions.delete = [(obj, None) for obj, _ in failed]  # done ones stay marked
+                    raise failed[0][1]
                 writes = [self.writes.create(obj, logger) for obj in actions.create]
                 if actions.status is not None:
                     writes.append(self.writes.patch_status(key, body, actions.status))
@@ -309,7 +307,7 @@ class Reconciler:
             self._forget(actions)
             generation = body.get("metadata", {}).get("generation")
             if actions.surge:  # a surge the cluster refuses (a quota): replace in place instead
-                self.setbacks.no_surge[key] = generation
+                self.setbacks.surge_refused(key, generation)
             else:
                 self.setbacks.reject(key, generation, exc.message)
             logger.warning(
@@ -318,7 +316,9 @@ class Reconciler:
             metrics.RECONCILES.labels(result="rejected").inc()
             self.busy.discard(key)
             self.dirty.discard(key)
-            self.queue.add(key)  # the next reconcile writes the status (and its Event), nothing else
+            self.queue.add_after(
+                key, 1.0
+            )  # the next reconcile writes the status (and its Event), nothing else
             return
         except Exception as exc:  # whatever failed, drop the reservations and try again later
             self._forget(actions)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from gpupin import constants
 from gpupin.controller.cache import ClusterCache, Key, Store
 from gpupin.controller.decide import Actions, EventSpec
 from gpupin.controller.podstate import is_terminating
+from gpupin.controller.status import failed_status
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
@@ -60,9 +62,20 @@ class Setbacks:
         self.max_age = max_age
         self.rejected: dict[Key, tuple[int | None, str, float]] = {}
         """Deployment → (generation, why, when): the API server refused an object of its plan."""
-        self.no_surge: dict[Key, int | None] = {}
-        """Deployment → the generation whose surge pods the API server refused."""
+        self.no_surge: dict[Key, tuple[int | None, float]] = {}
+        """Deployment → (generation, when): the API server refused its surge pods."""
         self.failures: dict[Key, str] = {}
+
+    def surge_refused(self, key: Key, generation: int | None) -> None:
+        self.no_surge[key] = (generation, time.monotonic())
+
+    def may_surge(self, key: Key, generation: int | None) -> bool:
+        """False while a surge of this generation was refused (for ``max_age`` seconds)."""
+        found = self.no_surge.get(key)
+        if found is None or found[0] != generation or time.monotonic() - found[1] > self.max_age:
+            self.no_surge.pop(key, None)
+            return True
+        return False
 
     def reject(self, key: Key, generation: int | None, message: str) -> None:
         self.rejected[key] = (generation, message, time.monotonic())
@@ -91,29 +104,28 @@ class Setbacks:
 
 
 def namesakes(
-    body: dict[str, Any],
-    actions: Actions,
-    store_of: Callable[[dict[str, Any]], Store],
-    owner_of: Callable[[dict[str, Any]], Key | None],
+    body: dict[str, Any], actions: Actions, store_of: Callable[[dict[str, Any]], Store]
 ) -> str | None:
-    """Objects to create whose name an object of another owner has. One an earlier deployment of
-    this name left (terminating, or its owner just deleted) is waited for: that create is dropped
-    from ``actions`` for now. Any other (an orphaned pod, someone's Service) is returned as the
-    reason the plan cannot be made, in words: creating it would fail with 409 for ever."""
-    uid = body["metadata"].get("uid")
+    """Objects to create whose name another owner's object has. One an earlier LLMDeployment of
+    this name left (it is owned by a deployment of this name with another uid, or is terminating)
+    is waited for: that create is dropped from ``actions`` for now (the garbage collector removes
+    it). Any other (an orphaned pod, someone's Service) is returned as the reason the plan cannot
+    be made, in words: creating it would fail with 409 for ever."""
+    meta = body["metadata"]
     waiting = []
     for obj in actions.create:
         found = store_of(obj).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
         if found is None or found["metadata"].get("resourceVersion") == "0":
             continue
-        if any(ref.get("uid") == uid for ref in found["metadata"].get("ownerReferences") or []):
+        refs = [r for r in found["metadata"].get("ownerReferences") or [] if r.get("kind") == constants.KIND]
+        if any(r.get("uid") == meta.get("uid") for r in refs):
             continue
-        if is_terminating(found) or (obj["kind"] == "Pod" and owner_of(found) is not None):
+        if is_terminating(found) or any(r.get("name") == meta.get("name") for r in refs):
             waiting.append(obj)
             continue
         return (
-            f"{obj['kind']} {obj['metadata']['name']} exists and is not this deployment's (no ownerReference "
-            "to it): delete that object, or rename the deployment"
+            f"{obj['kind']} {obj['metadata']['name']} exists and is not this deployment's: delete it, or "
+            "rename the deployment"
         )
     if waiting:
         actions.create = [o for o in actions.create if o not in waiting]
@@ -190,3 +202,12 @@ class ApiWrites:
             )
         except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
             log.warning("Could not post Event", reason=event.reason, status=exc.status)
+
+    async def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
+        """Placed=False with ``reason`` in the status (the rest kept) and a Warning Event: for a
+        deployment the operator cannot reconcile at all. Failures here are only logged."""
+        await asyncio.to_thread(self.post_event, body, EventSpec("Warning", reason, message))
+        try:
+            await self.patch_status(key, body, failed_status(body, reason, message, datetime.now(UTC)))
+        except ApiError as exc:
+            log.info("Could not write status", namespace=key[0], name=key[1], status=exc.status)
