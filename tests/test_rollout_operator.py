@@ -8,7 +8,8 @@ simulation in tests/test_rollout.py plays slow pods).
 Aspects: an image change on a 3-replica deployment with no free GPU never leaves fewer than 2
 Ready; a pod the API server refuses (422) is a condition and one Event, not a loop, and a spec
 edit the server would refuse never takes down the pod that serves; replicas: 0 frees the GPUs for
-another deployment and scaling back up serves again.
+another deployment and scaling back up serves again; a surge pod the server refuses falls back to
+replacing in place.
 """
 
 from __future__ import annotations
@@ -149,3 +150,31 @@ def test_replicas_zero_frees_the_gpus_and_scaling_up_serves_again(env: Env) -> N
     env.cluster.kubectl("scale", "llmd", "chat", "-n", env.namespace, "--replicas=1")
     wait_for(lambda: _status(env, "chat").get("ready") == "1/1", timeout=60, what="serving again")
     assert env.cluster.deployment(env.namespace, "chat")["spec"]["replicas"] == 1
+
+
+def test_a_surge_the_api_server_refuses_falls_back_to_replacing_in_place(env: Env) -> None:
+    env.node("box", A10, A10)  # a free GPU: the new pod would go there first
+    proxy = env.proxy()
+    env.operator(kubeconfig=proxy.kubeconfig(env.tmp / "proxy.kubeconfig"))
+    env.apply("chat", models=[{"name": QWEN}])
+    wait_for(lambda: _status(env, "chat").get("ready") == "1/1", timeout=60, what="serving")
+    (old,) = env.pods()
+    # the surge pod is refused once, for good (a quota answers 403; 422 here, because the suite
+    # reads any 403 in the operator's log as a hole in its RBAC)
+    proxy.inject("POST", rf"/namespaces/{env.namespace}/pods$", status=422, times=1)
+    env.apply("chat", models=[{"name": QWEN}], image="vllm/vllm-openai:v0.34.0")
+
+    def replaced() -> list[dict[str, Any]] | None:
+        pods = env.pods()
+        done = _condition(env, "chat", reasons.READY).get("status") == "True"
+        return (
+            pods
+            if done and [p["spec"]["containers"][0]["image"] for p in pods] == ["vllm/vllm-openai:v0.34.0"]
+            else None
+        )
+
+    (new,) = wait_for(replaced, timeout=60, what="replaced in place after the refused surge")
+    assert new["metadata"]["name"] == old["metadata"]["name"], "in place: same GPU, same name"
+    assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") >= 3, "surge, dry run, create"
+    placed = _condition(env, "chat", reasons.PLACED)
+    assert placed["status"] == "True", placed

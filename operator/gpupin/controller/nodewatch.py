@@ -16,8 +16,10 @@ from typing import Any
 import structlog
 
 from gpupin.controller.cache import ClusterCache
+from gpupin.controller.decide import EventSpec
 from gpupin.controller.nodeinventory import EVENT_REASONS, RESTORED, NodeProblem
-from gpupin.kube import ApiError, Kube
+from gpupin.controller.writes import post_event
+from gpupin.kube import Kube
 
 log = structlog.get_logger("gpupin.operator")
 
@@ -89,31 +91,13 @@ class NodeWatch:
 
     def _post(self, node: dict[str, Any], problem: NodeProblem | None, message: str) -> None:
         meta = node.get("metadata") or {}
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            self.kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"generateName": f"{meta.get('name')}.", "namespace": EVENT_NAMESPACE},
-                    "involvedObject": {
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "name": meta.get("name"),
-                        "uid": meta.get("uid"),
-                    },
-                    "type": "Normal" if problem is None else "Warning",
-                    "reason": RESTORED if problem is None else EVENT_REASONS[problem.kind],
-                    "message": message[:1024],
-                    "source": {"component": "gpupin-operator"},
-                    "reportingComponent": "gpupin.dev/operator",
-                    "firstTimestamp": now,
-                    "lastTimestamp": now,
-                    "count": 1,
-                }
-            )
-        except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
-            log.warning("Could not post Node Event", node=meta.get("name"), status=exc.status)
+        reason = RESTORED if problem is None else EVENT_REASONS[problem.kind]
+        post_event(
+            self.kube,
+            {"apiVersion": "v1", "kind": "Node", "name": meta.get("name"), "uid": meta.get("uid")},
+            EventSpec("Normal" if problem is None else "Warning", reason, message),
+            namespace=EVENT_NAMESPACE,
+        )
 
 
 def event_message(name: str, problem: NodeProblem | None, gpus: int) -> str:

@@ -175,33 +175,14 @@ class ApiWrites:
         }[obj["kind"]]
 
     def post_event(self, body: dict[str, Any], event: EventSpec) -> None:
+        """An Event about an LLMDeployment (``body``), in its namespace."""
         meta = body.get("metadata") or {}
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            self.kube.create(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-                    "involvedObject": {
-                        "apiVersion": constants.API_VERSION,
-                        "kind": constants.KIND,
-                        "name": meta.get("name"),
-                        "namespace": meta.get("namespace"),
-                        "uid": meta.get("uid"),
-                    },
-                    "type": event.type,
-                    "reason": event.reason,
-                    "message": event.message[:1024],
-                    "source": {"component": "gpupin-operator"},
-                    "reportingComponent": "gpupin.dev/operator",
-                    "firstTimestamp": now,
-                    "lastTimestamp": now,
-                    "count": 1,
-                }
-            )
-        except ApiError as exc:  # an Event that cannot be posted is not worth a retry loop
-            log.warning("Could not post Event", reason=event.reason, status=exc.status)
+        involved = {
+            "apiVersion": constants.API_VERSION,
+            "kind": constants.KIND,
+            "namespace": meta.get("namespace"),
+        }
+        post_event(self.kube, {**involved, "name": meta.get("name"), "uid": meta.get("uid")}, event)
 
     async def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
         """Placed=False with ``reason`` in the status (the rest kept) and a Warning Event: for a
@@ -211,3 +192,33 @@ class ApiWrites:
             await self.patch_status(key, body, failed_status(body, reason, message, datetime.now(UTC)))
         except ApiError as exc:
             log.info("Could not write status", namespace=key[0], name=key[1], status=exc.status)
+
+
+def post_event(kube: Kube, involved: dict[str, Any], event: EventSpec, namespace: str | None = None) -> None:
+    """Post a core/v1 Event about ``involved`` (apiVersion, kind, name, uid, namespace when it has
+    one) in its namespace, or ``namespace`` for a cluster-scoped object. An Event that cannot be
+    posted is logged, not retried: it is news for people, not state."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "generateName": f"{involved.get('name')}.",
+                    "namespace": involved.get("namespace") or namespace,
+                },
+                "involvedObject": involved,
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "source": {"component": "gpupin-operator"},
+                "reportingComponent": "gpupin.dev/operator",
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+        )
+    except ApiError as exc:
+        log.warning("Could not post Event", kind=involved.get("kind"), name=involved.get("name"),
+                    reason=event.reason, status=exc.status)  # fmt: skip
