@@ -30,7 +30,13 @@ from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.diagnose import PodProblem, diagnose, needs_probe_output
 from gpupin.controller.podstate import is_ready, is_terminating, placement_of, placement_problem
 from gpupin.controller.rollout import DEFAULT_POLICY, RolloutPolicy, Step, converge
-from gpupin.controller.status import DEGRADED_GPU_GONE, DEGRADED_STALE, build_status, condition, same_status
+from gpupin.controller.status import (
+    DEGRADED_GPU_GONE,
+    DEGRADED_UNVERIFIED,
+    build_status,
+    condition,
+    same_status,
+)
 from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
 from gpupin.placement import Placement, Plan
@@ -54,7 +60,8 @@ class Actions:
     """The full status to write, or None when it is unchanged."""
     events: list[EventSpec] = field(default_factory=list)
     waiting: bool = False
-    """A planned pod waits for its terminating namesake: reconcile again when that is gone."""
+    """A planned object waits for one on its way out (on its GPUs, or of its name): reconcile
+    again when that is gone."""
     pods_complete: bool = False
     """Every planned pod exists with the current spec (for the spec-to-pods metric)."""
     step: Step | None = None
@@ -205,7 +212,6 @@ def decide(
         invalid,
         plan,
         live,
-        desired,
         lost,
         now,
         problem,
@@ -229,8 +235,11 @@ def decide(
         actions.events.append(EventSpec("Warning", new_ready["reason"], problem.message if problem else ""))
     old_degraded = condition(previous, reasons.DEGRADED) or {}
     new_degraded = condition(actions.status, reasons.DEGRADED) or {}
-    if new_degraded.get("reason") == DEGRADED_STALE and old_degraded.get("reason") != DEGRADED_STALE:
-        actions.events.append(EventSpec("Warning", DEGRADED_STALE, new_degraded.get("message", "")))
+    if (
+        new_degraded.get("reason") == DEGRADED_UNVERIFIED
+        and old_degraded.get("reason") != DEGRADED_UNVERIFIED
+    ):
+        actions.events.append(EventSpec("Warning", DEGRADED_UNVERIFIED, new_degraded.get("message", "")))
     if same_status(previous, actions.status):
         actions.status = None
     return actions

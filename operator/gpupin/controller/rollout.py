@@ -6,8 +6,11 @@ The rules, for pods (Services and claim templates follow the plan at once, as be
 - a pod of the plan that exists with the plan's spec hash is *up to date*; every other live pod of
   the deployment is *outdated* (its spec, image or placement is an earlier one);
 - finished pods and outdated pods that are not Ready are deleted at once: no one is served by them;
-- a planned pod is created when nothing holds its GPUs any more (no outdated or terminating pod of
-  the deployment on them) and the surge allows: live pods + new ones ≤ planned + ``maxSurge``;
+- a planned pod is created when no pod of the deployment holds its GPUs any more (no outdated or
+  terminating one on them, a GPU known under another name — GFD's stand-in — included) and the
+  surge allows: live pods + new ones ≤ planned + ``maxSurge``;
+- on a node or GPU whose inventory cannot be trusted now (``frozen``) nothing is replaced and
+  nothing new is created;
 - an outdated Ready pod that stands where a planned pod must go (same GPUs) is deleted only while
   the Ready pods left stay ≥ planned − ``maxUnavailable`` (replacement in place);
 - an outdated Ready pod that nothing needs to go (the plan put its replacement on free GPUs — a

@@ -31,7 +31,7 @@ from gpupin.render import selector
 DEGRADED_NO = "AsExpected"
 DEGRADED_LOST = "PlacementLost"
 DEGRADED_GPU_GONE = "GPULost"
-DEGRADED_STALE = "PodsUnverified"
+DEGRADED_UNVERIFIED = "PodsUnverified"
 """Its pods run where gpupin cannot currently verify their GPUs (a node's inventory is unreadable,
 a pod's placement record is invalid); they are kept, and nothing is placed beside them."""
 
@@ -91,7 +91,6 @@ def build_status(
     invalid: str | None,
     plan: Plan | None,
     live: list[dict[str, Any]],
-    desired: list[dict[str, Any]],
     lost: list[str],
     now: datetime,
     problem: PodProblem | None = None,
@@ -298,7 +297,9 @@ def _degraded(
         text = f"pods lost with their GPUs are not re-placed: {message}"
         return _condition(previous, reasons.DEGRADED, True, DEGRADED_LOST, text, generation, now)
     if notes:
-        return _condition(previous, reasons.DEGRADED, True, DEGRADED_STALE, "; ".join(notes), generation, now)
+        return _condition(
+            previous, reasons.DEGRADED, True, DEGRADED_UNVERIFIED, "; ".join(notes), generation, now
+        )
     return _condition(previous, reasons.DEGRADED, False, DEGRADED_NO, "", generation, now)
 
 
