@@ -279,7 +279,15 @@ class FaultProxy:
             try:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-            except (asyncio.CancelledError, ConnectionResetError, aiohttp.ClientError):
+            except asyncio.CancelledError:
+                if not watch:
+                    raise
+                # cut, as a load balancer cuts: the connection drops, possibly mid-event (never a
+                # clean end of the chunked body after half a line, which no network produces)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            except (ConnectionResetError, aiohttp.ClientError):
                 if not watch:
                     raise
             finally:
