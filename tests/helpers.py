@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from gpupin import constants
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import GPU, Inventory, NodeInventory
 from gpupin.placement import Plan
@@ -73,3 +74,13 @@ def models(*names: str) -> list[dict[str, str]]:
 def layout(plan: Plan) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
     """A plan's placements as (node, GPU indices, models), sorted: what tables assert on."""
     return sorted((p.node, tuple(g.index for g in p.gpus), tuple(sorted(p.models))) for p in plan.placements)
+
+
+# GPU Feature Discovery's labels for a node of two A10s (what GFD writes where every card is one model)
+GFD_A10 = {
+    constants.GFD_PRODUCT_LABEL: "NVIDIA-A10",
+    constants.GFD_MEMORY_LABEL: "23028",
+    constants.GFD_COUNT_LABEL: "2",
+    constants.GFD_CC_MAJOR_LABEL: "8",
+    constants.GFD_CC_MINOR_LABEL: "6",
+}

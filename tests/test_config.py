@@ -108,17 +108,25 @@ def test_relist_seconds(
 
 
 @pytest.mark.parametrize(
-    ("env", "message"),
+    ("setting", "env", "message"),
     [
-        ("-1", "gpupin: --relist-seconds must be 0 (off) or positive"),
-        ("nan", "gpupin: --relist-seconds must be 0 (off) or positive"),
-        ("soon", "gpupin: argument --relist-seconds: invalid float value: 'soon'"),
+        ("relist_seconds", "-1", "gpupin: --relist-seconds must be 0 (off) or positive"),
+        ("relist_seconds", "nan", "gpupin: --relist-seconds must be 0 (off) or positive"),
+        ("relist_seconds", "soon", "gpupin: argument --relist-seconds: invalid float value: 'soon'"),
+        ("gpu_loss_grace_seconds", "nan", "gpupin: --gpu-loss-grace-seconds must be 0 or more"),
+        (
+            "max_concurrent_rollouts",
+            "x",
+            "gpupin: argument --max-concurrent-rollouts: invalid int value: 'x'",
+        ),
+        ("resync_seconds", "often", "gpupin: argument --resync-seconds: invalid float value: 'often'"),
+        ("metrics_port", "eighty", "gpupin: argument --metrics-port: invalid int value: 'eighty'"),
     ],
 )
-def test_a_bad_relist_interval_is_a_one_line_error(
-    monkeypatch: pytest.MonkeyPatch, env: str, message: str
+def test_a_bad_setting_in_the_environment_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, setting: str, env: str, message: str
 ) -> None:
-    monkeypatch.setenv(config.ENV["relist_seconds"], env)
+    monkeypatch.setenv(config.ENV[setting], env)
     done = subprocess.run(
         [str(Path(sys.executable).parent / "gpupin"), "operator"], capture_output=True, text=True, timeout=60
     )
@@ -132,5 +140,5 @@ def test_gpu_loss_grace_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(config.ENV["gpu_loss_grace_seconds"], "5")
     assert _parse([]).gpu_loss_grace_seconds == 5
     assert _parse(["--gpu-loss-grace-seconds", "0"]).gpu_loss_grace_seconds == 0
-    with pytest.raises(ValueError, match="--gpu-loss-grace-seconds must not be negative"):
+    with pytest.raises(ValueError, match="--gpu-loss-grace-seconds must be 0 or more"):
         _parse(["--gpu-loss-grace-seconds", "-1"])

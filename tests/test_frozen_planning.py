@@ -26,18 +26,11 @@ from gpupin.placement import CurrentPod, Hold
 from gpupin.planner import Planner
 from gpupin.render import RenderConfig
 
-from helpers import A10, deployment, inventory, layout, models, node
+from helpers import A10, GFD_A10, deployment, inventory, layout, models, node
 
 QWEN3B = "Qwen/Qwen2.5-3B-Instruct"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 WHY = "annotation gpupin.dev/gpu-inventory is not JSON (Expecting value) (since 2026-11-27T12:00:00Z)"
-GFD_A10 = {
-    constants.GFD_PRODUCT_LABEL: "NVIDIA-A10",
-    constants.GFD_MEMORY_LABEL: "23028",
-    constants.GFD_COUNT_LABEL: "2",
-    constants.GFD_CC_MAJOR_LABEL: "8",
-    constants.GFD_CC_MINOR_LABEL: "6",
-}
 
 
 def test_a_frozen_node_keeps_its_pods_and_takes_no_new_ones() -> None:

@@ -21,7 +21,7 @@ import pytest
 from gpupin import constants
 from gpupin.inventory import NodeInventory
 
-from helpers import A10, node
+from helpers import A10, GFD_A10, node
 from kwok import Env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -136,14 +136,7 @@ def test_a_uuid_two_nodes_report_freezes_both_and_moves_nothing(env: Env) -> Non
     assert {n: u for n, u in _uids(env).items() if n in before} == before
 
 
-GFD_A10 = {
-    constants.GFD_PRODUCT_LABEL: "NVIDIA-A10",
-    constants.GFD_MEMORY_LABEL: "23028",
-    constants.GFD_COUNT_LABEL: "2",
-    constants.GFD_CC_MAJOR_LABEL: "8",
-    constants.GFD_CC_MINOR_LABEL: "6",
-    "nvidia.com/gpu.present": "true",
-}
+GFD_A10_PRESENT = {**GFD_A10, "nvidia.com/gpu.present": "true"}
 # tests/fixtures/cases/04-gfd-mig-single-labels: an A100 80GB as two 3g.40gb instances, mig.strategy=single
 GFD_MIG_SINGLE = {
     "nvidia.com/gpu.present": "true",
@@ -196,7 +189,7 @@ def _set_allocatable(env: Env, name: str, gpus: int) -> None:
 
 def test_gfd_is_used_only_where_it_can_be_right_and_flapping_labels_move_nothing(env: Env) -> None:
     mig = _gfd_node(env, "mig", GFD_MIG_SINGLE, 2)
-    gfd = _gfd_node(env, "gfd", GFD_A10, 2)
+    gfd = _gfd_node(env, "gfd", GFD_A10_PRESENT, 2)
     pinned = env.operator()  # visible-devices: would pin by an index GFD does not give
     env.apply("chat", models=QWEN)
     refused = _refused(env, "chat")

@@ -21,15 +21,7 @@ from gpupin.controller.nodeinventory import NodeBook
 from gpupin.controller.nodewatch import event_message
 from gpupin.inventory import NodeInventory
 
-from helpers import A10, A100_80, L4, gpu, node
-
-GFD_A10 = {
-    constants.GFD_PRODUCT_LABEL: "NVIDIA-A10",
-    constants.GFD_MEMORY_LABEL: "23028",
-    constants.GFD_COUNT_LABEL: "2",
-    constants.GFD_CC_MAJOR_LABEL: "8",
-    constants.GFD_CC_MINOR_LABEL: "6",
-}
+from helpers import A10, A100_80, GFD_A10, L4, gpu, node
 
 
 class Clock:

@@ -84,7 +84,9 @@ ENV = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """`gpupin operator` flags; each defaults to its environment variable, then to the built-in default."""
+    """`gpupin operator` flags; each defaults to its environment variable, then to the built-in default.
+    Numeric defaults stay strings: argparse converts them with the flag's type, so a bad value in the
+    environment is a one-line usage error naming the flag, not a traceback."""
     env = os.environ
     parser.add_argument(
         "--pinning",
@@ -127,22 +129,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resync-seconds",
         type=float,
-        default=float(env.get(ENV["resync_seconds"], "600")),
+        default=env.get(ENV["resync_seconds"], "600"),
         help=f"reconcile every deployment at least this often (env {ENV['resync_seconds']}; default 600)",
     )
     parser.add_argument(
         "--relist-seconds",
         type=float,
-        default=env.get(
-            ENV["relist_seconds"], "300"
-        ),  # a string: argparse converts it, or says what is wrong
+        default=env.get(ENV["relist_seconds"], "300"),
         help="list gpupin's objects this often and drop from the cache what is gone (a deletion a watch "
         f"gap hid), 0 to disable (env {ENV['relist_seconds']}; default 300)",
     )
     parser.add_argument(
         "--gpu-loss-grace-seconds",
         type=float,
-        default=float(env.get(ENV["gpu_loss_grace_seconds"], "60")),
+        default=env.get(ENV["gpu_loss_grace_seconds"], "60"),
         help="a GPU a node's inventory stops reporting keeps its pods this long before they are deleted "
         "and re-planned; an unreadable or missing inventory deletes nothing "
         f"(env {ENV['gpu_loss_grace_seconds']}; default 60)",
@@ -150,25 +150,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(env.get(ENV["metrics_port"], "8000")),
+        default=env.get(ENV["metrics_port"], "8000"),
         help=f"port of the Prometheus /metrics endpoint, 0 to disable (env {ENV['metrics_port']}; default 8000)",
     )
     parser.add_argument(
         "--health-port",
         type=int,
-        default=int(env.get(ENV["health_port"], "8080")),
+        default=env.get(ENV["health_port"], "8080"),
         help=f"port of the liveness endpoint /healthz, 0 to disable (env {ENV['health_port']}; default 8080)",
     )
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=int(env.get(ENV["concurrency"], "8")),
+        default=env.get(ENV["concurrency"], "8"),
         help=f"API writes of different deployments in flight at once (env {ENV['concurrency']}; default 8)",
     )
     parser.add_argument(
         "--max-concurrent-rollouts",
         type=int,
-        default=int(env.get(ENV["max_concurrent_rollouts"], "4")),
+        default=env.get(ENV["max_concurrent_rollouts"], "4"),
         help="deployments that replace their pods at once after an operator-wide change (new image, flag or "
         "gpupin version); one whose own spec changed rolls at once "
         f"(env {ENV['max_concurrent_rollouts']}; default 4)",
@@ -224,7 +224,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
     if args.max_concurrent_rollouts < 1:
         raise ValueError("--max-concurrent-rollouts must be at least 1")
     if not args.gpu_loss_grace_seconds >= 0:  # NaN too
-        raise ValueError("--gpu-loss-grace-seconds must not be negative")
+        raise ValueError("--gpu-loss-grace-seconds must be 0 or more")
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 
