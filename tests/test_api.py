@@ -96,6 +96,21 @@ def test_auto_engine(names: list[str], engine: str) -> None:
         ),
         ({"models": [{"name": "a"}], "storage": {"storageClassName": "fast"}}, "storage", "needs size"),
         ({"models": [{"name": "a"}], "ollama": {"kvCacheType": "q8_0"}}, "ollama", "flashAttention"),
+        (
+            {"models": [{"name": "a"}], "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]},
+            "env",
+            "choose the GPUs a container sees",
+        ),
+        (
+            {"models": [{"name": "a"}], "env": [{"name": "CUDA_VISIBLE_DEVICES", "value": "0"}]},
+            "env",
+            "CUDA_*",
+        ),
+        (
+            {"models": [{"name": "a"}], "env": [{"name": "OLLAMA_NUM_PARALLEL", "value": "8"}]},
+            "env",
+            "spec.ollama",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str, fragment: str) -> None:
@@ -171,13 +186,40 @@ def test_storage_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
         assert _cel(rule.cel, node) == rule.check(model)
 
 
+_ENV_NAMES = [
+    "X",
+    "HF_TOKEN",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_",
+    "NVIDIA",
+    "MY_NVIDIA_VISIBLE_DEVICES",
+    "nvidia_visible_devices",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "GPU_DEVICE_ORDINALS",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "OLLAMA_NUM_PARALLEL",
+    "OLLAMA_KV_CACHE_TYPE",
+    "OLLAMA_DEBUG",
+    "OLLAMA_HOST_X",
+    "VLLM_ALLOW_LONG_MAX_MODEL_LEN",
+]
+
+
 @given(
     st.fixed_dictionaries(
-        {"name": st.just("X")}, optional={"value": st.just("1"), "valueFrom": st.just({"a": {}})}
+        {"name": st.sampled_from(_ENV_NAMES)},
+        optional={"value": st.just("1"), "valueFrom": st.just({"a": {}})},
     )
 )
 def test_env_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
-    model = EnvVar.model_construct(name="X", value=node.get("value"), value_from=node.get("valueFrom"))
+    model = EnvVar.model_construct(
+        name=node["name"], value=node.get("value"), value_from=node.get("valueFrom")
+    )
     for rule in (r for r in SPEC_RULES if r.scope == "env"):
         assert _cel(rule.cel, node) == rule.check(model)
 

@@ -18,7 +18,8 @@ import kubernetes_validate
 import pytest
 
 from gpupin import constants, naming, reasons
-from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.api.rules import reserved_env_name
+from gpupin.api.v1alpha1 import EnvVar, LLMDeployment
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.loading import load_deployments, load_inventory
 from gpupin.pinning import PINNING_MODES, PinningModeName
@@ -182,6 +183,32 @@ def test_model_pull_never_sees_a_gpu(pinning: PinningModeName) -> None:
     for pod in _of(_render(SEED_OLLAMA, inventory(node("n", A10, A10, A10)), pinning=pinning), "Pod"):
         (pull,) = pod["spec"]["initContainers"]
         assert _env(pull)["NVIDIA_VISIBLE_DEVICES"] == "void", "pulling models needs no GPU"
+
+
+@pytest.mark.parametrize("pinning", PINNING_MODES)
+def test_every_variable_gpupin_sets_is_reserved_and_wins(pinning: PinningModeName) -> None:
+    """The API refuses every env name gpupin renders (rules.reserved_env_name — one rule), and a stored
+    object from before that rule (built here without validation) still cannot unpin its pod: gpupin's
+    values come after the user's, each name once."""
+    cluster = inventory(node("n", A10, A10, A10))
+    for item in (SEED_OLLAMA, TP2):
+        for pod in _of(_render(item, cluster, pinning=pinning), "Pod"):
+            for container in [*pod["spec"]["containers"], *pod["spec"].get("initContainers", [])]:
+                for var in container["env"]:
+                    assert reserved_env_name(var["name"]), f"{var['name']} is set by gpupin, not reserved"
+    env = [
+        EnvVar.model_construct(name="HF_TOKEN", value="t", value_from=None),
+        EnvVar.model_construct(name="NVIDIA_VISIBLE_DEVICES", value="all", value_from=None),
+        EnvVar.model_construct(name="OLLAMA_NUM_PARALLEL", value="64", value_from=None),
+    ]
+    sneaky = SEED_OLLAMA.model_copy(update={"spec": SEED_OLLAMA.spec.model_copy(update={"env": env})})
+    for pod in _of(_render(sneaky, cluster, pinning=pinning), "Pod"):
+        for container in [*pod["spec"]["containers"], *pod["spec"]["initContainers"]]:
+            names = [e["name"] for e in container["env"]]
+            assert len(names) == len(set(names)), names
+            assert names[0] == "HF_TOKEN", "the user's variables come first, gpupin's last"
+            assert _env(container).get("NVIDIA_VISIBLE_DEVICES") != "all"
+        assert _env(pod["spec"]["containers"][0])["OLLAMA_NUM_PARALLEL"] == "1"
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)

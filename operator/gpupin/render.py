@@ -22,7 +22,7 @@ from typing import Any
 from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.engines import ENGINES, Engine, EngineRegistry
-from gpupin.engines.base import user_env
+from gpupin.engines.base import container_env
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
 
@@ -101,11 +101,9 @@ def render_pod(
         labels[naming.gpu_label_key(gpu.uuid)] = "true"
     labels.update(part.labels)
     container = part.container
-    container["env"] = [
-        *mode.env(placement, engine.cuda_visible_uuids),
-        *container["env"],
-        *user_env(spec),
-    ]
+    container["env"] = container_env(
+        [*mode.env(placement, engine.cuda_visible_uuids), *container["env"]], spec
+    )
     resources = _resources(spec)
     mode.add_resources(resources, placement)
     if resources:

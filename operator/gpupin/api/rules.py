@@ -46,6 +46,25 @@ VLLM_RESERVED_ARG_PATTERN = (
 )
 _VLLM_RESERVED_ARG_RE = re.compile(VLLM_RESERVED_ARG_PATTERN)
 
+# Environment variables a deployment may not set. NVIDIA_* and CUDA_* choose the GPUs a container
+# sees (NVIDIA_VISIBLE_DEVICES=all would reach every GPU of the node, another tenant's included) or
+# how CUDA numbers them; ROCR_/HIP_VISIBLE_DEVICES and GPU_DEVICE_ORDINAL are Ollama's other GPU
+# selectors; the rest are what gpupin sets from spec fields and sizes the pod by (Ollama's settings,
+# the model caches' path). gpupin's own values also come last in the container (Kubernetes keeps the
+# last of duplicate names), so an object stored before this rule still cannot override them.
+RESERVED_ENV_PATTERN = (
+    r"^((NVIDIA|CUDA)_.*|ROCR_VISIBLE_DEVICES|HIP_VISIBLE_DEVICES|GPU_DEVICE_ORDINAL|HF_HOME"
+    r"|OLLAMA_(HOST|MODELS|KEEP_ALIVE|CONTEXT_LENGTH|NUM_PARALLEL|MAX_LOADED_MODELS|FLASH_ATTENTION"
+    r"|KV_CACHE_TYPE))$"
+)
+_RESERVED_ENV_RE = re.compile(RESERVED_ENV_PATTERN)
+
+
+def reserved_env_name(name: str) -> bool:
+    """Whether ``name`` is an environment variable gpupin sets and a deployment may not."""
+    return _RESERVED_ENV_RE.match(name) is not None
+
+
 SPEC_RULES: tuple[SpecRule, ...] = (
     SpecRule(
         scope="spec",
@@ -112,6 +131,17 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         cel="(has(self.maxUnavailable) ? self.maxUnavailable : 1) > 0 || (has(self.maxSurge) ? self.maxSurge : 1) > 0",
         message="maxUnavailable and maxSurge cannot both be 0: a pod could then never be replaced",
         check=lambda r: r.max_unavailable > 0 or r.max_surge > 0,
+    ),
+    SpecRule(
+        scope="env",
+        field="spec.env",
+        cel=f"!self.name.matches('{RESERVED_ENV_PATTERN}')",
+        message="NVIDIA_* and CUDA_* variables (they choose the GPUs a container sees), ROCR_VISIBLE_DEVICES, "
+        "HIP_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, HF_HOME and the OLLAMA_ variables gpupin sets (HOST, MODELS, "
+        "KEEP_ALIVE, CONTEXT_LENGTH, NUM_PARALLEL, MAX_LOADED_MODELS, FLASH_ATTENTION, KV_CACHE_TYPE) are "
+        "gpupin's to set: GPUs are chosen by models, tensorParallelSize and gpuSelector, Ollama's settings by "
+        "spec.ollama",
+        check=lambda e: not reserved_env_name(e.name),
     ),
     SpecRule(
         scope="env",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from gpupin.api.rules import reserved_env_name
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.kernel.context import PlanContext
 from gpupin.kernel.eligibility import ComputeRequirement
@@ -37,7 +38,7 @@ class EnginePod:
     """An engine's part of a pod; the renderer adds pinning, labels, placement and user settings."""
 
     container: dict[str, Any]
-    """The server container. Its ``env`` comes first after the pinning mode's and before the user's."""
+    """The server container. Its ``env`` follows the user's and the pinning mode's (gpupin's last)."""
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     """Volumes besides ``models`` (which the renderer makes from spec.storage)."""
@@ -109,6 +110,18 @@ class Engine(ABC):
         self, deployment: LLMDeployment, labels: dict[str, str], selector: dict[str, str]
     ) -> list[dict[str, Any]]:
         """The Services that route to the deployment's pods (``selector`` selects all of them)."""
+
+
+def container_env(own: list[dict[str, Any]], spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
+    """A container's env: spec.env first, then gpupin's ``own`` variables, last so that they win
+    (Kubernetes keeps the last of duplicate names). The API refuses reserved names
+    (:func:`gpupin.api.rules.reserved_env_name`); one in a spec that was never validated is left out
+    here too, in every pinning mode, so that no user variable can widen the GPUs a pod sees."""
+    names = {item["name"] for item in own}
+    user = [
+        item for item in user_env(spec) if item["name"] not in names and not reserved_env_name(item["name"])
+    ]
+    return [*user, *own]
 
 
 def user_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:

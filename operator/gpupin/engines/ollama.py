@@ -22,7 +22,7 @@ from typing import Any
 from gpupin import naming, reasons
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ModelRef
 from gpupin.engines import ollama_scripts
-from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, security_context, service, user_env
+from gpupin.engines.base import MODELS_PATH, Engine, EnginePod, container_env, security_context, service
 from gpupin.engines.ollama_sizing import (
     KV_CACHE_BYTES,
     OLLAMA_CUDA_OVERHEAD,
@@ -235,7 +235,7 @@ class Ollama(Engine):
             "name": MODEL_PULL_CONTAINER,
             "image": image,
             "command": ["/bin/bash", "-c", ollama_scripts.pull_script(models, self.port)],
-            "env": [*env, *user_env(spec)],
+            "env": container_env(env, spec),
             # The last lines of the log (which model, Ollama's error) become the termination message.
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "volumeMounts": [{"name": "models", "mountPath": MODELS_PATH}],
