@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -321,6 +322,11 @@ class Operator:
         )
 
 
+FORBIDDEN = re.compile(r'status"?\s*[:=]\s*403\b|Not enough permissions|\bis forbidden\b')
+"""A refusal by RBAC in an operator's log: gpupin logs ``"status": 403``, kopf ``status=403`` and
+"Not enough permissions to …", the API server "… is forbidden: User …"."""
+
+
 class Env:
     """One test's corner of the shared cluster: a namespace, its own nodes, operators, proxies;
     all removed afterwards (deployments first, so the next test's operator never sees them)."""
@@ -398,7 +404,7 @@ class Env:
             for op in self.operators
             if op.log.exists()
             for line in op.log.read_text(errors="replace").splitlines()
-            if '"status": 403' in line
+            if FORBIDDEN.search(line)
         ]
         assert not forbidden, f"the operator's RBAC refused a request it needed: {forbidden[:3]}"
 
@@ -430,9 +436,13 @@ def resource_slice(inventory: NodeInventory) -> dict[str, Any]:
     }
 
 
-def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+def token_kubeconfig(
+    cluster: Cluster, namespace: str, account: str, path: Path, bound_pod: dict[str, Any] | None = None
+) -> Path:
     """A kubeconfig with nothing but a token of a ServiceAccount (no client certificate): whatever
-    its RBAC does not allow fails."""
+    its RBAC does not allow fails. ``bound_pod``: the token is bound to that pod, as the kubelet binds
+    a pod's projected token — the API server then names the pod's node in the token's user info
+    (``authentication.kubernetes.io/node-name``)."""
     import base64
 
     import yaml
@@ -443,7 +453,21 @@ def token_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path)
         {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 86400},
+            "spec": {
+                "expirationSeconds": 86400,
+                **(
+                    {
+                        "boundObjectRef": {
+                            "apiVersion": "v1",
+                            "kind": "Pod",
+                            "name": bound_pod["metadata"]["name"],
+                            "uid": bound_pod["metadata"]["uid"],
+                        }
+                    }
+                    if bound_pod
+                    else {}
+                ),
+            },
         },
     )["status"]["token"]
     admin = yaml.safe_load(cluster.kubeconfig.read_text())

@@ -190,10 +190,30 @@ def test_deleted_deployments_are_remembered_within_a_bound() -> None:
     assert [cache.owner_of(p) for p in pods] == [None, ("ns", "b"), ("ns", "c")]
 
 
-def _listed(name: str, rv: int | str, uid: str | None = None) -> dict[str, Any]:
+def _listed(name: str, rv: int | str, uid: str | None = None, namespace: str = "ns") -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "namespace": "ns", "uid": uid or f"u-{name}", "resourceVersion": str(rv)}
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or f"u-{name}",
+            "resourceVersion": str(rv),
+        }
     }
+
+
+def test_a_sweep_after_a_namespaces_list_touches_only_that_namespace() -> None:
+    """Namespaced mode lists each served namespace on its own: the list of one says nothing of another's."""
+    store = Store()
+    for obj in (
+        _listed("a", 10, namespace="one"),
+        _listed("b", 10, namespace="two"),
+        _listed("c", 10, namespace="one"),
+    ):
+        store.upsert(obj)
+    listed = [_listed("a", 10, namespace="one")]
+    swept = store.sweep(listed, "100", namespace="one")
+    assert [key_of(o) for o in swept] == [("one", "c")]
+    assert sorted(store.objects) == [("one", "a"), ("two", "b")]
 
 
 def test_a_sweep_removes_what_the_list_shows_gone_and_nothing_newer_or_ours() -> None:

@@ -92,10 +92,19 @@ def test_everything_rendered_is_valid_kubernetes(variant: str, tmp_path: Path) -
 
 def test_default_install() -> None:
     docs = render()
-    (role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-operator")]
-    assert role["rules"] == rbac.RULES, "the chart uses the operator's one list of rules"
-    (agent_role,) = [r for r in by_kind(docs, "ClusterRole") if r["metadata"]["name"].endswith("-agent")]
-    assert agent_role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(docs, "ClusterRole")}
+    assert roles["gpupin-operator"] == rbac.CLUSTER_RULES, "the chart uses the operator's one list of rules"
+    assert roles["gpupin-operator-workloads"] == rbac.NAMESPACED_RULES
+    bindings = {b["metadata"]["name"]: b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
+    assert bindings["gpupin-operator-workloads"] == "gpupin-operator-workloads", "every namespace served"
+    assert not by_kind(docs, "RoleBinding") and not by_kind(docs, "Role")
+    assert roles["gpupin-agent"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        "request.userInfo.username == 'system:serviceaccount:gpupin-system:gpupin-agent'"
+    ), "the policy binds the agent's own ServiceAccount"
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     (deployment,) = by_kind(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -138,6 +147,24 @@ def test_non_default_values(tmp_path: Path) -> None:
     assert "nodeSelector" not in pod and "runtimeClassName" not in pod, "fake mode needs no GPU node, no NVML"
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["GPUPIN_FAKE_INVENTORY"] == "/etc/gpupin/inventory.yaml"
+    roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(docs, "ClusterRole")}
+    assert "gpupin-operator-workloads" not in {
+        b["metadata"]["name"] for b in by_kind(docs, "ClusterRoleBinding")
+    }
+    workloads = {(b["metadata"]["namespace"], b["roleRef"]["name"]) for b in by_kind(docs, "RoleBinding")}
+    assert workloads == {
+        ("team-a", "gpupin-operator-workloads"),
+        ("team-b", "gpupin-operator-workloads"),
+        ("default", "gpupin-operator-events"),
+    }, "pod rights only in the watched namespaces; Node Events in default"
+    (events,) = by_kind(docs, "Role")
+    assert events["metadata"]["namespace"] == "default" and events["rules"] == rbac.EVENT_RULES
+    assert roles["gpupin-operator"] == rbac.CLUSTER_RULES
+    one = by_kind(render("operator.watchNamespaces=llm"), "Deployment")[0]
+    assert {"name": "GPUPIN_NAMESPACES", "value": "llm"} in one["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ], "--set operator.watchNamespaces=llm is a namespace, not a schema error"
+    assert not by_kind(render("agent.restrictNodeWrites=false"), "ValidatingAdmissionPolicy")
     assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
     assert not by_kind(render("agent.enabled=false"), "DaemonSet")
 
@@ -151,6 +178,8 @@ def test_non_default_values(tmp_path: Path) -> None:
         (["agent.enabled=false", "agent.fakeInventory.enabled=true"], "needs agent.enabled"),
         (["operator.typo=1"], "typo"),
         (["operator.relistSeconds=-1"], "operator/relistSeconds"),
+        (["operator.watchNamespaces={llm,Team_B}"], "watchNamespaces/1"),
+        (["operator.watchNamespaces=Team_B"], '"Team_B" is not a namespace name'),
     ],
 )
 def test_contradictory_values_fail_with_a_message(sets: list[str], fragment: str) -> None:
@@ -235,18 +264,23 @@ def test_plain_manifests_install_the_same_thing(cluster: Cluster) -> None:
         cluster.kubectl("apply", "-f", str(REPO / "manifests" / "gpupin.yaml"))
         deployment = cluster.get("/apis/apps/v1/namespaces/gpupin-system/deployments/gpupin-operator")
         daemonset = cluster.get("/apis/apps/v1/namespaces/gpupin-system/daemonsets/gpupin-agent")
-        role = cluster.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/gpupin-operator")
+        role = cluster.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/gpupin-operator-workloads")
         assert (
             deployment["spec"]["replicas"] == 1
             and daemonset["spec"]["template"]["spec"]["serviceAccountName"] == "gpupin-agent"
         )
-        assert role["rules"] == rbac.RULES
+        assert role["rules"] == rbac.NAMESPACED_RULES
+        cluster.get("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/gpupin-agent-own-node")
     finally:
         for kind, name in (
             ("clusterrolebinding", "gpupin-operator"),
+            ("clusterrolebinding", "gpupin-operator-workloads"),
             ("clusterrolebinding", "gpupin-agent"),
             ("clusterrole", "gpupin-operator"),
+            ("clusterrole", "gpupin-operator-workloads"),
             ("clusterrole", "gpupin-agent"),
+            ("validatingadmissionpolicybinding", "gpupin-agent-own-node"),
+            ("validatingadmissionpolicy", "gpupin-agent-own-node"),
         ):
             cluster.kubectl("delete", kind, name, "--ignore-not-found", check=False)
         cluster.kubectl(

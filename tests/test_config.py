@@ -121,6 +121,11 @@ def test_relist_seconds(
         ),
         ("resync_seconds", "often", "gpupin: argument --resync-seconds: invalid float value: 'often'"),
         ("metrics_port", "eighty", "gpupin: argument --metrics-port: invalid int value: 'eighty'"),
+        (
+            "namespaces",
+            "llm,team*",
+            "gpupin: --namespace 'team*': not a namespace name (lowercase letters, digits and '-', at most 63)",
+        ),
     ],
 )
 def test_a_bad_setting_in_the_environment_is_a_one_line_error(

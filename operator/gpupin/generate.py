@@ -3,8 +3,8 @@
 - ``crds/llmdeployments.gpupin.dev.yaml``: the CRD, from the pydantic models;
 - ``charts/gpupin/templates/crd-llmdeployments.yaml``: the same CRD behind ``crds.enabled``,
   kept on uninstall when ``crds.keep`` (in templates/, because Helm never upgrades crds/);
-- ``charts/gpupin/files/operator-rules.yaml``: the operator's RBAC rules, from
-  :data:`gpupin.controller.rbac.RULES`.
+- ``charts/gpupin/files/operator-rules.yaml``: the operator's RBAC rules (cluster-scoped, per
+  served namespace, Events), from :mod:`gpupin.controller.rbac`.
 
 ``--check`` exits 1 listing the stale files instead of writing (the drift test uses the same
 function). ``manifests/gpupin.yaml`` is rendered from the chart by helm: ``make manifests``.
@@ -40,7 +40,8 @@ def chart_crd() -> str:
 
 
 def operator_rules() -> str:
-    return HEADER + yaml.safe_dump({"rules": rbac.RULES}, sort_keys=False)
+    rules = {"cluster": rbac.CLUSTER_RULES, "namespaced": rbac.NAMESPACED_RULES, "events": rbac.EVENT_RULES}
+    return HEADER + yaml.safe_dump(rules, sort_keys=False)
 
 
 def outputs() -> dict[Path, str]:

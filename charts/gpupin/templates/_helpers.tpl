@@ -31,6 +31,24 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* operator.watchNamespaces as a JSON list: a list, or one comma-separated string (--set
+operator.watchNamespaces=llm,chat); each must be a namespace name. */}}
+{{- define "gpupin.watchNamespaces" -}}
+{{- $given := .Values.operator.watchNamespaces -}}
+{{- if kindIs "string" $given -}}{{- $given = splitList "," $given -}}{{- end -}}
+{{- $names := list -}}
+{{- range $given -}}
+{{- $name := trim . -}}
+{{- if $name -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) -}}
+{{- fail (printf "operator.watchNamespaces: %q is not a namespace name (lowercase letters, digits and '-')" $name) -}}
+{{- end -}}
+{{- $names = append $names $name -}}
+{{- end -}}
+{{- end -}}
+{{- $names | uniq | toJson -}}
+{{- end -}}
+
 {{/* Contradictory values fail the install with a message, instead of a broken cluster. */}}
 {{- define "gpupin.validate" -}}
 {{- if gt (int .Values.operator.replicas) 1 -}}

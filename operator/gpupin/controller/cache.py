@@ -97,10 +97,12 @@ class Store:
         listed: Iterable[dict[str, Any]],
         list_rv: str | int | None,
         remove: Callable[[dict[str, Any]], None] | None = None,
+        namespace: str | None = None,
     ) -> list[dict[str, Any]]:
         """Mark and sweep against a full LIST taken at resourceVersion ``list_rv`` (``listed`` already
         upserted): what is stored but not listed is gone, its DELETED event missed (after a watch
-        gap past the resourceVersion window kopf re-lists without DELETED events). Kept: our
+        gap past the resourceVersion window kopf re-lists without DELETED events). A LIST of one
+        ``namespace`` sweeps only that namespace's objects. Kept: our
         reservations (resourceVersion "0": the create is not answered yet) and what is newer than
         the list (a watch delivered it after the list was taken). Each stale object goes through
         ``remove`` (the watch's DELETED path; default :meth:`remove`). Returns the stale objects."""
@@ -109,7 +111,10 @@ class Store:
         stale = [
             obj
             for key, obj in self.objects.items()
-            if key not in seen and obj["metadata"].get("resourceVersion") != "0" and _rv(obj) <= limit
+            if key not in seen
+            and (namespace is None or key[0] == namespace)
+            and obj["metadata"].get("resourceVersion") != "0"
+            and _rv(obj) <= limit
         ]
         for obj in stale:
             (remove or self.remove)(obj)
@@ -133,8 +138,6 @@ class ClusterCache:
         self._by_owner: dict[Key, set[Key]] = {}
         self._owner_uids: dict[Key, str] = {}
         """Each live deployment's uid: a pod is its only if its controller reference has that uid."""
-        self._unserved: dict[Key, str] = {}
-        """Deployments of namespaces not served (namespaced mode), key → uid: their pods hold."""
         self._gone_owners: OrderedDict[str, Key] = OrderedDict()
         """uid → key of deployments deleted lately (bounded): their pods still hold, until gone."""
         self.pods = Store(on_change=self._pod_changed)
@@ -267,15 +270,6 @@ class ClusterCache:
             self._owner_uids.pop(key, None)
         self.dirty_owners.add(key)  # its pods start (or stop) counting: the planner reads them again
 
-    def set_unserved_owners(self, owners: dict[Key, str]) -> None:
-        """LLMDeployments (key → uid) of namespaces this operator does not serve: their pods keep
-        holding their GPUs. From the lists at start-up and each relist (those namespaces are not
-        watched)."""
-        for key in set(owners) | set(self._unserved):
-            if owners.get(key) != self._unserved.get(key):
-                self.dirty_owners.add(key)
-        self._unserved = dict(owners)
-
     def owner_of(self, pod: dict[str, Any]) -> Key | None:
         """The deployment whose pod this is: its controller reference names a live LLMDeployment
         by uid, or one deleted lately (its pods may still be on their GPUs). None: not gpupin's."""
@@ -283,21 +277,13 @@ class ClusterCache:
         if ref is None:
             return None
         key = (pod["metadata"].get("namespace") or "", ref[0])
-        if ref[1] and (
-            self._owner_uids.get(key) == ref[1]
-            or self._gone_owners.get(ref[1]) == key
-            or self._unserved.get(key) == ref[1]
-        ):
+        if ref[1] and (self._owner_uids.get(key) == ref[1] or self._gone_owners.get(ref[1]) == key):
             return key
         return None
 
     def _live(self, pod: dict[str, Any], key: Key) -> bool:
         ref = _controller_ref(pod)
-        return (
-            ref is not None
-            and bool(ref[1])
-            and ref[1] in (self._owner_uids.get(key), self._unserved.get(key))
-        )
+        return ref is not None and bool(ref[1]) and ref[1] == self._owner_uids.get(key)
 
     def foreign(self, pod: dict[str, Any]) -> str | None:
         """Why a pod with gpupin's label is not gpupin's (for a log line); None when it is."""

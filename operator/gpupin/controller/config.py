@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ _OLLAMA_IMAGE = ENGINES.get("ollama").default_image
 _VLLM_IMAGE = ENGINES.get("vllm").default_image
 
 
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     pinning: PinningModeName = "visible-devices"
@@ -27,7 +31,8 @@ class OperatorConfig:
     require_gpu: bool = _DEFAULTS.require_gpu
     """Ollama pods are Ready only when their models are wholly in GPU memory; False accepts CPU."""
     namespaces: tuple[str, ...] = ()
-    """Namespaces whose LLMDeployments are served; empty: all (cluster-wide)."""
+    """Namespaces whose LLMDeployments are served; empty: all (cluster-wide). When set, only these
+    namespaces are listed and watched (the operator's RBAC may grant no more)."""
     resync_seconds: float = 600.0
     """Every deployment is reconciled at least this often, whatever the watches say."""
     relist_seconds: float = 300.0
@@ -225,6 +230,11 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         raise ValueError("--max-concurrent-rollouts must be at least 1")
     if not args.gpu_loss_grace_seconds >= 0:  # NaN too
         raise ValueError("--gpu-loss-grace-seconds must be 0 or more")
+    for name in args.namespaces:
+        if not _NAMESPACE_RE.match(name):
+            raise ValueError(
+                f"--namespace {name!r}: not a namespace name (lowercase letters, digits and '-', at most 63)"
+            )
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 

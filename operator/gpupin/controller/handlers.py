@@ -75,6 +75,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
     settings.watching.server_timeout = 300
+    # Serving named namespaces: watch exactly those, without listing Namespaces (kopf's namespace
+    # scanning needs cluster-wide rights the chart does not grant, and only matters for globs).
+    settings.scanning.disabled = bool(config.namespaces)
     settings.networking.request_timeout = 60
     STATE.cache.book.grace_seconds = config.gpu_loss_grace_seconds
     metrics.watch_allocations(STATE.cache.gpus_per_node)
@@ -98,36 +101,66 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
 
 
-def _unserved(items: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """The LLMDeployments of namespaces this operator does not serve, key → uid: their pods still
-    hold their GPUs (they are listed cluster-wide, but not watched)."""
-    return {
-        key_of(item): str(item["metadata"].get("uid") or "")
-        for item in items
-        if not _served(item["metadata"].get("namespace"))
-    }
+def _scopes() -> list[str | None]:
+    """Where gpupin's namespaced objects are listed: each served namespace, or everywhere (None)."""
+    config = STATE.config
+    return list(config.namespaces) if config and config.namespaces else [None]
+
+
+def _path(group_version: str, plural: str, namespace: str | None) -> str:
+    """The collection's URL, cluster-wide or of one namespace (``v1``: the core group)."""
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+
+
+# store, kind, apiVersion, plural, label-selected, the event path a listed or vanished object takes
+_Lister = tuple[str, str, str, str, bool, Callable[[str | None, dict[str, Any]], None]]
+
+
+def _listers() -> list[_Lister]:
+    """gpupin's namespaced objects, listed at start-up and by every relist."""
+    listers: list[_Lister] = [
+        ("pods", "Pod", "v1", "pods", True, _pod_seen),
+        ("services", "Service", "v1", "services", True, partial(_child_seen, "services", "Service")),
+        ("deployments", constants.KIND, constants.API_VERSION, constants.PLURAL, False, _deployment_seen),
+    ]
+    if STATE.config is not None and STATE.config.pinning == "dra":
+        listers.append(
+            (
+                "claim_templates",
+                "ResourceClaimTemplate",
+                "resource.k8s.io/v1",
+                "resourceclaimtemplates",
+                True,
+                partial(_child_seen, "claim_templates", "ResourceClaimTemplate"),
+            )
+        )
+    return listers
+
+
+async def _list(
+    kube: Kube, lister: _Lister, namespace: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One LIST: its items (with kind and apiVersion, which a LIST leaves out) and resourceVersion."""
+    _, kind, api_version, plural, selected, _ = lister
+    query = {"labelSelector": MANAGED} if selected else None
+    body = await asyncio.to_thread(kube.request, "GET", _path(api_version, plural, namespace), None, query)
+    items = [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
+    return items, (body.get("metadata") or {}).get("resourceVersion")
 
 
 async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
     """List once before the first reconcile, so the first plans see every GPU already held
-    (the watches then keep the cache current)."""
-    selector = {"labelSelector": MANAGED}
-    pods = await asyncio.to_thread(kube.request, "GET", "/api/v1/pods", None, selector)
-    for pod in pods.get("items") or []:
-        cache.pods.upsert({**pod, "kind": "Pod"})
-    services = await asyncio.to_thread(kube.request, "GET", "/api/v1/services", None, selector)
-    for service in services.get("items") or []:
-        cache.services.upsert({**service, "kind": "Service"})
+    (the watches then keep the cache current). In namespaced mode only the served namespaces are
+    listed: the operator's RBAC grants nothing else, and what it cannot watch it must not keep."""
+    for namespace in _scopes():
+        for lister in _listers():
+            items, _ = await _list(kube, lister, namespace)
+            for item in items:
+                getattr(cache, lister[0]).upsert(item)
     nodes = await asyncio.to_thread(kube.request, "GET", "/api/v1/nodes")
     for node in nodes.get("items") or []:
         cache.set_node(node)
-    deployments = await asyncio.to_thread(
-        kube.request, "GET", f"/apis/{constants.API_VERSION}/{constants.PLURAL}"
-    )
-    for item in deployments.get("items") or []:
-        if _served(item["metadata"].get("namespace")):
-            cache.deployments.upsert({**item, "kind": constants.KIND, "apiVersion": constants.API_VERSION})
-    cache.set_unserved_owners(_unserved(deployments.get("items") or []))
     try:
         slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
     except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
@@ -136,12 +169,6 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
         slices = {}
     for item in slices.get("items") or []:
         cache.set_slice(item)
-    if STATE.config and STATE.config.pinning == "dra":
-        templates = await asyncio.to_thread(
-            kube.request, "GET", "/apis/resource.k8s.io/v1/resourceclaimtemplates", None, selector
-        )
-        for template in templates.get("items") or []:
-            cache.claim_templates.upsert({**template, "kind": "ResourceClaimTemplate"})
 
 
 async def _relist_forever(kube: Kube, seconds: float) -> None:
@@ -162,65 +189,26 @@ async def _relist_forever(kube: Kube, seconds: float) -> None:
 
 async def relist(kube: Kube) -> None:
     """Mark and sweep: LIST gpupin's pods, Services, claim templates (dra pinning) and the
-    LLMDeployments, cluster-wide as at start-up, and make each store match its list. What is
-    listed goes the watch's way (the newest resourceVersion wins); what is stored, not listed,
-    not ours in flight and not newer than the list goes the way of a DELETED event — a watch cut
-    past the resourceVersion window is re-listed by kopf without DELETED events, and a pod left
-    in the cache would hold its GPUs and never be made again."""
-    selector = {"labelSelector": MANAGED}
-    # store, kind, apiVersion, path, query, the event path a listed or vanished object takes
-    kinds: list[
-        tuple[str, str, str, str, dict[str, str] | None, Callable[[str | None, dict[str, Any]], None]]
-    ]
-    kinds = [
-        ("pods", "Pod", "v1", "/api/v1/pods", selector, _pod_seen),
-        (
-            "services",
-            "Service",
-            "v1",
-            "/api/v1/services",
-            selector,
-            partial(_child_seen, "services", "Service"),
-        ),
-        (
-            "deployments",
-            constants.KIND,
-            constants.API_VERSION,
-            f"/apis/{constants.API_VERSION}/{constants.PLURAL}",
-            None,
-            _deployment_seen,
-        ),
-    ]
-    if STATE.config is not None and STATE.config.pinning == "dra":
-        kinds.append(
-            (
-                "claim_templates",
-                "ResourceClaimTemplate",
-                "resource.k8s.io/v1",
-                "/apis/resource.k8s.io/v1/resourceclaimtemplates",
-                selector,
-                partial(_child_seen, "claim_templates", "ResourceClaimTemplate"),
-            )
-        )
-    for store_name, kind_name, api_version, path, query, seen in kinds:
-        body = await asyncio.to_thread(kube.request, "GET", path, None, query)
-        items = [{**item, "kind": kind_name, "apiVersion": api_version} for item in body.get("items") or []]
-        if store_name == "deployments":
-            STATE.cache.set_unserved_owners(_unserved(items))
-            items = [i for i in items if _served(i["metadata"].get("namespace"))]
-        for item in items:  # no await from here to the sweep: the store is not changed meanwhile
-            seen(None, item)
-        store = getattr(STATE.cache, store_name)
-        swept = store.sweep(
-            items, (body.get("metadata") or {}).get("resourceVersion"), partial(seen, "DELETED")
-        )
-        if swept:
-            log.info(
-                "Relist found objects gone whose DELETED event was missed",
-                kind=kind_name,
-                count=len(swept),
-                names=[f"{k[0]}/{k[1]}" if k[0] else k[1] for k in map(key_of, swept)][:20],
-            )
+    LLMDeployments where they are served (as at start-up), and make each store match its list.
+    What is listed goes the watch's way (the newest resourceVersion wins); what is stored, not
+    listed, not ours in flight and not newer than the list goes the way of a DELETED event — a
+    watch cut past the resourceVersion window is re-listed by kopf without DELETED events, and a
+    pod left in the cache would hold its GPUs and never be made again."""
+    for namespace in _scopes():
+        for lister in _listers():
+            store_name, kind_name, _, _, _, seen = lister
+            items, resource_version = await _list(kube, lister, namespace)
+            for item in items:  # no await from here to the sweep: the store is not changed meanwhile
+                seen(None, item)
+            store = getattr(STATE.cache, store_name)
+            swept = store.sweep(items, resource_version, partial(seen, "DELETED"), namespace)
+            if swept:
+                log.info(
+                    "Relist found objects gone whose DELETED event was missed",
+                    kind=kind_name,
+                    count=len(swept),
+                    names=[f"{k[0]}/{k[1]}" if k[0] else k[1] for k in map(key_of, swept)][:20],
+                )
 
 
 @kopf.on.cleanup()

@@ -24,7 +24,8 @@ from gpupin.kube import Kube
 log = structlog.get_logger("gpupin.operator")
 
 EVENT_NAMESPACE = "default"
-"""Where Events about cluster-scoped objects (Nodes) live, as the kubelet posts them."""
+"""Where Events about cluster-scoped objects (Nodes) live, as the kubelet posts them: the API server
+refuses an Event of a cluster-scoped object in any other namespace."""
 
 
 class NodeWatch:

@@ -12,6 +12,11 @@ Why each rule is there:
   a running pod is not Ready — the kubelet reports a failing readiness probe only as an Event;
 - CustomResourceDefinitions: read only, kopf discovers resources through them.
 
+Which rules are namespaced: an operator that serves every namespace gets all of them cluster-wide
+(:data:`RULES`); one that serves only some (``--namespace``) gets :data:`CLUSTER_RULES` cluster-wide,
+:data:`NAMESPACED_RULES` in each namespace it serves and :data:`EVENT_RULES` in ``default``, where
+its Node Events go — it cannot create a pod, or read one, anywhere else.
+
 ``python -m gpupin.controller.rbac`` prints them as a ClusterRole.
 """
 
@@ -26,7 +31,21 @@ from gpupin import constants
 
 WATCH = ["get", "list", "watch"]
 
-RULES: list[dict[str, Any]] = [
+CLUSTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": WATCH},
+    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": WATCH},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": WATCH},
+]
+"""Cluster-scoped reads: what every gpupin operator needs, whichever namespaces it serves."""
+
+EVENT_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+"""Events: about LLMDeployments in their namespaces; about Nodes in ``default``, the only namespace
+the API server accepts an Event of a cluster-scoped object in (besides none)."""
+
+NAMESPACED_RULES: list[dict[str, Any]] = [
     {"apiGroups": [constants.GROUP], "resources": [constants.PLURAL], "verbs": WATCH},
     {"apiGroups": [constants.GROUP], "resources": [f"{constants.PLURAL}/status"], "verbs": ["get", "patch"]},
     {"apiGroups": [constants.GROUP], "resources": [f"{constants.PLURAL}/finalizers"], "verbs": ["update"]},
@@ -36,20 +55,21 @@ RULES: list[dict[str, Any]] = [
         "resources": ["resourceclaimtemplates"],
         "verbs": [*WATCH, "create", "delete"],
     },
-    {"apiGroups": [""], "resources": ["nodes"], "verbs": WATCH},
-    {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"], "verbs": WATCH},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "list"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": WATCH},
+    *EVENT_RULES,
 ]
+"""What the operator does in each namespace it serves: granted cluster-wide when it serves every
+namespace, by a RoleBinding in each namespace of ``--namespace`` otherwise."""
+
+RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES]
+"""Everything, for an operator that serves every namespace (one ClusterRole)."""
 
 
-def cluster_role(name: str = "gpupin-operator") -> dict[str, Any]:
+def cluster_role(name: str = "gpupin-operator", rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",
         "metadata": {"name": name, "labels": {constants.MANAGED_BY_LABEL: "gpupin"}},
-        "rules": RULES,
+        "rules": RULES if rules is None else rules,
     }
 
 
