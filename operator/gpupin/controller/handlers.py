@@ -80,8 +80,10 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = bool(config.namespaces)
     settings.networking.request_timeout = 60
     STATE.cache.book.grace_seconds = config.gpu_loss_grace_seconds
-    metrics.watch_allocations(STATE.cache.gpus_per_node)
-    metrics.watch_node_problems(lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()})
+    metrics.watch_allocations(STATE.cache.gpus_per_node, asyncio.get_running_loop())
+    metrics.watch_node_problems(
+        lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()}, asyncio.get_running_loop()
+    )
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
     kube = Kube(on_request=metrics.count_request)
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)

@@ -1,8 +1,18 @@
-"""Prometheus metrics of the operator, served on /metrics (``--metrics-port``)."""
+"""Prometheus metrics of the operator, served on /metrics (``--metrics-port``).
+
+The endpoint runs in prometheus_client's own threads, while the operator's cache belongs to the
+asyncio event loop, which changes its dicts at any moment: a scrape that iterated them would see
+"dictionary changed size during iteration" or half an update. So the scrape-time gauges never read
+the cache from the scrape thread: :class:`LoopSnapshot` asks the loop for a copy and waits
+briefly, keeping the last copy for a loop that cannot answer in time.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable, Iterator, Mapping
+from typing import Generic, TypeVar
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -26,12 +36,60 @@ API_REQUESTS = Counter(
 )
 QUEUE_DEPTH = Gauge("gpupin_queue_depth", "LLMDeployments waiting to be reconciled")
 
+SNAPSHOT_SECONDS = 2.0
+"""How long a scrape waits for the event loop's copy before it serves the last one (seconds)."""
+
+V = TypeVar("V")
+
+
+class LoopSnapshot(Generic[V]):
+    """``read()`` as another thread may call it: ``read`` runs on ``loop`` (the thread that owns what
+    it reads), and the caller gets a copy of its result.
+
+    Waits at most ``timeout`` seconds for a loop busy with other work; then, or when the loop is
+    closed, answers the last copy (empty before the first). Called on the loop itself, it reads
+    directly. Errors of ``read`` reach the caller."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read: Callable[[], Mapping[str, V]],
+        timeout: float = SNAPSHOT_SECONDS,
+    ) -> None:
+        self.loop = loop
+        self.read = read
+        self.timeout = timeout
+        self.last: dict[str, V] = {}
+
+    async def _copy(self) -> dict[str, V]:
+        return dict(self.read())
+
+    def __call__(self) -> dict[str, V]:
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self.last = dict(self.read())
+            return self.last
+        copy = self._copy()
+        try:
+            future = asyncio.run_coroutine_threadsafe(copy, self.loop)
+        except RuntimeError:  # the loop is closed: the operator is stopping
+            copy.close()
+            return self.last
+        try:
+            self.last = future.result(self.timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+        return self.last
+
 
 class GPUsAllocated:
     """gpupin_gpus_allocated{node}, counted from the operator's cache when Prometheus scrapes — not
     recomputed after every write (and a node that loses its last pod drops to 0 rather than lingering)."""
 
-    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, count: Callable[[], Mapping[str, int]]) -> None:
         self.count = count
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -43,10 +101,11 @@ class GPUsAllocated:
         yield family
 
 
-def watch_allocations(count: Callable[[], dict[str, int]]) -> None:
-    """Register the scrape-time GPU gauge (once per process)."""
+def watch_allocations(count: Callable[[], Mapping[str, int]], loop: asyncio.AbstractEventLoop) -> None:
+    """Register the scrape-time GPU gauge (once per process); ``count`` runs on ``loop``, the loop
+    that owns what it reads (see :class:`LoopSnapshot`)."""
     if "allocations" not in _registered:
-        REGISTRY.register(GPUsAllocated(count))
+        REGISTRY.register(GPUsAllocated(LoopSnapshot(loop, count)))
         _registered.add("allocations")
 
 
@@ -69,10 +128,11 @@ class NodeInventoryProblems:
         yield family
 
 
-def watch_node_problems(problems: Callable[[], Mapping[str, str]]) -> None:
-    """Register the scrape-time node inventory problem gauge (once per process)."""
+def watch_node_problems(problems: Callable[[], Mapping[str, str]], loop: asyncio.AbstractEventLoop) -> None:
+    """Register the scrape-time node inventory problem gauge (once per process); ``problems`` runs on
+    ``loop`` (see :class:`LoopSnapshot`)."""
     if "node_problems" not in _registered:
-        REGISTRY.register(NodeInventoryProblems(problems))
+        REGISTRY.register(NodeInventoryProblems(LoopSnapshot(loop, problems)))
         _registered.add("node_problems")
 
 
