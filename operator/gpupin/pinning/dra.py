@@ -16,6 +16,36 @@ from gpupin.placement import Placement
 
 CLAIM_NAME = "gpus"
 
+_CEL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def cel_string(value: str) -> str:
+    """``value`` as a CEL string literal (single-quoted) that denotes exactly ``value``, whatever it
+    holds: printable ASCII as is, quotes and backslashes escaped, every other character as
+    ``\\uXXXX`` or ``\\UXXXXXXXX`` (CEL spec, "String and Bytes Values"). So a value can never end
+    the literal and add CEL of its own. Every text gpupin puts into CEL goes through here.
+
+    Raises ``ValueError`` for a lone surrogate, which no CEL string can hold."""
+    out = []
+    for char in value:
+        code = ord(char)
+        if char in _CEL_ESCAPES:
+            out.append(_CEL_ESCAPES[char])
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"a CEL string cannot hold a lone surrogate (U+{code:04X})")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "'" + "".join(out) + "'"
+
+
+def uuid_selector(uuid: str) -> str:
+    """The CEL expression selecting the NVIDIA DRA driver's device of this UUID."""
+    return f"device.attributes[{cel_string(constants.DRA_DRIVER)}].uuid == {cel_string(uuid)}"
+
 
 class DRA(PinningMode):
     name = "dra"
@@ -43,13 +73,7 @@ class DRA(PinningMode):
                 "name": f"gpu-{i}",
                 "exactly": {
                     "deviceClassName": constants.DRA_DEVICE_CLASS,
-                    "selectors": [
-                        {
-                            "cel": {
-                                "expression": f"device.attributes['{constants.DRA_DRIVER}'].uuid == '{gpu.uuid}'"
-                            }
-                        }
-                    ],
+                    "selectors": [{"cel": {"expression": uuid_selector(gpu.uuid)}}],
                 },
             }
             for i, gpu in enumerate(placement.gpus)
