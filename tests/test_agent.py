@@ -25,7 +25,7 @@ import yaml
 from gpupin import constants
 from gpupin.agent.gpus import FakeSource, GPUReadError, NvmlSource, Reading
 from gpupin.agent.publish import ERROR_ANNOTATION, Agent, metadata_patch
-from gpupin.inventory import NodeInventory
+from gpupin.inventory import UUID_ALLOWED, NodeInventory
 from gpupin.resourceslices import inventory_from_resource_slices
 
 from faultproxy import FaultProxy
@@ -447,6 +447,27 @@ def test_resource_slices_read_as_inventory() -> None:
         (1, "GPU-b", "7.5", 6 * 2**30),
     ]
     assert gpus[1].pci_bus_id == "0000:02:00.0"
+
+
+def test_a_resource_slice_device_with_a_bad_uuid_is_a_one_line_problem() -> None:
+    slices = [
+        _slice(
+            "w",
+            [
+                (0, "GPU-a", "NVIDIA GeForce RTX 4070", "8.9.0", "12282Mi"),
+                (1, "GPU-b' || true || 'c", "NVIDIA GeForce RTX 2060", "7.5.0", "6Gi"),
+            ],
+        )
+    ]
+    del slices[0]["spec"]["devices"][0]["attributes"]["uuid"]  # no UUID at all is no "None" either
+    nodes, problems = inventory_from_resource_slices(slices)
+    assert nodes == {}
+    assert problems == [
+        "node w: DRA device gpu-0 unreadable (uuid: 'None' is not a GPU UUID; allowed: " + UUID_ALLOWED + ")",
+        "node w: DRA device gpu-1 unreadable (uuid: \"GPU-b' || true || 'c\" is not a GPU UUID; allowed: "
+        + UUID_ALLOWED
+        + ")",
+    ]
 
 
 def test_operator_places_on_a_node_known_only_from_resource_slices(

@@ -88,7 +88,8 @@ def test_the_annotation_of_a_newer_agent_is_read_and_a_file_is_read_strictly(tmp
     assert node_inventory_from_annotation("workstation", json.dumps(body)) == original
     body["gpus"][0]["memory"] = "lots"
     with pytest.raises(
-        NodeReadError, match=r"node workstation: annotation \S+ is invalid: gpus\.0\.memory: 'lots' is not"
+        NodeReadError,
+        match=r"node workstation: annotation \S+ is invalid: gpus\.0\.memory \(GPU index 0\): 'lots' is not",
     ):
         node_inventory_from_annotation("workstation", json.dumps(body))
     typo = tmp_path / "inventory.yaml"
@@ -283,3 +284,70 @@ def test_gfd_count_against_a_node_that_lists_other_resources_but_no_gpus() -> No
     _status(node_obj)["capacity"] = {"cpu": "64"}
     with pytest.raises(NodeReadError, match=r"capacity no nvidia\.com/gpu"):
         node_inventory_from_node(node_obj)
+
+
+# --- GPU UUIDs at the boundary -------------------------------------------------------------------
+
+GOOD_UUIDS = [
+    "GPU-fb05d912-f869-e10e-78d7-dc7634975bba",  # NVML, the DRA driver
+    "MIG-b2c4a1d0-3e5f-5a6b-9c7d-0e1f2a3b4c5d",
+    "GPU-workstation-0",  # the fake inventories of tests and demos
+    "GFD-ip-10-0-1-23.ec2.internal-0",  # gpupin's stand-in for a GFD-only node
+    "GFD-" + "n" * 253 + "-15",  # the longest node name there is
+]
+BAD_UUIDS = [
+    "GPU-a'b",
+    'GPU-a"b',
+    "GPU-a\\b",
+    "GPU-a b",
+    "GPU-a\nb",
+    "GPU-a,GPU-b",
+    "GPU-\u00e9",
+    "",
+    "GPU-",
+    "all",  # NVIDIA_VISIBLE_DEVICES=all would hand a pod every GPU
+    "gpu-a",
+    "GPU-" + "a" * 297,
+]
+
+
+@pytest.mark.parametrize("uuid", GOOD_UUIDS)
+def test_uuids_of_nvml_the_dra_driver_gfd_and_the_fixtures_are_read(uuid: str) -> None:
+    body = json.loads(node("w", RTX_4070).to_annotation())
+    body["gpus"][0]["uuid"] = uuid
+    assert node_inventory_from_annotation("w", json.dumps(body)).gpus[0].uuid == uuid
+
+
+@pytest.mark.parametrize("uuid", BAD_UUIDS)
+def test_a_bad_uuid_makes_the_annotation_unreadable_naming_node_gpu_and_what_is_allowed(uuid: str) -> None:
+    body = json.loads(node("w", RTX_4070, RTX_2060).to_annotation())
+    body["gpus"][1]["index"] = 7
+    body["gpus"][1]["uuid"] = uuid
+    with pytest.raises(NodeReadError) as caught:
+        node_inventory_from_annotation("w", json.dumps(body))
+    message = str(caught.value)
+    assert message.startswith(
+        f"node w: annotation {constants.INVENTORY_ANNOTATION} is invalid: gpus.1.uuid (GPU index 7): "
+    )
+    assert "is not a GPU UUID; allowed: GPU-… or MIG-…" in message and "\n" not in message
+    assert caught.value.kind == "unreadable"
+
+
+def test_a_bad_uuid_in_an_inventory_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(
+        "nodes:\n- name: w\n  gpus:\n  - {index: 0, uuid: GPU-a, name: x, memory: 1Gi, computeCapability: '8.9'}\n"
+        "  - {index: 1, uuid: \"GPU-b' || true || 'c\", name: x, memory: 1Gi, computeCapability: '8.9'}\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    assert str(caught.value).startswith(
+        f"{path}: nodes[0].gpus[1].uuid: \"GPU-b' || true || 'c\" is not a GPU UUID; allowed: GPU-… or MIG-…"
+    )
+
+
+def test_a_node_name_no_gfd_uuid_can_hold_is_unreadable_not_a_crash() -> None:
+    """Node objects from a file (``kubectl get nodes -o yaml`` edited by hand) are not validated
+    by an API server: the stand-in UUID ``GFD-<node>-<i>`` must still be one."""
+    with pytest.raises(NodeReadError, match=r"^node a b: GFD labels are unusable \(uuid: 'GFD-a b-0' is not"):
+        node_inventory_from_node(_node("a b", GFD_A100, gpus="4"))

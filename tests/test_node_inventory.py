@@ -86,6 +86,24 @@ def test_an_unreadable_annotation_keeps_the_last_good_inventory_and_freezes_the_
     assert [(n, p) for n, p, _ in book.changes()] == [("box", None)]
 
 
+def test_a_bad_gpu_uuid_in_the_annotation_freezes_the_node_naming_the_gpu() -> None:
+    """The UUID reaches env vars, labels and CEL: one with a quote makes the facts unreadable —
+    the node keeps its last good inventory and takes no new pods — never a crash."""
+    book, _ = _book()
+    box = node("box", A10, A10)
+    book.read("box", node_obj("box", box.to_annotation()))
+    body = json.loads(box.to_annotation())
+    body["gpus"][1]["uuid"] = "GPU-x' || true || 'y"
+    assert book.read("box", node_obj("box", json.dumps(body))), "frozen: no new pods"
+    assert _gpus(book, "box") == [g.uuid for g in box.gpus], "its pods keep their GPUs"
+    problem = book.problems()["box"]
+    assert problem.kind == "unreadable" and problem.freezes
+    assert problem.message.startswith(
+        "node box: annotation gpupin.dev/gpu-inventory is invalid: gpus.1.uuid (GPU index 1): "
+        "\"GPU-x' || true || 'y\" is not a GPU UUID; allowed: GPU-… or MIG-…"
+    )
+
+
 def test_missing_facts_after_having_gpus_are_not_zero_gpus() -> None:
     book, _ = _book()
     box = node("box", A10)

@@ -20,17 +20,29 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.functional_validators import AfterValidator
 
 from gpupin import constants
 from gpupin.quantity import ByteQuantity, MiB, format_gib, format_quantity
 
 _CC_RE = re.compile(r"^[0-9]+\.[0-9]+$")
+_UUID_RE = re.compile(r"(GPU|MIG|GFD)-[A-Za-z0-9._-]{1,296}")  # GFD-<node>-<i>: a node name has ≤ 253
+UUID_ALLOWED = "GPU-… or MIG-… as NVML reports it, or GFD-<node>-<index>; then letters, digits, '.', '_', '-' (≤ 300 in all)"
 # GFD's product label for MIG devices: <model>-MIG-<profile>, e.g. NVIDIA-A100-SXM4-80GB-MIG-3g.40gb
 _GFD_MIG_PRODUCT = "-MIG-"
+
+
+def check_uuid(value: str) -> str:
+    """``value`` if a GPU UUID as allowed, else ``ValueError`` saying what it got and what is allowed:
+    the boundary where UUIDs enter, as they reach env vars, labels and CEL (no quote, comma, space)."""
+    if _UUID_RE.fullmatch(value):
+        return value
+    shown = repr(value if len(value) <= 60 else value[:60] + "…")
+    raise ValueError(f"{shown} is not a GPU UUID; allowed: {UUID_ALLOWED}")
 
 
 class _InventoryModel(BaseModel):
@@ -41,7 +53,7 @@ class GPU(_InventoryModel):
     """One physical GPU as NVML reports it."""
 
     index: int = Field(ge=0, description="NVML index (PCI bus order).")
-    uuid: str = Field(min_length=1, description="NVML UUID, GPU-xxxxxxxx-….")
+    uuid: Annotated[str, AfterValidator(check_uuid)] = Field(description="NVML UUID, GPU-xxxxxxxx-….")
     name: str = Field(min_length=1, description="NVML product name, e.g. NVIDIA GeForce RTX 4070.")
     memory: ByteQuantity = Field(description="Total memory in bytes (files may write 12282Mi).")
     compute_capability: str = Field(description='CUDA compute capability, e.g. "8.9".')
@@ -200,14 +212,26 @@ def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
     try:
         return NodeInventory.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: "
-            f"{str(error['msg']).removeprefix('Value error, ')}"
-            for error in exc.errors()
-        )
         raise NodeReadError(
-            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is invalid: {fields}"
+            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is invalid: "
+            f"{describe_errors(exc, data.get('gpus'))}"
         ) from exc
+
+
+def describe_errors(exc: ValidationError, gpus: Any = None) -> str:
+    """Pydantic's errors in one line, ``gpus.0.uuid (GPU index 3): 'x y' is not a GPU UUID; allowed: …``:
+    each field's path, and for a GPU of ``gpus`` (the list as read) its NVML index where it has one."""
+    lines = []
+    for error in exc.errors():
+        loc, item = error["loc"], None
+        if len(loc) >= 2 and loc[0] == "gpus" and isinstance(gpus, list) and isinstance(loc[1], int):
+            item = gpus[loc[1]] if loc[1] < len(gpus) else None
+        index = item.get("index") if isinstance(item, Mapping) else None
+        shown = f" (GPU index {index})" if type(index) is int else ""
+        lines.append(
+            f"{'.'.join(map(str, loc)) or '(top level)'}{shown}: {str(error['msg']).removeprefix('Value error, ')}"
+        )
+    return "; ".join(lines)
 
 
 def gfd_mig_signals(labels: Mapping[str, str], status: Mapping[str, Any]) -> list[str]:
@@ -306,19 +330,22 @@ def node_inventory_from_gfd(
             "node is treated as unknown — run the gpupin agent there"
         )
     name = product.replace("-", " ")
-    return NodeInventory(
-        name=node_name,
-        gpus=[
-            GPU(
-                index=i,
-                uuid=gfd_uuid(node_name, i),
-                name=name,
-                memory=memory_mib * MiB,
-                compute_capability=f"{major}.{minor}",
-            )
-            for i in range(count)
-        ],
-    )
+    try:
+        return NodeInventory(
+            name=node_name,
+            gpus=[
+                GPU(
+                    index=i,
+                    uuid=gfd_uuid(node_name, i),
+                    name=name,
+                    memory=memory_mib * MiB,
+                    compute_capability=f"{major}.{minor}",
+                )
+                for i in range(count)
+            ],
+        )
+    except ValidationError as exc:  # a node name no UUID can hold (a hand-written Node file)
+        raise NodeReadError(f"node {node_name}: GFD labels are unusable ({describe_errors(exc)})") from exc
 
 
 Source = Literal["annotation", "slices", "gfd", ""]

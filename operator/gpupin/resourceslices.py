@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from gpupin import constants
-from gpupin.inventory import GPU, NodeInventory
+from gpupin.inventory import GPU, NodeInventory, describe_errors
 
 
 def _attribute(attributes: Mapping[str, Any], name: str, driver: str) -> Any:
@@ -64,8 +66,8 @@ def inventory_from_resource_slices(
                     compute_capability=f"{cc_parts[0]}.{cc_parts[1]}",
                     pci_bus_id=_attribute(attributes, "resource.kubernetes.io/pciBusID", driver),
                 )
-            except (ValueError, IndexError, TypeError) as exc:
-                problems.append(f"node {node_name}: DRA device {device_name} unreadable ({exc})")
+            except (ValueError, IndexError, TypeError) as exc:  # a UUID that is none (check_uuid) too
+                problems.append(f"node {node_name}: DRA device {device_name} unreadable ({_why(exc)})")
                 continue
             per_node.setdefault(str(node_name), []).append(gpu)
     result = {}
@@ -73,5 +75,10 @@ def inventory_from_resource_slices(
         try:
             result[node_name] = NodeInventory(name=node_name, gpus=sorted(gpus, key=lambda g: g.index))
         except ValueError as exc:
-            problems.append(f"node {node_name}: DRA devices inconsistent ({exc})")
+            problems.append(f"node {node_name}: DRA devices inconsistent ({_why(exc)})")
     return result, problems
+
+
+def _why(exc: Exception) -> str:
+    """An error in one line: pydantic's field by field (``uuid: 'x y' is not a GPU UUID; allowed: …``)."""
+    return describe_errors(exc) if isinstance(exc, ValidationError) else str(exc)
