@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,11 @@ GFD_A10 = {
     constants.GFD_CC_MAJOR_LABEL: "8",
     constants.GFD_CC_MINOR_LABEL: "6",
 }
+
+
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def is_dns_1035_label(name: str) -> bool:
+    """A valid Service name (and pod hostname): Kubernetes' DNS-1035 label, at most 63 characters."""
+    return len(name) <= 63 and _DNS_1035_LABEL.fullmatch(name) is not None

@@ -4,7 +4,9 @@ Aspects: a first reconcile creates pods and Services and writes status; steady s
 nothing at all; a changed spec deletes the outdated pod and waits for it before creating its
 successor (both would hold the same GPU); a refusal keeps the pods that serve and says so; a
 GPU or node leaving the inventory deletes its pod (at once when the node is gone) and sets
-Degraded; conditions keep their lastTransitionTime while unchanged.
+Degraded; conditions keep their lastTransitionTime while unchanged; a Service name another deployment's
+Service has (names are unique within a deployment only) is a status on the deployment that asks
+for it, written once, and the other's Service is left alone.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from gpupin import constants, reasons
 from gpupin.controller.decide import Actions, decide
@@ -26,11 +30,17 @@ from helpers import A10, RTX_2060, RTX_4070, inventory, node
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
-def _body(spec: dict[str, Any], generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+def _body(
+    spec: dict[str, Any],
+    generation: int = 1,
+    status: dict[str, Any] | None = None,
+    name: str = "chat",
+    uid: str = "uid-1",
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": constants.API_VERSION,
         "kind": constants.KIND,
-        "metadata": {"name": "chat", "namespace": "default", "uid": "uid-1", "generation": generation},
+        "metadata": {"name": name, "namespace": "default", "uid": uid, "generation": generation},
         "spec": spec,
     }
     if status is not None:
@@ -44,6 +54,7 @@ def _decide(
     pods: list[dict[str, Any]],
     services: list[dict[str, Any]],
     now: datetime = NOW,
+    rejected: str | None = None,
 ) -> Actions:
     from gpupin.api.v1alpha1 import LLMDeployment
     from gpupin.controller.rollout import hints
@@ -52,7 +63,9 @@ def _decide(
         {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
     )
     plan = Planner(cluster).plan(deployment, hints(pods))
-    return decide(body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), now)
+    return decide(
+        body, deployment, None, plan, pods, services, [], cluster, RenderConfig(), now, rejected=rejected
+    )
 
 
 def _as_created(objs: list[dict[str, Any]], ready: bool = True) -> list[dict[str, Any]]:
@@ -254,3 +267,66 @@ def test_a_damaged_placement_record_is_reported_on_its_owner_and_the_pod_kept() 
     assert degraded is not None and (degraded["status"], degraded["reason"]) == ("True", "PodsUnverified")
     assert "gpus[0].vramBytes" in degraded["message"] and damaged["metadata"]["name"] in degraded["message"]
     assert [e.type for e in actions.events if e.reason == "PodsUnverified"] == ["Warning"]
+
+
+_VLLM_MISTRAL = {"models": [{"name": "mistralai/Mistral-7B-Instruct-v0.3"}]}
+_OLLAMA_MISTRAL = {"engine": "ollama", "models": [{"name": "mistral"}]}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "taken"),
+    [
+        (("chat-mistral", _VLLM_MISTRAL), ("chat", _OLLAMA_MISTRAL), "chat-mistral"),
+        (("chat", _OLLAMA_MISTRAL), ("chat-mistral", _VLLM_MISTRAL), "chat-mistral"),
+        (
+            ("chat", {"engine": "ollama", "models": [{"name": "a-b:7b"}]}),
+            ("chat-a", {"engine": "ollama", "models": [{"name": "b:7b"}]}),
+            "chat-a-b-7b",
+        ),
+    ],
+    ids=["vllm-then-ollama", "ollama-then-vllm", "ollama-then-ollama"],
+)
+def test_a_service_name_another_deployment_has_is_a_status_on_the_later_one(
+    first: tuple[str, dict[str, Any]], second: tuple[str, dict[str, Any]], taken: str
+) -> None:
+    """The reconcile as the runtime runs it (``namesakes``, then ``decide`` with the rejection):
+    the later deployment is Placed=False PodRejected naming the Service, with one Warning, and
+    creates nothing; reconciled again it writes nothing (no loop); the earlier one's Service is
+    not touched and that deployment stays as it was."""
+    from gpupin.controller.cache import ClusterCache
+    from gpupin.controller.writes import namesakes
+
+    cluster = inventory(node("w", A10, A10))
+    earlier, earlier_pods, earlier_services = _converge(_body(first[1], name=first[0], uid="uid-1"), cluster)
+    cache = ClusterCache()
+    for obj in (*earlier_pods, *earlier_services):
+        stored = {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+        (cache.pods if obj["kind"] == "Pod" else cache.services).upsert(stored)
+    theirs = copy.deepcopy(cache.services.get(("default", taken)))
+    assert theirs is not None and theirs["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+
+    body = _body(second[1], name=second[0], uid="uid-2")
+    for attempt in range(2):
+        planned = _decide(body, cluster, [], [])
+        assert taken in {o["metadata"]["name"] for o in planned.create if o["kind"] == "Service"}
+        why = namesakes(body, planned, lambda obj: cache.pods if obj["kind"] == "Pod" else cache.services)
+        assert (
+            why == f"Service {taken} exists and is not this deployment's: delete it, or rename the deployment"
+        )
+        actions = _decide(body, cluster, [], [], rejected=why)
+        assert (actions.create, actions.delete) == ([], [])
+        if attempt == 0:
+            assert actions.status is not None
+            placed = condition(actions.status, reasons.PLACED)
+            assert placed is not None and (placed["status"], placed["reason"], placed["message"]) == (
+                "False",
+                reasons.POD_REJECTED,
+                why,
+            )
+            assert [(e.type, e.reason) for e in actions.events] == [("Warning", reasons.POD_REJECTED)]
+            body = {**body, "status": actions.status}
+        else:
+            assert (actions.status, actions.events) == (None, []), "said once: no status write, no Event"
+    assert cache.services.get(("default", taken)) == theirs, "the other deployment's Service is untouched"
+    again = _decide(earlier, cluster, earlier_pods, earlier_services)
+    assert (again.create, again.delete, again.status, again.events) == ([], [], None, [])

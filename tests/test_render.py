@@ -26,7 +26,7 @@ from gpupin.pinning import PINNING_MODES, PinningModeName
 from gpupin.planner import Planner, plan
 from gpupin.render import RenderConfig, render, spec_hash
 
-from helpers import A10, EXAMPLES, T4, deployment, inventory, models, node, workstation
+from helpers import A10, EXAMPLES, T4, deployment, inventory, is_dns_1035_label, models, node, workstation
 
 SEED_OLLAMA = deployment(
     "assistant", engine="ollama", models=models("qwen2.5:14b", "llama3.1:8b", "nomic-embed-text")
@@ -228,9 +228,15 @@ def test_vllm_never_gets_a_gpu_uuid_in_cuda_visible_devices(pinning: PinningMode
 
 def test_ollama_service_per_model_selects_only_its_pods() -> None:
     objects = _render(SEED_OLLAMA, workstation())
-    services = {s["metadata"]["name"]: s for s in _of(objects, "Service")}
-    assert set(services) == {"assistant-qwen2-5-14b", "assistant-llama3-1-8b", "assistant-nomic-embed-text"}
-    selector = services["assistant-llama3-1-8b"]["spec"]["selector"]
+    services = {s["metadata"]["annotations"]["gpupin.dev/model"]: s for s in _of(objects, "Service")}
+    names = {model: s["metadata"]["name"] for model, s in services.items()}
+    # the names of every release: an upgrade renames no Service a client addresses
+    assert names == {
+        "qwen2.5:14b": "assistant-qwen2-5-14b",
+        "llama3.1:8b": "assistant-llama3-1-8b",
+        "nomic-embed-text": "assistant-nomic-embed-text",
+    }
+    selector = services["llama3.1:8b"]["spec"]["selector"]
     matching = [
         p
         for p in _of(objects, "Pod")
@@ -416,6 +422,6 @@ def test_every_rendered_object_is_valid_kubernetes(
         for obj in objects:
             kubernetes_validate.validate(obj, "1.37.0", strict=True)
             obj_name = obj["metadata"]["name"]
-            assert len(obj_name) <= 63 and naming.dns_label(obj_name) == obj_name, obj_name
+            assert is_dns_1035_label(obj_name), obj_name
             for key, value in obj["metadata"]["labels"].items():
                 assert len(key.split("/")[-1]) <= 63 and len(value) <= 63, key

@@ -245,9 +245,10 @@ class Ollama(Engine):
     def services(
         self, deployment: LLMDeployment, labels: dict[str, str], selector: dict[str, str]
     ) -> list[dict[str, Any]]:
+        names = naming.model_service_names(deployment.metadata.name, [m.name for m in deployment.spec.models])
         return [
             service(
-                naming.model_service_name(deployment.metadata.name, model.name),
+                names[model.name],
                 deployment.metadata.namespace,
                 labels,
                 {**selector, naming.model_label_key(model.name): "true"},
