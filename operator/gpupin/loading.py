@@ -12,10 +12,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from gpupin import constants
+from gpupin import constants, safeyaml
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import Inventory, NodeReadError, inventory_from_nodes
 
@@ -24,26 +23,45 @@ class InputError(Exception):
     """Bad input: the message names the file, the document, the field and what is allowed."""
 
 
-def read_documents(path: str | Path) -> list[tuple[int, Any]]:
-    """Every YAML document in a file (``-`` is not supported: name a file) as (1-based index, data)."""
+def read_text(path: str | Path) -> str:
+    """A file's text: UTF-8 (or UTF-16 with a byte-order mark), at most
+    :data:`~gpupin.safeyaml.MAX_BYTES`; :class:`InputError` naming the file otherwise. ``-`` is
+    not supported (name a file; ``<(command)`` works)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(safeyaml.MAX_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory; name a YAML file") from None
-    except (PermissionError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    except PermissionError:
+        raise InputError(f"{path}: cannot read it (permission denied)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > safeyaml.MAX_BYTES:
+        limit = safeyaml.MAX_BYTES // 2**20
+        try:
+            size = path.stat().st_size  # a pipe or a device has none: "more than" the limit, then
+        except OSError:  # pragma: no cover - it was just read
+            size = 0
+        figure = f"{size / 2**20:.1f} MiB" if size > safeyaml.MAX_BYTES else f"more than {limit} MiB"
+        raise InputError(f"{path}: too large to read ({figure}); a file may hold at most {limit} MiB")
     try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" line {mark.line + 1}, column {mark.column + 1}:"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"{path}:{where} not valid YAML ({problem})") from None
+        return safeyaml.decode(data)
+    except safeyaml.YAMLInputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def read_documents(path: str | Path) -> list[tuple[int, Any]]:
+    """Every YAML document in a file as (1-based index, data), empty ones left out. Read within
+    :mod:`gpupin.safeyaml`'s limits (size, nesting, aliases); :class:`InputError` naming the file
+    and the line otherwise."""
+    path = Path(path)
+    try:
+        documents = safeyaml.load_all(read_text(path))
+    except safeyaml.YAMLInputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return [(i, doc) for i, doc in enumerate(documents, start=1) if doc is not None]
 
 

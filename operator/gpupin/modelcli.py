@@ -21,22 +21,12 @@ import yaml
 
 from gpupin.api.v1alpha1 import LLMDeploymentSpec
 from gpupin.engines import ENGINES, EngineRegistry
-from gpupin.loading import InputError
+from gpupin.loading import InputError, read_text
 from gpupin.modelsource import ModelSource, SourceError, resolve_models
 from gpupin.sizing import ModelDataError, parse_model_data
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
-
-
-def read_text(path: str) -> str:
-    """A UTF-8 file's text; :class:`InputError` naming the file when it cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def add_models_command(sub: Any) -> None:
