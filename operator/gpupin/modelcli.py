@@ -42,6 +42,7 @@ def add_models_command(sub: Any) -> None:
     show.add_argument("name", help="an Ollama name (qwen3:8b) or a Hugging Face id (Qwen/Qwen3-8B)")
     show.add_argument("--engine", choices=("ollama", "vllm"), default=None, help="whose naming to try first")
     add_metadata_arguments(show)
+    add_debug_argument(show)
     show.set_defaults(run=_models_show)
     refresh_cmd = models_sub.add_parser(
         "refresh",
@@ -58,7 +59,20 @@ def add_models_command(sub: Any) -> None:
         "--only", action="append", default=[], metavar="ID", help="refresh only this entry (repeatable)"
     )
     add_metadata_arguments(refresh_cmd, with_mode=False)
+    add_debug_argument(refresh_cmd)
     refresh_cmd.set_defaults(run=_models_refresh)
+
+
+def add_debug_argument(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--debug``, on ``gpupin`` and on each one-shot subcommand: an internal error (a bug)
+    prints its traceback instead of one line. Subcommands default to SUPPRESS so that their
+    default does not undo ``gpupin --debug plan``."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="on an internal error (a bug in gpupin), print the traceback (env GPUPIN_DEBUG=1)",
+    )
 
 
 def add_metadata_arguments(parser: argparse.ArgumentParser, with_mode: bool = True) -> None:
