@@ -25,7 +25,7 @@ WORKSTATION = str(EXAMPLES / "inventory" / "workstation.yaml")
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
+    code = main(["--debug", *args])  # a bug raises here, with its traceback, instead of exit 3
     out, err = capsys.readouterr()
     return code, out, err
 

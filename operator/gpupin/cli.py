@@ -1,7 +1,10 @@
 """The ``gpupin`` command.
 
 ``gpupin plan`` shows where deployments would go without a cluster. Exit codes: 0 all
-placed, 1 any refused, 2 invalid input (with a message naming file and field).
+placed, 1 any refused, 2 invalid input (one line on stderr naming the file and the field, and
+what is allowed), 3 gpupin itself failed: a bug, reported in one line; ``--debug`` (or
+``GPUPIN_DEBUG=1``) shows its traceback. The long-running commands (``operator``, ``agent``)
+keep Python's traceback for their logs.
 """
 
 from __future__ import annotations
@@ -9,9 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import textwrap
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -32,9 +37,13 @@ from gpupin.render import RenderConfig, render
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_INVALID = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+_DAEMONS = ("operator", "agent")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``gpupin`` command; returns its exit status (see the module's docstring)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -43,10 +52,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except InputError as exc:
-        print(f"gpupin: {exc}", file=sys.stderr)
+        message = re.sub(r"\s*\n\s*", " ", str(exc))  # one line, whatever a message held
+        print(f"gpupin: {message}", file=sys.stderr)
         return EXIT_INVALID
     except BrokenPipeError:  # `gpupin plan … | head`
         return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug or os.environ.get("GPUPIN_DEBUG", "") not in ("", "0") or args.command in _DAEMONS:
+            raise
+        print(f"gpupin: {internal_error(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def internal_error(exc: BaseException) -> str:
+    """One line for an exception gpupin did not expect: what, where, and how to see more."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    message = re.sub(r"\s+", " ", str(exc)).strip()[:300]
+    return (
+        f"internal error (a bug in gpupin): {type(exc).__name__}{': ' + message if message else ''}{where}; "
+        "run it again with --debug for the traceback, and report it"
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,13 +89,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="gpupin", description="Place LLM servers on the right GPU of mixed-GPU Kubernetes nodes."
     )
     parser.add_argument("--version", action="version", version=f"gpupin {__version__}")
+    modelcli.add_debug_argument(parser, default=False)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     plan = sub.add_parser(
         "plan",
         help="show where LLMDeployments would be placed, without a cluster",
         description="Plan every LLMDeployment in the files, in order (later ones see the GPUs earlier ones took). "
-        "Exit 0 when all are placed, 1 when any is refused, 2 on invalid input.",
+        "Exit 0 when all are placed, 1 when any is refused, 2 on invalid input, 3 on an internal error.",
     )
     plan.add_argument(
         "-f",
@@ -103,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         help="runtimeClassName for visible-devices pinning (default %(default)s; '' for none)",
     )
     modelcli.add_metadata_arguments(plan)
+    modelcli.add_debug_argument(plan)
     plan.add_argument("--ollama-image", default=ENGINES.get("ollama").default_image, metavar="IMAGE")
     plan.add_argument("--vllm-image", default=ENGINES.get("vllm").default_image, metavar="IMAGE")
     plan.set_defaults(run=_plan)
@@ -112,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     crd = sub.add_parser(
         "crd", help="print the LLMDeployment CustomResourceDefinition (for kubectl apply -f -)"
     )
+    modelcli.add_debug_argument(crd)
     crd.set_defaults(run=_crd)
 
     operator = sub.add_parser(
@@ -156,6 +187,7 @@ def _parser() -> argparse.ArgumentParser:
     inventory = sub.add_parser("inventory", help="print this node's GPUs as gpupin sees them")
     _source_arguments(inventory)
     inventory.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    modelcli.add_debug_argument(inventory)
     inventory.set_defaults(run=_inventory)
     return parser
 
@@ -186,6 +218,8 @@ def _inventory(args: argparse.Namespace) -> int:
     try:
         reading = _source(args).read(args.node_name)
     except GPUReadError as exc:
+        if args.fake_inventory:  # the file or --node-name is wrong: invalid input, not a failed read
+            raise InputError(str(exc)) from None
         print(f"gpupin: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     node = reading.inventory

@@ -12,11 +12,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from gpupin import constants
-from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin import constants, safeyaml
+from gpupin.api.v1alpha1 import PATTERN_HELP, LLMDeployment
 from gpupin.inventory import Inventory, NodeReadError, inventory_from_nodes
 
 
@@ -24,33 +23,57 @@ class InputError(Exception):
     """Bad input: the message names the file, the document, the field and what is allowed."""
 
 
-def read_documents(path: str | Path) -> list[tuple[int, Any]]:
-    """Every YAML document in a file (``-`` is not supported: name a file) as (1-based index, data)."""
+def read_text(path: str | Path) -> str:
+    """A file's text: UTF-8 (or UTF-16 with a byte-order mark), at most
+    :data:`~gpupin.safeyaml.MAX_BYTES`; :class:`InputError` naming the file otherwise. ``-`` is
+    not supported (name a file; ``<(command)`` works)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            data = file.read(safeyaml.MAX_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory; name a YAML file") from None
-    except (PermissionError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    except PermissionError:
+        raise InputError(f"{path}: cannot read it (permission denied)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > safeyaml.MAX_BYTES:
+        limit = safeyaml.MAX_BYTES // 2**20
+        try:
+            size = path.stat().st_size  # a pipe or a device has none: "more than" the limit, then
+        except OSError:  # pragma: no cover - it was just read
+            size = 0
+        figure = f"{size / 2**20:.1f} MiB" if size > safeyaml.MAX_BYTES else f"more than {limit} MiB"
+        raise InputError(f"{path}: too large to read ({figure}); a file may hold at most {limit} MiB")
     try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" line {mark.line + 1}, column {mark.column + 1}:"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"{path}:{where} not valid YAML ({problem})") from None
+        return safeyaml.decode(data)
+    except safeyaml.YAMLInputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def read_documents(path: str | Path) -> list[tuple[int, Any]]:
+    """Every YAML document in a file as (1-based index, data), empty ones left out. Read within
+    :mod:`gpupin.safeyaml`'s limits (size, nesting, aliases); :class:`InputError` naming the file
+    and the line otherwise."""
+    path = Path(path)
+    try:
+        documents = safeyaml.load_all(read_text(path))
+    except safeyaml.YAMLInputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return [(i, doc) for i, doc in enumerate(documents, start=1) if doc is not None]
 
 
 def _items(path: Path, documents: list[tuple[int, Any]]) -> Iterator[tuple[str, Any]]:
     for index, doc in documents:
         if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
-            for j, item in enumerate(doc.get("items") or [], start=1):
+            items = doc.get("items") or []
+            if not isinstance(items, list):
+                raise InputError(
+                    f"{path}: document {index} ({doc.get('kind')}): items: expected a list, got {_kind_of(items)}"
+                )
+            for j, item in enumerate(items, start=1):
                 yield f"document {index}, item {j}", item
         else:
             yield f"document {index}", doc
@@ -108,17 +131,58 @@ def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
                 f"{path}: {where}: expected an inventory (a mapping with nodes: [...]) or Node objects "
                 f"(kubectl get nodes -o yaml), got {doc.get('kind') if isinstance(doc, dict) else _kind_of(doc)}"
             )
+        _check_node(path, where, doc)
         nodes.append(doc)
     try:
         return inventory_from_nodes(nodes)
     except (ValueError, NodeReadError) as exc:
         raise InputError(f"{path}: {exc}") from None
+    except RecursionError:  # json.loads of an annotation nested thousands deep
+        raise InputError(
+            f"{path}: a Node's {constants.INVENTORY_ANNOTATION} annotation is nested too deeply to read"
+        ) from None
+
+
+def _check_node(path: Path, where: str, node: dict[str, Any]) -> None:
+    """The parts of a Node object gpupin reads have the shapes Kubernetes gives them: metadata,
+    status and metadata.labels/annotations are mappings, labels and annotations map to strings."""
+    metadata = node.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    label = f"{where} (Node {name})" if isinstance(name, str) and name else f"{where} (Node)"
+    for field, value in (("metadata", metadata), ("status", node.get("status"))):
+        if value is not None and not isinstance(value, dict):
+            raise InputError(f"{path}: {label}: {field}: expected a mapping, got {_kind_of(value)}")
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{path}: {label}: metadata.name: required (a string)")
+    for field in ("labels", "annotations"):
+        value = (metadata or {}).get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise InputError(f"{path}: {label}: metadata.{field}: expected a mapping, got {_kind_of(value)}")
+        for key, item in value.items():
+            if not isinstance(item, str):
+                raise InputError(
+                    f"{path}: {label}: metadata.{field}.{key}: expected a string (quote it), got {_shown(item)}"
+                )
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an echo of the input, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _kind_of(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {
+        list: "a list",
+        dict: "a mapping",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+    }
+    return kinds.get(type(value), type(value).__name__)
 
 
 def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
@@ -133,6 +197,8 @@ def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
             message = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         elif kind == "missing":
             message = "required field is missing"
+        elif kind == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") in PATTERN_HELP:
+            message = f"{_shown(error['input'])} is not {PATTERN_HELP[error['ctx']['pattern']]}"
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             if (
@@ -140,7 +206,7 @@ def describe_errors(exc: ValidationError, root: type[BaseModel]) -> str:
                 and "input" in error
                 and not isinstance(error["input"], (dict, list))
             ):
-                message += f" (got {error['input']!r})"
+                message += f" (got {_shown(error['input'])})"
         lines.append(f"{path}: {message}" if path else message)
     return "; ".join(lines)
 

@@ -21,22 +21,12 @@ import yaml
 
 from gpupin.api.v1alpha1 import LLMDeploymentSpec
 from gpupin.engines import ENGINES, EngineRegistry
-from gpupin.loading import InputError
+from gpupin.loading import InputError, read_text
 from gpupin.modelsource import ModelSource, SourceError, resolve_models
 from gpupin.sizing import ModelDataError, parse_model_data
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
-
-
-def read_text(path: str) -> str:
-    """A UTF-8 file's text; :class:`InputError` naming the file when it cannot be read."""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise InputError(f"{path}: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def add_models_command(sub: Any) -> None:
@@ -52,6 +42,7 @@ def add_models_command(sub: Any) -> None:
     show.add_argument("name", help="an Ollama name (qwen3:8b) or a Hugging Face id (Qwen/Qwen3-8B)")
     show.add_argument("--engine", choices=("ollama", "vllm"), default=None, help="whose naming to try first")
     add_metadata_arguments(show)
+    add_debug_argument(show)
     show.set_defaults(run=_models_show)
     refresh_cmd = models_sub.add_parser(
         "refresh",
@@ -68,7 +59,20 @@ def add_models_command(sub: Any) -> None:
         "--only", action="append", default=[], metavar="ID", help="refresh only this entry (repeatable)"
     )
     add_metadata_arguments(refresh_cmd, with_mode=False)
+    add_debug_argument(refresh_cmd)
     refresh_cmd.set_defaults(run=_models_refresh)
+
+
+def add_debug_argument(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """``--debug``, on ``gpupin`` and on each one-shot subcommand: an internal error (a bug)
+    prints its traceback instead of one line. Subcommands default to SUPPRESS so that their
+    default does not undo ``gpupin --debug plan``."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default,
+        help="on an internal error (a bug in gpupin), print the traceback (env GPUPIN_DEBUG=1)",
+    )
 
 
 def add_metadata_arguments(parser: argparse.ArgumentParser, with_mode: bool = True) -> None:

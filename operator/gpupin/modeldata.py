@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from gpupin import safeyaml
 from gpupin.modelfacts import ModelFacts
 from gpupin.modelsource import ModelSource, SourceError
 
@@ -47,8 +48,9 @@ _ORDER = ("id", "names", *(key for key, _ in _ARCH_KEYS), "projectorBytes", "oll
 
 def refresh(text: str, source: ModelSource, only: Iterable[str] = ()) -> tuple[str, list[str]]:
     """The model-data document ``text`` with every entry (or those whose id is in ``only``)
-    re-read from its sources, and a line per entry that could not be read (kept as it was)."""
-    raw = yaml.safe_load(text)
+    re-read from its sources, and a line per entry that could not be read (kept as it was).
+    ``text`` has passed :func:`~gpupin.sizing.parse_model_data`."""
+    raw = safeyaml.load(text)
     wanted = set(only)
     problems: list[str] = []
     entries = []

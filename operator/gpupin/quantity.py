@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -41,30 +41,88 @@ QUANTITY_HELP = "a Kubernetes quantity such as 12Gi, 12282Mi, 9.5G or a plain nu
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Parse a quantity into an exact decimal; raise ``ValueError`` naming what is allowed."""
+    """Parse a quantity into an exact decimal; raise ``ValueError`` naming what is allowed
+    (for a near miss such as ``8GB``, the spellings meant: ``8G`` or ``8Gi``)."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not {QUANTITY_HELP}")
+        raise _not_a_quantity(value)
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"{value!r} is not {QUANTITY_HELP}")
+            raise _not_a_quantity(value)
         return Decimal(repr(value))
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not {QUANTITY_HELP}")
+        raise _not_a_quantity(value)
     text = value.strip()
     if not _QUANTITY_RE.match(text):
-        raise ValueError(f"{value!r} is not {QUANTITY_HELP}")
+        raise _not_a_quantity(value)
     number, suffix = _split(text)
     try:
         amount = Decimal(number)
-    except InvalidOperation as exc:  # pragma: no cover - the regex already ruled this out
-        raise ValueError(f"{value!r} is not {QUANTITY_HELP}") from exc
-    if suffix in _BINARY:
-        return amount * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return amount * _DECIMAL[suffix]
-    return amount * (Decimal(10) ** int(suffix[1:]))
+        if suffix in _BINARY:
+            return amount * _BINARY[suffix]
+        if suffix in _DECIMAL:
+            return amount * _DECIMAL[suffix]
+        exponent = _exponent(suffix[1:], value)
+        return amount if amount.is_zero() else amount.scaleb(exponent)
+    except ArithmeticError:  # decimal.Overflow: a million digits, or an exponent of 10^9
+        raise ValueError(_too_large(value)) from None
+
+
+def _exponent(text: str, value: str) -> int:
+    """The exponent of ``13e9`` (9), clamped to what :class:`~decimal.Decimal` can scale by
+    (far beyond what Kubernetes counts either way)."""
+    exponent = Decimal(text)
+    if exponent != exponent.to_integral_value():
+        raise ValueError(
+            f"{_shown(value)} is not a Kubernetes quantity: the exponent {text} must be a whole number"
+        )
+    return int(min(max(exponent, Decimal(-_MAX_EXPONENT)), Decimal(_MAX_EXPONENT)))
+
+
+_MAX_EXPONENT = 100_000  # beyond e18 is more than Kubernetes counts; below e-9 rounds up to one byte
+
+
+def _not_a_quantity(value: Any) -> ValueError:
+    """The message for what is not a quantity: the spelling meant, when it looks like one
+    (``8GB``: write 8G (10^9 bytes) or 8Gi (2^30 bytes)), else what quantities look like."""
+    meant = _meant(value) if isinstance(value, str) else None
+    if meant:
+        return ValueError(f"{_shown(value)} is not a Kubernetes quantity; write {meant}")
+    return ValueError(f"{_shown(value)} is not {QUANTITY_HELP}")
+
+
+_NEAR_MISS = re.compile(r"^\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*([A-Za-z]+)\s*$")
+_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4, "p": 5, "e": 6}
+
+
+def _meant(value: str) -> str | None:
+    """``8G (10^9 bytes) or 8Gi (2^30 bytes)`` for ``8GB``, ``8gb`` or ``8 G``; ``8Gi (2^30 bytes)``
+    for ``8GiB``; ``8 (bytes)`` for ``8B``; None when the text is not a number and a unit."""
+    match = _NEAR_MISS.match(value)
+    if not match:
+        return None
+    number, unit = match.group(1), match.group(2).lower()
+    if unit in ("b", "byte", "bytes"):
+        return f"{number} (a plain number of bytes)"
+    power = _POWERS.get(unit[0])
+    if power is None or unit[1:] not in ("", "b", "i", "ib"):
+        return None
+    binary = f"{number}{unit[0].upper()}i (2^{10 * power} bytes)"
+    if unit[1:] in ("i", "ib"):
+        return binary
+    decimal_suffix = "k" if unit[0] == "k" else unit[0].upper()
+    return f"{number}{decimal_suffix} (10^{3 * power} bytes) or {binary}"
+
+
+def _too_large(value: Any) -> str:
+    return f"{_shown(value)} is more than Kubernetes can count (a quantity is at most 8Ei bytes)"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a file may hold a number of a million digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _split(text: str) -> tuple[str, str]:
@@ -83,9 +141,9 @@ def parse_bytes(value: str | int | float) -> int:
     """A quantity as a whole, non-negative number of bytes (fractions round up, as Kubernetes does)."""
     amount = parse_quantity(value)
     if amount < 0:
-        raise ValueError(f"{value!r} is negative; a memory size must be 0 or more")
+        raise ValueError(f"{_shown(value)} is negative; a memory size must be 0 or more")
     if amount > MAX_BYTES:
-        raise ValueError(f"{value!r} is more than Kubernetes can count (a quantity is at most 8Ei bytes)")
+        raise ValueError(_too_large(value))
     return int(amount.to_integral_value(rounding="ROUND_CEILING"))
 
 
@@ -127,9 +185,9 @@ def format_quantity(num_bytes: int) -> str:
 def _to_bytes(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
-            raise ValueError(f"{value!r} is negative; a memory size must be 0 or more")
+            raise ValueError(f"{_shown(value)} is negative; a memory size must be 0 or more")
         if value > MAX_BYTES:
-            raise ValueError(f"{value!r} is more than Kubernetes can count (a quantity is at most 8Ei bytes)")
+            raise ValueError(_too_large(value))
         return value
     return parse_bytes(value)
 

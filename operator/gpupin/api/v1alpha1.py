@@ -25,6 +25,20 @@ CC_PATTERN = r"^[0-9]+\.[0-9]+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 DURATION_PATTERN = r"^-?[0-9]+(ns|us|µs|ms|s|m|h)?([0-9]+(ns|us|µs|ms|s|m|h))*$"
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+PATTERN_HELP: dict[str, str] = {
+    MODEL_NAME_PATTERN: "a model name: an Ollama name (qwen3:8b) or a Hugging Face id (Qwen/Qwen3-8B); "
+    "letters, digits and . _ : / @ + -, starting with a letter or digit",
+    CC_PATTERN: 'a compute capability MAJOR.MINOR such as "8.0" or "8.9" (quoted, so that 8.10 stays 8.10)',
+    DNS_LABEL_PATTERN: "a DNS label: lower-case letters, digits and -, starting and ending with a letter or digit",
+    ENV_NAME_PATTERN: "an environment variable name: letters, digits and . _ -, not starting with a digit",
+    DURATION_PATTERN: "a duration such as 30s, 5m, 1h30m, 0 (unload at once) or -1 (keep loaded)",
+    OBJECT_NAME_PATTERN: "a Kubernetes name: lower-case letters, digits, - and ., starting and ending with "
+    "a letter or digit",
+}
+"""What each pattern above allows, in words: the message for a value that does not match
+(error messages show this, never the regular expression)."""
 
 Engine = Literal["vllm", "ollama", "auto"]
 ResolvedEngine = Literal["vllm", "ollama"]
@@ -236,7 +250,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
 
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN)
     namespace: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)
     generation: int | None = None
     uid: str | None = None

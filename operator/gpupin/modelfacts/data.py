@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import yaml
-
+from gpupin import safeyaml
 from gpupin.modelfacts.facts import ModelFacts
 
 
@@ -42,9 +41,9 @@ def parse_model_data(text: str, origin: str) -> list[ModelFacts]:
     ``data/models.yaml``). ``origin`` names the document in errors and in each entry's
     :attr:`~gpupin.modelfacts.ModelFacts.origin`. Raises :class:`ModelDataError`."""
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ModelDataError(f"{origin}: not YAML: {err}") from None
+        raw = safeyaml.load(text)
+    except safeyaml.YAMLInputError as err:
+        raise ModelDataError(f"{origin}: {err}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
         raise ModelDataError(f"{origin}: expected a mapping with a list under 'models'")
     return [_facts(entry, f"{origin}, models[{i}]", origin) for i, entry in enumerate(raw["models"])]
