@@ -104,6 +104,9 @@ def test_the_annotation_of_a_newer_agent_is_read_and_a_file_is_read_strictly(tmp
 def test_bad_annotation_names_the_node() -> None:
     with pytest.raises(NodeReadError, match=r"node w1: annotation gpupin\.dev/gpu-inventory is not JSON"):
         node_inventory_from_annotation("w1", "{nope")
+    deep = '{"gpus": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(NodeReadError, match=r"node w1: .* is not JSON \(nested too deeply\)"):
+        node_inventory_from_annotation("w1", deep)
 
 
 def _node(

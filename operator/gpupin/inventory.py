@@ -200,10 +200,11 @@ def node_inventory_from_annotation(node_name: str, text: str) -> NodeInventory:
     it knows are checked as strictly as in a file."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested beyond reading
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         raise NodeReadError(
-            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not JSON ({exc.msg})"
-        ) from exc
+            f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not JSON ({why})"
+        ) from None
     if not isinstance(data, dict):
         raise NodeReadError(f"node {node_name}: annotation {constants.INVENTORY_ANNOTATION} is not an object")
     data = {**_known_fields(NodeInventory, data), "name": node_name}
