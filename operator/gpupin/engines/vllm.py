@@ -305,6 +305,11 @@ class VLLM(Engine):
             "volumeMounts": mounts,
             "securityContext": security_context(),
         }
+        # Runs as the image's user, root: the vllm/vllm-openai image installs into /usr/local and
+        # writes its caches under HOME=/root (torch.compile, Triton, FlashInfer JIT kernels); under
+        # another uid those need HOME and each cache moved, and torch's inductor asks the password
+        # database for the user (getpass), which has no entry for an arbitrary uid (KeyError). The
+        # container keeps no capabilities and cannot escalate (security_context).
         return EnginePod(container=container, volumes=volumes)
 
     def services(
