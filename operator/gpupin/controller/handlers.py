@@ -24,7 +24,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import metrics
+from gpupin.controller import metrics, netpolicies
 from gpupin.controller.cache import ClusterCache, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -74,6 +74,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "pods"] = MANAGED
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
+    netpolicies.watch(config, settings, _child_event("network_policies", "NetworkPolicy"))
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     STATE.cache.book.grace_seconds = config.gpu_loss_grace_seconds
@@ -142,6 +143,7 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
         )
         for template in templates.get("items") or []:
             cache.claim_templates.upsert({**template, "kind": "ResourceClaimTemplate"})
+    await netpolicies.initial_list(kube, cache, STATE.config)
 
 
 async def _relist_forever(kube: Kube, seconds: float) -> None:
@@ -202,6 +204,9 @@ async def relist(kube: Kube) -> None:
                 partial(_child_seen, "claim_templates", "ResourceClaimTemplate"),
             )
         )
+    kinds.extend(
+        netpolicies.relist_kinds(STATE.config, partial(_child_seen, "network_policies", "NetworkPolicy"))
+    )
     for store_name, kind_name, api_version, path, query, seen in kinds:
         body = await asyncio.to_thread(kube.request, "GET", path, None, query)
         items = [{**item, "kind": kind_name, "apiVersion": api_version} for item in body.get("items") or []]
@@ -322,7 +327,8 @@ def _ignore_foreign(pod: dict[str, Any]) -> None:
 
 
 def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str, Any]) -> None:
-    """A Service or ResourceClaimTemplate event, from the watch or a relist (``kind`` None: listed)."""
+    """A Service, ResourceClaimTemplate or NetworkPolicy event, from the watch or a relist (``kind``
+    None: listed)."""
     if not obj or STATE.reconciler is None:
         return
     obj = {**obj, "kind": kind_name}

@@ -1,0 +1,123 @@
+"""The cluster admin's knobs enforced by the real operator against a real API server (KWOK tier).
+
+Aspects: with ``--allowed-images ollama/ollama`` a deployment asking for another image is refused
+(Placed=False, reason PolicyRefused, the field and the flag named), one Warning Event, no pod,
+and no retry loop (nothing more is written); an allowed image beside it is placed. With
+``--network-policy namespace`` a placed deployment gets its NetworkPolicy (owned by it, selecting
+its pods, the serving port only), made by an operator whose ServiceAccount has exactly rbac.RULES
+plus the networkpolicies rule; one deleted by hand is made again (the operator watches them); it
+goes with the deployment (garbage collector).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from gpupin import constants, reasons
+
+from helpers import RTX_2060, RTX_4070
+from kwok import Env, token_kubeconfig, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+NETWORK_POLICY_RULE: dict[str, Any] = {
+    "apiGroups": ["networking.k8s.io"],
+    "resources": ["networkpolicies"],
+    "verbs": ["get", "list", "watch", "create", "delete"],
+}
+"""What an operator with --network-policy other than none needs beside rbac.RULES (the chart's rules)."""
+
+
+def test_an_image_the_admin_does_not_allow_is_refused_once_with_no_pod(env: Env) -> None:
+    env.node("workstation", RTX_4070, RTX_2060)
+    operator = env.operator("--allowed-images", "ollama/ollama")
+    env.apply("evil", engine="ollama", models=[{"name": "llama3.1:8b"}], image="evil.example/ollama:latest")
+    env.apply("fine", engine="ollama", models=[{"name": "qwen2.5:7b"}], image="ollama/ollama:0.17.4")
+    refused = wait_for(env.placed("evil", "False"), what="Placed=False")
+    assert refused["reason"] == reasons.POLICY_REFUSED
+    assert refused["message"].startswith(
+        "the cluster's policy refuses spec.image: evil.example/ollama:latest is not an image this cluster "
+        "allows (operator flag --allowed-images: ollama/ollama"
+    ), refused["message"]
+    wait_for(env.placed("fine"), what="the allowed image placed")
+    wait_for(lambda: len(env.pods()) == 1, what="the allowed deployment's pod")
+    warnings = wait_for(
+        lambda: [e for e in env.cluster.events(env.namespace, "evil") if e["type"] == "Warning"],
+        what="the Warning Event",
+    )
+    status = env.cluster.deployment(env.namespace, "evil")["status"]
+    time.sleep(3)  # a retry loop would post again and rewrite the status by now
+    assert [e["reason"] for e in env.cluster.events(env.namespace, "evil")] == [reasons.POLICY_REFUSED]
+    assert len(warnings) == 1
+    assert env.cluster.deployment(env.namespace, "evil")["status"] == status, "nothing more written"
+    assert [p["metadata"]["labels"][constants.DEPLOYMENT_LABEL] for p in env.pods()] == ["fine"]
+    assert operator.alive()
+
+
+def _network_policies(env: Env) -> list[dict[str, Any]]:
+    path = f"/apis/networking.k8s.io/v1/namespaces/{env.namespace}/networkpolicies"
+    return list(env.cluster.get(path).get("items") or [])
+
+
+def test_a_placed_deployment_gets_its_network_policy_and_it_goes_with_it(env: Env) -> None:
+    from gpupin.controller import rbac
+
+    name = f"gpupin-netpol-{env.suffix}"
+    kube = env.cluster.kube
+    kube.request(
+        "POST",
+        f"/api/v1/namespaces/{env.namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin"}},
+    )
+    role = rbac.cluster_role(name)
+    if NETWORK_POLICY_RULE not in role["rules"]:
+        role["rules"] = [*role["rules"], NETWORK_POLICY_RULE]
+    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+    kube.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "gpupin", "namespace": env.namespace}],
+        },
+    )
+    try:
+        kubeconfig = token_kubeconfig(env.cluster, env.namespace, "gpupin", env.tmp / "sa.kubeconfig")
+        env.node("workstation", RTX_4070, RTX_2060)
+        operator = env.operator("--network-policy", "namespace", kubeconfig=kubeconfig)
+        env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}])
+        wait_for(env.placed("assistant"), what="Placed=True")
+        (policy,) = wait_for(lambda: _network_policies(env), what="the NetworkPolicy")
+        uid = env.cluster.deployment(env.namespace, "assistant")["metadata"]["uid"]
+        assert policy["metadata"]["name"] == "assistant-gpupin"
+        assert [(r["kind"], r["uid"], r["controller"]) for r in policy["metadata"]["ownerReferences"]] == [
+            (constants.KIND, uid, True)
+        ]
+        assert policy["spec"]["podSelector"] == {"matchLabels": {constants.DEPLOYMENT_LABEL: "assistant"}}
+        assert policy["spec"]["ingress"] == [
+            {"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": 11434}]}
+        ]
+        pods = wait_for(lambda: len(ps := env.pods()) == 2 and ps, what="the two pods")
+        assert all(p["metadata"]["labels"][constants.DEPLOYMENT_LABEL] == "assistant" for p in pods)
+        # the watch: a NetworkPolicy deleted by hand is made again
+        kube.request(
+            "DELETE",
+            f"/apis/networking.k8s.io/v1/namespaces/{env.namespace}/networkpolicies/assistant-gpupin",
+        )
+        wait_for(
+            lambda: [p for p in _network_policies(env) if p["metadata"]["uid"] != policy["metadata"]["uid"]],
+            what="the NetworkPolicy made again",
+        )
+        env.delete("assistant")
+        wait_for(lambda: not _network_policies(env), timeout=60, what="the NetworkPolicy gone with its owner")
+        log = operator.log.read_text()
+        assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
+    finally:
+        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
