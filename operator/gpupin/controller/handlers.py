@@ -337,6 +337,8 @@ def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str
         store.remove(obj)
     elif not store.upsert(obj):
         return
+    meta = obj["metadata"]
+    log.debug(f"Saw {kind_name}", namespace=meta.get("namespace"), name=meta["name"], type=kind)
     owner = _owner_key(obj)
     if owner and kind in ("DELETED", "MODIFIED"):
         STATE.reconciler.enqueue(owner)
