@@ -347,12 +347,16 @@ class Env:
         self.nodes.append(inventory.name)
         return inventory
 
-    def operator(self, *args: str, kubeconfig: Path | None = None) -> Operator:
-        """`gpupin operator` on the least-privilege ServiceAccount token unless told otherwise."""
+    def operator(
+        self, *args: str, kubeconfig: Path | None = None, environment: dict[str, str] | None = None
+    ) -> Operator:
+        """`gpupin operator` on the least-privilege ServiceAccount token unless told otherwise;
+        ``environment``: more variables (the chart's GPUPIN_* settings)."""
         op = Operator(
             kubeconfig or self.cluster.operator_kubeconfig or self.cluster.kubeconfig,
             self.tmp / f"operator-{len(self.operators)}.log",
             *args,
+            env=environment,
         )
         self.operators.append(op.start())
         return op

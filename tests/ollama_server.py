@@ -15,6 +15,12 @@ interface, because each server lives in namespaces of its own, made with ``unsha
   :data:`ENGINE_DIR` (first on ``PATH``, so ``ollama`` resolves as in the image). The server
   chroots into it, so the literal pod paths work and nothing is created on the host's ``/``.
 
+Given the pod's ``securityContext``, the command runs as its ``runAsUser``/``runAsGroup`` with the
+``fsGroup`` as a supplementary group, and the models volume gets what the kubelet gives a volume
+with an fsGroup (``fsGroupChangePolicy: OnRootMismatch``): when its top folder's group is not the
+fsGroup, every file is given that group, group read-write, folders set-group-id; an emptyDir's top
+folder is world-writable (0777).
+
 :meth:`OllamaServer.exec` runs a command as the kubelet runs an exec hook or probe: inside the
 same namespaces and root (``nsenter``), with the container env, stdin from /dev/null, killed at
 the timeout. :meth:`OllamaServer.api` talks HTTP to the server from inside its network namespace.
@@ -204,6 +210,11 @@ for target in sorted(binds, key=len):
     mount("--bind", binds[target], dst)
 os.chroot(root)
 os.chdir("/")
+if spec["user"]:
+    uid, gid, groups = spec["user"]
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
 os.execvpe(spec["argv"][0], spec["argv"], spec["env"])  # not os.environ: Python may have coerced LC_CTYPE
 """
 
@@ -226,6 +237,30 @@ except OSError as e:
     sys.exit(3)
 print(json.dumps({"status": status, "body": text}))
 """
+
+
+def _user_of(security: Mapping[str, Any]) -> tuple[int, int, list[int]] | None:
+    """(uid, gid, supplementary groups) of a pod securityContext's runAsUser (None: root, the image's)."""
+    uid = security.get("runAsUser")
+    if uid is None:
+        return None
+    gid = int(security.get("runAsGroup", uid))
+    return int(uid), gid, [int(security["fsGroup"])] if security.get("fsGroup") is not None else []
+
+
+def _give_group(folder: Path, gid: int) -> None:
+    """What the kubelet does to a volume with an fsGroup under ``OnRootMismatch``, and an emptyDir's
+    top folder mode (0777)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_gid == gid:
+        return
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chown(path, -1, gid)
+        mode = path.stat().st_mode
+        path.chmod(mode | 0o060 | (0o2010 if path.is_dir() else 0))
+    folder.chmod(0o2777)
 
 
 class ExecResult(subprocess.CompletedProcess[str]):
@@ -273,6 +308,7 @@ class OllamaServer:
         binary: Path | None = None,
         command: Sequence[str] = ("ollama", "serve"),
         models_dir: Path | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         found = binary or ollama_binary()
         if found is None:
@@ -294,9 +330,16 @@ class OllamaServer:
         for d in (self.tmp_dir, self.home_dir, self.models_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.chmod(0o1777)
+        self.user = _user_of(security or {})
+        """(uid, gid, supplementary groups) the command runs as; None: root."""
+        self._fs_group = (security or {}).get("fsGroup")
         self._binds = {"/tmp": str(self.tmp_dir), ENGINE_DIR: str(self.binary.parent)}
+        home = os.path.normpath(self.env["HOME"])
         try:
-            self._add_bind(self.env["HOME"], self.home_dir)
+            if home == "/tmp" or home.startswith("/tmp/"):  # inside the private /tmp: no mount of its own
+                self.home_dir = self.tmp_dir / os.path.relpath(home, "/tmp")
+            else:
+                self._add_bind(self.env["HOME"], self.home_dir)
             self._add_bind(self.models_path, self.models_dir)
         except ValueError:
             shutil.rmtree(self.state_dir, ignore_errors=True)
@@ -330,7 +373,15 @@ class OllamaServer:
             raise RuntimeError("already started")
         root = self.state_dir / "rootfs"
         root.mkdir(exist_ok=True)
-        spec = {"root": str(root), "binds": self._binds, "argv": self.command, "env": self.env}
+        if self._fs_group is not None:
+            _give_group(self.models_dir, int(self._fs_group))
+        spec = {
+            "root": str(root),
+            "binds": self._binds,
+            "argv": self.command,
+            "env": self.env,
+            "user": self.user,
+        }
         with self._log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [*_UNSHARE, "--", sys.executable, "-I", "-c", _LAUNCHER, json.dumps(spec)],
@@ -430,9 +481,14 @@ class OllamaServer:
 
     def exec(self, argv: Sequence[str], timeout: float = 30) -> ExecResult:
         """Run ``argv`` as the kubelet runs an exec hook or probe: in the server's namespaces and
-        root, with the container env, stdin /dev/null; killed (with all it started in the same
-        session) at ``timeout``."""
-        args = ["nsenter", f"--target={self.pid}", "--net", "--mount", "--pid", "--root", "--wd", "--", *argv]
+        root, as the container's user, with the container env, stdin /dev/null; killed (with all it
+        started in the same session) at ``timeout``."""
+        args = ["nsenter", f"--target={self.pid}", "--net", "--mount", "--pid", "--root", "--wd", "--"]
+        if self.user is not None:
+            uid, gid, groups = self.user
+            args += ["setpriv", f"--reuid={uid}", f"--regid={gid}"]
+            args += [f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups", "--"]
+        args += argv
         proc = subprocess.Popen(
             args,
             env=self.env,

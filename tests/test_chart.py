@@ -165,6 +165,13 @@ def test_non_default_values(tmp_path: Path) -> None:
         "env"
     ], "--set operator.watchNamespaces=llm is a namespace, not a schema error"
     assert not by_kind(render("agent.restrictNodeWrites=false"), "ValidatingAdmissionPolicy")
+    netpol = {
+        r["metadata"]["name"]: r["rules"]
+        for r in by_kind(render("operator.networkPolicy.mode=namespace"), "ClusterRole")
+    }
+    assert netpol["gpupin-operator-workloads"] == [*rbac.NAMESPACED_RULES, *rbac.NETWORK_POLICY_RULES], (
+        "NetworkPolicy rights only where the operator makes them"
+    )
     assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
     assert not by_kind(render("agent.enabled=false"), "DaemonSet")
 

@@ -1,5 +1,7 @@
 """Operator settings from flags and environment: --require-gpu and GPUPIN_REQUIRE_GPU, --relist-seconds
-and GPUPIN_RELIST_SECONDS.
+and GPUPIN_RELIST_SECONDS, the cluster admin's knobs (allowed images, env from Secrets and
+ConfigMaps, claims, StorageClasses, GPU sharing across namespaces, the model cache limit,
+NetworkPolicies).
 
 Aspects: the default requires GPU memory; the flag wins over the variable; the variable takes
 true/false spellings; anything else is a one-line error from `gpupin operator` (exit 2), not a
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from gpupin.controller import config
+from gpupin.controller import admin, config
+from gpupin.policy import Policy
 
 
 def _parse(argv: list[str]) -> config.OperatorConfig:
@@ -147,3 +150,110 @@ def test_gpu_loss_grace_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _parse(["--gpu-loss-grace-seconds", "0"]).gpu_loss_grace_seconds == 0
     with pytest.raises(ValueError, match="--gpu-loss-grace-seconds must be 0 or more"):
         _parse(["--gpu-loss-grace-seconds", "-1"])
+
+
+# -- the cluster admin's knobs (gpupin.policy, the model cache, NetworkPolicies) ---------------------
+
+
+def _clear_admin_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for setting in admin.ENV.values():
+        monkeypatch.delenv(setting, raising=False)
+
+
+def test_the_admin_knobs_default_to_what_gpupin_always_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compatible defaults: any image, env from Secrets and ConfigMaps, claims, StorageClasses; the
+    secure ones: no GPU shared across namespaces, a cache limit sized from the models, and no
+    NetworkPolicy (clients of other namespaces, ingress controllers and scrapers keep working)."""
+    _clear_admin_env(monkeypatch)
+    settings = _parse([])
+    assert settings.policy == Policy(own_images=(settings.ollama_image, settings.vllm_image))
+    assert settings.policy.cross_namespace_sharing is False
+    assert (settings.render.default_cache_size, settings.render.network_policy) == ("auto", "none")
+
+
+def test_the_admin_knobs_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_admin_env(monkeypatch)
+    monkeypatch.setenv(admin.ENV["allowed_images"], "registry.example/llm/, vllm/vllm-openai:")
+    monkeypatch.setenv(admin.ENV["allow_env_from_secrets"], "false")
+    monkeypatch.setenv(admin.ENV["allow_existing_claims"], "0")
+    monkeypatch.setenv(admin.ENV["allowed_storage_classes"], "local,fast")
+    monkeypatch.setenv(admin.ENV["allow_cross_namespace_sharing"], "true")
+    monkeypatch.setenv(admin.ENV["default_cache_size"], "200Gi")
+    monkeypatch.setenv(admin.ENV["network_policy"], "namespace")
+    monkeypatch.setenv(admin.ENV["network_policy_namespaces"], "team=ml,monitoring")
+    settings = _parse([])
+    policy = settings.policy
+    assert policy.allowed_images == ("registry.example/llm/", "vllm/vllm-openai:")
+    assert (policy.allow_env_from_secrets, policy.allow_env_from_config_maps) == (False, True)
+    assert (policy.allow_existing_claims, policy.allow_storage_classes) == (False, True)
+    assert policy.allowed_storage_classes == ("local", "fast")
+    assert policy.cross_namespace_sharing is True
+    render = settings.render
+    assert (render.default_cache_size, render.network_policy) == ("200Gi", "namespace")
+    assert render.network_policy_namespaces == (("team", "ml"), ("monitoring", None))
+    # a flag wins over its variable; list flags add to the variable's entries
+    flagged = _parse(
+        [
+            "--allow-env-from-secrets",
+            "--no-allow-cross-namespace-sharing",
+            "--allowed-images",
+            "ollama/ollama",
+        ]
+    )
+    assert flagged.policy.allow_env_from_secrets is True and flagged.policy.cross_namespace_sharing is False
+    assert flagged.policy.allowed_images == ("registry.example/llm/", "vllm/vllm-openai:", "ollama/ollama")
+    assert (
+        _parse(["--default-cache-size", "none", "--network-policy", "none"]).render.default_cache_size
+        == "none"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "env", "message"),
+    [
+        (
+            "allow_env_from_secrets",
+            "maybe",
+            "gpupin: GPUPIN_ALLOW_ENV_FROM_SECRETS='maybe': expected true or false",
+        ),
+        (
+            "allowed_images",
+            "ollama/ollama,quay.io",
+            "gpupin: --allowed-images 'quay.io': a registry is written with its slash (quay.io/…) or as a "
+            "repository (registry/org/name); a name without a slash is a Docker Hub image",
+        ),
+        (
+            "default_cache_size",
+            "huge",
+            "gpupin: --default-cache-size 'huge': expected auto, none or a size such as 200Gi",
+        ),
+        (
+            "default_cache_size",
+            "0",
+            "gpupin: --default-cache-size '0': expected auto, none or a size such as 200Gi",
+        ),
+        ("network_policy", "strict", "gpupin: --network-policy 'strict': expected none or namespace"),
+        (
+            "network_policy_namespaces",
+            "team=ml,bad key",
+            "gpupin: --network-policy-namespaces 'bad key': expected key=value or key (namespace labels, "
+            "comma-separated), e.g. kubernetes.io/metadata.name=ingress-nginx",
+        ),
+    ],
+)
+def test_a_bad_admin_knob_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, setting: str, env: str, message: str
+) -> None:
+    monkeypatch.setenv(admin.ENV[setting], env)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "gpupin"), "operator"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == message
+
+
+def test_every_setting_has_its_environment_variable() -> None:
+    """Every flag of `gpupin operator` has a GPUPIN_* twin (HF_ENDPOINT keeps Hugging Face's name)."""
+    fields = set(config.OperatorConfig.__dataclass_fields__)
+    assert fields == set(config.ENV)
+    assert all(v.startswith("GPUPIN_") or v == "HF_ENDPOINT" for v in config.ENV.values())

@@ -6,7 +6,8 @@ successor (both would hold the same GPU); a refusal keeps the pods that serve an
 GPU or node leaving the inventory deletes its pod (at once when the node is gone) and sets
 Degraded; conditions keep their lastTransitionTime while unchanged; a Service name another deployment's
 Service has (names are unique within a deployment only) is a status on the deployment that asks
-for it, written once, and the other's Service is left alone.
+for it, written once, and the other's Service is left alone; a policy the admin tightened under a
+running deployment refuses its spec once (one Event) and keeps its pod, Service and NetworkPolicy.
 """
 
 from __future__ import annotations
@@ -329,4 +330,48 @@ def test_a_service_name_another_deployment_has_is_a_status_on_the_later_one(
             assert (actions.status, actions.events) == (None, []), "said once: no status write, no Event"
     assert cache.services.get(("default", taken)) == theirs, "the other deployment's Service is untouched"
     again = _decide(earlier, cluster, earlier_pods, earlier_services)
+    assert (again.create, again.delete, again.status, again.events) == ([], [], None, [])
+
+
+def test_a_tightened_policy_refuses_the_spec_and_keeps_what_serves() -> None:
+    """The admin allows fewer images while a deployment runs one: its plan is refused
+    (PolicyRefused, one Warning Event), nothing is created or deleted — not its pod, Service or
+    NetworkPolicy — and the next reconcile writes nothing (no retry loop)."""
+    from gpupin.api.v1alpha1 import LLMDeployment
+    from gpupin.controller.rollout import hints
+    from gpupin.policy import Policy
+
+    cluster = inventory(node("w", A10))
+    config = RenderConfig(network_policy="namespace")
+    body = _body({"models": [{"name": "Qwen/Qwen2.5-3B-Instruct"}], "image": "registry.example/vllm:1"})
+
+    def reconcile(body: dict[str, Any], children: list[dict[str, Any]], policy: Policy) -> Actions:
+        deployment = LLMDeployment.model_validate(
+            {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+        )
+        pods = [c for c in children if c["kind"] == "Pod"]
+        plan = Planner(cluster, policy=policy).plan(deployment, hints(pods))
+        of = {kind: [c for c in children if c["kind"] == kind] for kind in ("Service", "NetworkPolicy")}
+        return decide(
+            body, deployment, None, plan, pods, of["Service"], [], cluster, config, NOW,
+            network_policies=of["NetworkPolicy"],
+        )  # fmt: skip
+
+    first = reconcile(body, [], Policy())
+    assert sorted(o["kind"] for o in first.create) == ["NetworkPolicy", "Pod", "Service"]
+    assert first.create[0]["kind"] == "NetworkPolicy", "created before the pod it guards"
+    children = _as_created(first.create)
+    body = {**body, "status": first.status}
+    body = {**body, "status": reconcile(body, children, Policy()).status or body["status"]}
+
+    tightened = Policy(allowed_images=("vllm/vllm-openai",))
+    refused = reconcile(body, children, tightened)
+    assert (refused.create, refused.delete) == ([], [])
+    assert refused.status is not None and refused.status["reason"] == reasons.POLICY_REFUSED
+    assert (
+        "spec.image: registry.example/vllm:1 is not an image this cluster allows" in refused.status["message"]
+    )
+    assert "1 pod placed earlier keeps running" in refused.status["message"]
+    assert [(e.type, e.reason) for e in refused.events] == [("Warning", reasons.POLICY_REFUSED)]
+    again = reconcile({**body, "status": refused.status}, children, tightened)
     assert (again.create, again.delete, again.status, again.events) == ([], [], None, [])

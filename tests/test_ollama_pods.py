@@ -14,7 +14,9 @@ sends no prompt, embedding models load, one missing model does not crash-loop th
 readiness is false before loading and true after, and false *because* of the CPU when GPUs are
 required, with Ollama's own figures that the operator reports; models stay loaded (keep-alive
 -1); a model pull that fails names the model; every pinning mode and pod shape (several models
-with an embedding model, a model spanning GPUs) behaves the same.
+with an embedding model, a model spanning GPUs) behaves the same; every container, hook and probe
+runs as the pod's non-root user (uid 1000, with the fsGroup the kubelet gives the volume), which
+needs the HOME the pod sets.
 """
 
 from __future__ import annotations
@@ -116,7 +118,9 @@ def _seed_volume(models_dir: Path, names: list[str], ggufs: Callable[[str], Path
 def _run_init(pod: dict[str, Any], models_dir: Path) -> tuple[int, str]:
     """The pull-models init container to completion: (exit code, its log)."""
     (init,) = pod["spec"]["initContainers"]
-    runner = OllamaServer(_env(init), command=init["command"], models_dir=models_dir)
+    runner = OllamaServer(
+        _env(init), command=init["command"], models_dir=models_dir, security=pod["spec"]["securityContext"]
+    )
     runner.start()
     deadline = time.monotonic() + 120
     while runner.poll() is None and time.monotonic() < deadline:
@@ -141,14 +145,24 @@ def started(request: pytest.FixtureRequest) -> Iterator[list[OllamaServer]]:
 def _start_server(pod: dict[str, Any], models_dir: Path, started: list[OllamaServer]) -> OllamaServer:
     (container,) = pod["spec"]["containers"]
     # The image's ENTRYPOINT is /bin/ollama; the pod gives its args.
-    server = OllamaServer(_env(container), command=["ollama", *container["args"]], models_dir=models_dir)
+    security = pod["spec"]["securityContext"]
+    server = OllamaServer(
+        _env(container), command=["ollama", *container["args"]], models_dir=models_dir, security=security
+    )
     started.append(server)
     server.start()
     server.wait_until_up(60)
+    assert _uid(server.pid) == security["runAsUser"] != 0, "the server runs as the pod's user, not root"
     for probe in ("startupProbe", "livenessProbe"):
         status, _ = server.api("GET", container[probe]["httpGet"]["path"])
         assert status == 200, f"{probe} would fail"
     return server
+
+
+def _uid(pid: int) -> int:
+    """The real uid of a host process."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:"))
+    return int(line.split()[1])
 
 
 def _hooked(
@@ -254,6 +268,36 @@ def test_seed_pods_load_every_model_without_generating_and_become_ready(
         if "nomic-embed-text" in names:
             assert status == 200 and len(answer["embeddings"][0]) == 64, "the embedding model serves"
         server.stop()
+
+
+def test_the_pod_runs_as_its_non_root_user_only_with_the_home_it_is_given(
+    tmp_path: Path, ggufs: Callable[[str], Path], started: list[OllamaServer]
+) -> None:
+    """Ollama pods run as uid 1000 (runAsNonRoot) with HOME=/tmp: a model pulled into the volume is
+    written by that user, and the server starts. The control: the same container with a HOME the
+    user cannot write (the runtime gives a uid the image has no entry for HOME=/) does not start,
+    as ``ollama serve`` writes its key pair there first."""
+    (pod, *_) = _pods(SEED, workstation(), CPU_OK)
+    security = pod["spec"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == security["fsGroup"] == 1000
+    server = _serve_pod(pod, tmp_path, ggufs, started)
+    server.create_model("gpupin-written-by-the-pod:latest", ggufs("gpupin-written-by-the-pod"))
+    blobs = list((server.models_dir / "blobs").iterdir())
+    assert {b.stat().st_uid for b in blobs} >= {1000}, "the pod's user writes the cache"
+    server.stop()
+
+    (container,) = pod["spec"]["containers"]
+    env = {**_env(container), "HOME": "/gpupin-home"}  # a folder of root's, as / is
+    homeless = OllamaServer(
+        env, command=["ollama", *container["args"]], models_dir=tmp_path / "homeless", security=security
+    )
+    started.append(homeless)
+    homeless.start()
+    deadline = time.monotonic() + 30
+    while homeless.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert homeless.poll() not in (None, 0), homeless.log[-1000:]
+    assert "could not create directory mkdir /gpupin-home/.ollama: permission denied" in homeless.log
 
 
 @pytest.mark.parametrize("pinning", PINNING_MODES)

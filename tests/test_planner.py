@@ -4,7 +4,8 @@ Aspects: the seed's four outcomes; tensor-parallel grouping (matching subsets, m
 groups refused or allowed, one node only, heads divisibility); compute capability and
 the bf16 → float16 fallback; Ollama one-GPU placement, spanning, sharing and replicas;
 exclusivity per pinning mode; selectors; MIG; refusal reasons (InsufficientVRAM vs
-InsufficientGPUs vs TooFewGPUs); stability of existing pods; names.
+InsufficientGPUs vs TooFewGPUs); stability of existing pods; names; Ollama pods of different
+namespaces on different GPUs (the admin's flag allows sharing).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gpupin.inventory import Inventory, NodeInventory
 from gpupin.pinning import PinningModeName
 from gpupin.placement import CurrentPod, Hold, Plan
 from gpupin.planner import Planner, plan
+from gpupin.policy import DEFAULT_POLICY, Policy
 from gpupin.quantity import GiB
 
 from helpers import (
@@ -529,3 +531,60 @@ def test_a_gpu_a_vllm_pod_owns_is_said_to_be_held_exclusively() -> None:
     refused = planner.plan(deployment("chat", engine="ollama", models=models("qwen2.5:7b")))
     assert refused.reason == reasons.INSUFFICIENT_GPUS
     assert "default/small-vllm holds RTX 4090 24.0 GiB (GPU 0 on box) exclusively (it uses" in refused.message
+
+
+# -- GPUs are not shared across namespaces (unless the admin allows it) --------------------------
+
+
+def _two_tenants(policy: Policy = DEFAULT_POLICY) -> tuple[Planner, Plan]:
+    """Tenant a's Ollama model on GPU 0 of a node with two A100s (the best fit for both models)."""
+    planner = Planner(inventory(node("n", A100_80, A100_80)), policy=policy)
+    first = planner.plan(deployment("chat", namespace="a", engine="ollama", models=models("llama3.1:8b")))
+    assert layout(first) == [("n", (0,), ("llama3.1:8b",))]
+    return planner, first
+
+
+def test_ollama_pods_of_another_namespace_go_on_another_gpu() -> None:
+    planner, _ = _two_tenants()
+    other = planner.plan(deployment("chat", namespace="b", engine="ollama", models=models("qwen2.5:7b")))
+    assert layout(other) == [("n", (1,), ("qwen2.5:7b",))], "not beside tenant a's model on GPU 0"
+    same = planner.plan(
+        deployment("embed", namespace="a", engine="ollama", models=models("nomic-embed-text"))
+    )
+    assert layout(same) == [("n", (0,), ("nomic-embed-text",))], (
+        "the same namespace still shares (GPU 1 is b's)"
+    )
+
+
+def test_a_gpu_held_by_another_namespace_is_a_wait_that_says_so() -> None:
+    planner = Planner(inventory(node("n", A100_80)))
+    planner.plan(deployment("chat", namespace="a", engine="ollama", models=models("llama3.1:8b")))
+    refused = planner.plan(deployment("chat", namespace="b", engine="ollama", models=models("qwen2.5:7b")))
+    assert not refused.placed and refused.reason == reasons.INSUFFICIENT_GPUS
+    assert "A100-SXM4-80GB 80.0 GiB (GPU 0 on n) has room but holds pods of namespace a;" in refused.message
+    assert (
+        "GPUs are not shared across namespaces (operator flag --allow-cross-namespace-sharing). "
+        "It is placed when a GPU is free"
+    ) in refused.message
+
+
+def test_the_flag_allows_sharing_across_namespaces_as_before() -> None:
+    planner, _ = _two_tenants(Policy(cross_namespace_sharing=True))
+    other = planner.plan(deployment("chat", namespace="b", engine="ollama", models=models("qwen2.5:7b")))
+    assert layout(other) == [("n", (0,), ("qwen2.5:7b",))], "best fit: beside tenant a's model"
+
+
+def test_pods_already_sharing_a_gpu_across_namespaces_stay_and_take_no_new_model() -> None:
+    """Placed before the rule (or under the flag): the pod keeps its GPU; a model added to the
+    deployment goes to a GPU of its own."""
+    cluster = inventory(node("n", A100_80, A100_80))
+    holds = [Hold(uuid="GPU-n-0", vram_bytes=10 * GiB, exclusive=False, owner="a/chat")]
+    current = [CurrentPod(gpu_uuids=("GPU-n-0",), models=("qwen2.5:7b",))]
+    item = deployment("chat", namespace="b", engine="ollama", models=models("qwen2.5:7b"))
+    kept = Planner(cluster, holds).plan(item, current)
+    assert layout(kept) == [("n", (0,), ("qwen2.5:7b",))]
+    grown = deployment("chat", namespace="b", engine="ollama", models=models("qwen2.5:7b", "llama3.2:3b"))
+    placed = Planner(cluster, holds).plan(grown, current)
+    assert layout(placed) == [("n", (0,), ("qwen2.5:7b",)), ("n", (1,), ("llama3.2:3b",))]
+    shared = Planner(cluster, holds, policy=Policy(cross_namespace_sharing=True)).plan(grown, current)
+    assert layout(shared) == [("n", (0,), ("llama3.2:3b", "qwen2.5:7b"))]

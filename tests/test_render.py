@@ -1,11 +1,14 @@
-"""Rendering plans into Pods, Services and ResourceClaimTemplates.
+"""Rendering plans into Pods, Services, ResourceClaimTemplates and NetworkPolicies.
 
 Aspects: each pinning mode pins the planned GPU (env + runtime class; DRA claim by UUID;
 device-plugin count); vLLM and Ollama containers (args, probes, /dev/shm, model pull and
 preload, the env that keeps Ollama's memory what was planned); Services per engine; the
 placement annotation and labels the operator reads back; deterministic names and spec
 hashes; every example deployment placed (and rendered) or refused (with its reason) as a table
-says, and every rendered object valid Kubernetes v1.37 (strict schema).
+says, and every rendered object valid Kubernetes v1.37 (strict schema). What every pod gets for
+the cluster admin: no service account token, Ollama as a non-root user (vLLM as its image's), a
+model cache emptyDir limited by default from the pod's models, and (when configured) one
+NetworkPolicy per deployment that admits only its namespace's pods to the serving port.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from gpupin.inventory import Inventory, NodeInventory
 from gpupin.loading import load_deployments, load_inventory
 from gpupin.pinning import PINNING_MODES, PinningModeName
 from gpupin.planner import Planner, plan
-from gpupin.render import RenderConfig, render, spec_hash
+from gpupin.quantity import GiB
+from gpupin.render import CACHE_HEADROOM, RenderConfig, auto_cache_bytes, render, spec_hash
 
 from helpers import A10, EXAMPLES, T4, deployment, inventory, is_dns_1035_label, models, node, workstation
 
@@ -408,7 +412,7 @@ def test_every_rendered_object_is_valid_kubernetes(
     for item in items:
         name = item.metadata.name
         result = planner.plan(item)
-        objects = render(item, result, RenderConfig(pinning=pinning))
+        objects = render(item, result, RenderConfig(pinning=pinning, network_policy="namespace"))
         assert result.reason == _expected(example, name, pinning), (name, result.message)
         if result.reason in reasons.REFUSALS:
             assert not result.placed and objects == [], name
@@ -418,10 +422,138 @@ def test_every_rendered_object_is_valid_kubernetes(
         assert kinds["Pod"] == len(result.placements) >= 1, (name, kinds)
         assert kinds["Service"] >= 1, (name, kinds)
         assert kinds["ResourceClaimTemplate"] == (kinds["Pod"] if pinning == "dra" else 0), (name, kinds)
-        assert set(kinds) <= {"Pod", "Service", "ResourceClaimTemplate"}, (name, kinds)
+        assert kinds["NetworkPolicy"] == 1, (name, kinds)
+        assert set(kinds) <= {"Pod", "Service", "ResourceClaimTemplate", "NetworkPolicy"}, (name, kinds)
         for obj in objects:
             kubernetes_validate.validate(obj, "1.37.0", strict=True)
             obj_name = obj["metadata"]["name"]
             assert is_dns_1035_label(obj_name), obj_name
             for key, value in obj["metadata"]["labels"].items():
                 assert len(key.split("/")[-1]) <= 63 and len(value) <= 63, key
+
+
+# -- what every pod gets for the cluster admin ----------------------------------------------------
+
+
+def test_no_pod_mounts_a_service_account_token_and_ollama_runs_as_non_root() -> None:
+    """The servers never call the Kubernetes API. Ollama runs as uid/gid 1000 (fsGroup 1000 makes
+    the models volume its group's) with HOME=/tmp in both its containers; vLLM runs as its image's
+    user (root: its caches live under /root), so its pod says nothing of users."""
+    (ollama, *_) = _of(_render(SEED_OLLAMA, workstation()), "Pod")
+    (vllm,) = _of(
+        _render(deployment("chat", models=models("Qwen/Qwen2.5-3B-Instruct")), workstation()), "Pod"
+    )
+    for pod in (ollama, vllm):
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in [*pod["spec"]["containers"], *pod["spec"].get("initContainers", [])]:
+            assert container["securityContext"] == {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+    assert ollama["spec"]["securityContext"] == {
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
+    for container in [*ollama["spec"]["containers"], *ollama["spec"]["initContainers"]]:
+        assert _env(container)["HOME"] == "/tmp", container["name"]
+    assert vllm["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    user_home = deployment(
+        "h", engine="ollama", models=models("qwen2.5:7b"), env=[{"name": "HOME", "value": "/x"}]
+    )
+    (pod,) = _of(_render(user_home, workstation()), "Pod")
+    homes = [e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "HOME"]
+    assert homes == ["/tmp", "/x"], "the spec's env comes last: a user's HOME wins"
+
+
+def test_the_model_cache_limit_defaults_to_twice_the_pods_models_plus_headroom() -> None:
+    """Without spec.storage.size the emptyDir gets a sizeLimit: auto is 2 × the plan's estimate of the
+    pod's own models + 10 GiB, in whole GiB; a fixed size or none by flag; the spec's size wins,
+    and a claim has no emptyDir."""
+    result = plan(SEED_OLLAMA, workstation())
+    sizes = {m.name: m.vram_bytes for m in result.models}
+    pods = _of(render(SEED_OLLAMA, result, RenderConfig()), "Pod")
+    assert len(pods) == 2
+    for pod in pods:
+        held = json.loads(pod["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])["models"]
+        limit = 2 * sum(sizes[m] for m in held) + CACHE_HEADROOM
+        expected = -(-limit // GiB)
+        assert pod["spec"]["volumes"][0] == {"name": "models", "emptyDir": {"sizeLimit": f"{expected}Gi"}}
+        assert expected * GiB == auto_cache_bytes(held, sizes) >= 2 * sum(sizes[m] for m in held) + 10 * GiB
+    assert len({p["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] for p in pods}) == 2, (
+        "each pod its own models"
+    )
+    assert auto_cache_bytes(["unknown"], {}) == 10 * GiB
+    fixed = _of(render(SEED_OLLAMA, result, RenderConfig(default_cache_size="200Gi")), "Pod")
+    assert {p["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] for p in fixed} == {"200Gi"}
+    unlimited = _of(render(SEED_OLLAMA, result, RenderConfig(default_cache_size="none")), "Pod")
+    assert [p["spec"]["volumes"][0] for p in unlimited] == [{"name": "models", "emptyDir": {}}] * 2
+    cluster = inventory(node("n", A10))
+    sized = deployment("s", models=models("Qwen/Qwen2.5-3B-Instruct"), storage={"size": "20Gi"})
+    (pod,) = _of(_render(sized, cluster), "Pod")
+    assert pod["spec"]["volumes"][0] == {"name": "models", "emptyDir": {"sizeLimit": "20Gi"}}
+    claimed = deployment("c", models=models("Qwen/Qwen2.5-3B-Instruct"), storage={"existingClaim": "hf"})
+    (pod,) = _of(_render(claimed, cluster), "Pod")
+    assert pod["spec"]["volumes"][0] == {"name": "models", "persistentVolumeClaim": {"claimName": "hf"}}
+
+
+@pytest.mark.parametrize(
+    ("item", "port"),
+    [(SEED_OLLAMA, 11434), (deployment("chat", models=models("Qwen/Qwen2.5-3B-Instruct")), 8000)],
+)
+def test_a_network_policy_admits_only_the_namespace_to_the_serving_port(
+    item: LLMDeployment, port: int
+) -> None:
+    """--network-policy namespace: one NetworkPolicy per deployment selects all its pods and admits
+    pods of its own namespace (and of namespaces with the configured labels) to the engine's port
+    only; Ingress only (pulls need egress). none (the default): no NetworkPolicy."""
+    result = plan(item, workstation())
+    assert not _of(render(item, result, RenderConfig()), "NetworkPolicy")
+    config = RenderConfig(network_policy="namespace")
+    (policy,) = _of(render(item, result, config), "NetworkPolicy")
+    assert policy["metadata"]["name"] == f"{item.metadata.name}-gpupin"
+    assert policy["metadata"]["namespace"] == item.metadata.namespace
+    assert policy["metadata"]["labels"][constants.MANAGED_BY_LABEL] == constants.MANAGED_BY
+    assert constants.SPEC_HASH_LABEL in policy["metadata"]["labels"]
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {constants.DEPLOYMENT_LABEL: item.metadata.name}},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {}}], "ports": [{"protocol": "TCP", "port": port}]}],
+    }
+    pods = _of(render(item, result, config), "Pod")
+    assert all(
+        policy["spec"]["podSelector"]["matchLabels"].items() <= p["metadata"]["labels"].items() for p in pods
+    )
+    kubernetes_validate.validate(policy, "1.37.0", strict=True)
+    wider = RenderConfig(
+        network_policy="namespace", network_policy_namespaces=(("team", "ml"), ("monitoring", None))
+    )
+    (policy,) = _of(render(item, result, wider), "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {}},
+        {
+            "namespaceSelector": {
+                "matchLabels": {"team": "ml"},
+                "matchExpressions": [{"key": "monitoring", "operator": "Exists"}],
+            }
+        },
+    ]
+    kubernetes_validate.validate(policy, "1.37.0", strict=True)
+
+
+def test_a_long_deployment_name_gets_a_network_policy_name_of_its_own() -> None:
+    long_a, long_b = "a" * 70 + "-one", "a" * 70 + "-two"
+    names = set()
+    for name in (long_a, long_b, "chat.v2"):
+        item = deployment(name, engine="ollama", models=models("qwen2.5:7b"))
+        (policy,) = _of(
+            render(item, plan(item, workstation()), RenderConfig(network_policy="namespace")), "NetworkPolicy"
+        )
+        obj_name = policy["metadata"]["name"]
+        assert len(obj_name) <= 63 and naming.dns_label(obj_name) == obj_name and obj_name.endswith("-gpupin")
+        names.add(obj_name)
+    assert len(names) == 3

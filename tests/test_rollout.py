@@ -13,11 +13,11 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from gpupin import reasons
+from gpupin import constants, reasons
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.podstate import is_ready, is_terminating, placement_of
-from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
+from gpupin.controller.rollout import DEFAULT_POLICY, RolloutGate, RolloutPolicy, converge, hints, surge_plan
 from gpupin.controller.status import condition
 from gpupin.inventory import Inventory
 from gpupin.planner import Planner
@@ -333,3 +333,23 @@ def test_a_gpu_known_by_another_name_still_blocks_its_replacement() -> None:
     assert [o["metadata"]["name"] for o, _ in actions.delete] == [old["metadata"]["name"]], (
         "replaced in place"
     )
+
+
+def test_a_network_policy_follows_the_plan_like_a_service() -> None:
+    """Created with the plan's other objects (before the pods), replaced when its hash changed
+    (the old one deleted, the new one once it is gone), deleted when the plan has none."""
+
+    def policy(hash_: str) -> dict[str, Any]:
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "chat-gpupin", "labels": {constants.SPEC_HASH_LABEL: hash_}},
+        }
+
+    created = converge([policy("new")], [], [], [], [], DEFAULT_POLICY)
+    assert created.create == [policy("new")] and created.delete == []
+    same = converge([policy("new")], [], [], [], [], DEFAULT_POLICY, network_policies=[policy("new")])
+    assert (same.create, same.delete, same.waiting) == ([], [], False)
+    changed = converge([policy("new")], [], [], [], [], DEFAULT_POLICY, network_policies=[policy("old")])
+    assert changed.delete == [(policy("old"), None)] and changed.create == [] and changed.waiting
+    dropped = converge([], [], [], [], [], DEFAULT_POLICY, network_policies=[policy("old")])
+    assert dropped.delete == [(policy("old"), None)]

@@ -40,7 +40,12 @@ def chart_crd() -> str:
 
 
 def operator_rules() -> str:
-    rules = {"cluster": rbac.CLUSTER_RULES, "namespaced": rbac.NAMESPACED_RULES, "events": rbac.EVENT_RULES}
+    rules = {
+        "cluster": rbac.CLUSTER_RULES,
+        "namespaced": rbac.NAMESPACED_RULES,
+        "events": rbac.EVENT_RULES,
+        "networkPolicies": rbac.NETWORK_POLICY_RULES,
+    }
     return HEADER + yaml.safe_dump(rules, sort_keys=False)
 
 

@@ -23,7 +23,10 @@ from kubernetes.config.config_exception import ConfigException
 from gpupin.constants import KUBELET_READINESS_FAILED
 
 CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events"}
-GROUP_KINDS = {"ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates")}
+GROUP_KINDS = {
+    "ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates"),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
+}
 
 
 class ApiError(Exception):

@@ -17,7 +17,10 @@ on the shared :class:`~gpupin.kernel.state.ClusterState`. The rules live where t
   the same plan;
 - frozen nodes and GPUs (:class:`~gpupin.kernel.state.Frozen`: the operator keeps a node's last
   good inventory while its GPU facts cannot be read) keep the pods already there and take no new
-  ones; a refusal says which and why.
+  ones; a refusal says which and why;
+- the cluster admin's :class:`~gpupin.policy.Policy` comes first: a spec using what it does not
+  allow is refused (``PolicyRefused``) before it is sized, and Ollama pods of different namespaces
+  share no GPU unless the policy allows it.
 
 :class:`Planner` plans deployments one after another against one cluster state, each seeing the
 GPUs the earlier ones took; it keeps indexes so that planning one deployment does not scan every
@@ -39,6 +42,7 @@ from gpupin.kernel.eligibility import GPUFilter, Refusal
 from gpupin.kernel.state import NOT_FROZEN, ClusterState, Frozen
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import CurrentPod, Hold, ModelSizing, Plan
+from gpupin.policy import DEFAULT_POLICY, Policy, problems, refusal_message
 from gpupin.quantity import format_gib
 from gpupin.sizing import Estimate, SizingError
 
@@ -63,8 +67,10 @@ class Planner:
         pinning: PinningModeName = "visible-devices",
         engines: EngineRegistry = ENGINES,
         frozen: Frozen = NOT_FROZEN,
+        policy: Policy = DEFAULT_POLICY,
     ) -> None:
         self.inventory = inventory
+        self.policy = policy
         self.pinning = pinning
         self.mode = pinning_modes.get(pinning)
         self.engines = engines
@@ -122,7 +128,7 @@ class Planner:
     def _capacity_planner(self) -> Planner:
         """The same cluster with nothing held: tells 'too small' from 'taken'."""
         if self._empty is None:
-            self._empty = Planner(self.inventory, (), self.pinning, self.engines, self.frozen)
+            self._empty = Planner(self.inventory, (), self.pinning, self.engines, self.frozen, self.policy)
             self._empty._is_capacity_view = True
         return self._empty
 
@@ -136,6 +142,9 @@ class Planner:
             engine = self.engines.get(name)
         except UnknownEngine as exc:  # never planned as another engine
             return _refused(deployment, name, Refusal(reasons.INVALID_SPEC, str(exc)))
+        refused = problems(spec, self.policy)
+        if refused:  # the admin's rule, before anything is sized or read
+            return _refused(deployment, name, Refusal(reasons.POLICY_REFUSED, refusal_message(refused)))
         mark = self.state.mark()
         sized: tuple[ModelSizing, ...] = ()
         gpu_filter: GPUFilter | None = None
@@ -158,6 +167,7 @@ class Planner:
                 current=current,
                 exclusive=exclusive(engine, self.mode),
                 capacity_exists=lambda: self.fits_when_empty(deployment),
+                share_across_namespaces=self.policy.cross_namespace_sharing,
             )
             placements, reason, message = engine.place(ctx, spec, estimates)
         except Refusal as refusal:
@@ -245,6 +255,7 @@ def plan(
     pinning: PinningModeName = "visible-devices",
     current: Sequence[CurrentPod] = (),
     engines: EngineRegistry = ENGINES,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Plan:
     """Plan one deployment: the pure function the operator's reconcile calls."""
-    return Planner(inventory, holds, pinning, engines).plan(deployment, current)
+    return Planner(inventory, holds, pinning, engines, policy=policy).plan(deployment, current)

@@ -38,6 +38,10 @@ PINNING_UNSUPPORTED: Final = "PinningUnsupported"
 NODE_INVENTORY_PROBLEM: Final = "NodeInventoryProblem"
 """Every GPU the deployment could use is on a node whose GPU inventory cannot be read now (or was
 reported gone): such GPUs keep their pods and take no new ones."""
+POLICY_REFUSED: Final = "PolicyRefused"
+"""The spec uses what the cluster admin's policy (operator flags: --allowed-images, env from Secrets,
+existing claims, StorageClasses) does not allow; the message names each field and the flag. Pods an
+earlier spec or policy made keep serving."""
 
 # Ready=True / False: how the deployment's pods are doing. The first two are the plain
 # states; the others name what went wrong in a pod (the message names the pod and the cause).
@@ -87,6 +91,7 @@ REFUSALS: Final = frozenset(
         INSUFFICIENT_GPUS,
         PINNING_UNSUPPORTED,
         NODE_INVENTORY_PROBLEM,
+        POLICY_REFUSED,
     }
 )
 WARNINGS: Final = frozenset({MIXED_GPUS_ALLOWED, DTYPE_FALLBACK})

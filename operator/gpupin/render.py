@@ -1,23 +1,29 @@
 """Render a plan into the Kubernetes objects the operator creates, as plain dicts.
 
 Pure: no kubernetes imports. One Pod per placement, the objects its pinning mode needs before it
-(a ResourceClaimTemplate in the ``dra`` mode), and the engine's Services (one per vLLM deployment,
-one per Ollama model selecting only the pods that hold it).
+(a ResourceClaimTemplate in the ``dra`` mode), the engine's Services (one per vLLM deployment,
+one per Ollama model selecting only the pods that hold it) and, when the operator is so configured,
+one NetworkPolicy that admits only clients of the deployment's own namespace to its pods.
 
 A pod is assembled from three parts, each from its own room: what every gpupin pod has (labels,
 the node, the placement annotation, the model cache volume, the spec's env, resources and
-tolerations — here), the engine's containers and probes (:mod:`gpupin.engines`), and what binds
-it to its GPUs (:mod:`gpupin.pinning`).
+tolerations, no service account token — here), the engine's containers, probes and user
+(:mod:`gpupin.engines`), and what binds it to its GPUs (:mod:`gpupin.pinning`).
 
-Every object carries a spec-hash label; the operator replaces a pod whose hash changed.
+Every object carries a spec-hash label; the operator replaces a pod whose hash changed. So a
+change here (a new pod field) changes every pod's hash: after an operator upgrade every
+deployment's pods are replaced, at most ``--max-concurrent-rollouts`` deployments at a time,
+within each one's ``rollout`` bounds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
@@ -25,6 +31,13 @@ from gpupin.engines import ENGINES, Engine, EngineRegistry
 from gpupin.engines.base import container_env
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
+from gpupin.quantity import GiB
+
+NetworkPolicyMode = Literal["none", "namespace"]
+NETWORK_POLICY_MODES: tuple[NetworkPolicyMode, ...] = ("none", "namespace")
+CACHE_HEADROOM = 10 * GiB
+"""Added to twice the models' size for the ``auto`` cache limit: the Hugging Face cache's own files
+(xet chunks, tokenizers) and Ollama's partial downloads."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,15 @@ class RenderConfig:
     require_gpu: bool = True
     """An Ollama pod is Ready only when its models are wholly in GPU memory. False for clusters
     without GPUs (kind, demos), where Ollama serves from the CPU."""
+    default_cache_size: str = "auto"
+    """The model cache emptyDir's sizeLimit when spec.storage.size is unset: ``auto`` (from the
+    pod's models, see :func:`auto_cache_bytes`), ``none`` (no limit) or a quantity (``200Gi``)."""
+    network_policy: NetworkPolicyMode = "none"
+    """``namespace``: one NetworkPolicy per deployment admits only pods of its namespace (and of
+    :attr:`network_policy_namespaces`) to its pods' serving port; ``none``: no NetworkPolicy."""
+    network_policy_namespaces: tuple[tuple[str, str | None], ...] = ()
+    """Client namespaces admitted besides the deployment's own, by label: (key, value), or (key,
+    None) for "has the label"; empty: none."""
 
     def image(self, engine: Engine) -> str:
         return dict(self.images).get(engine.name) or engine.default_image
@@ -54,11 +76,14 @@ def render(
     engine = engines.get(plan.engine)
     mode = pinning.get(config.pinning)
     labels = common_labels(deployment, engine.name)
+    sizes = {m.name: m.vram_bytes for m in plan.models}
     objects: list[dict[str, Any]] = []
     for placement in plan.placements:
         objects.extend(mode.objects(deployment.metadata.namespace, placement, dict(labels)))
-        objects.append(render_pod(deployment, placement, config, engine, mode))
+        objects.append(render_pod(deployment, placement, config, engine, mode, sizes))
     objects.extend(engine.services(deployment, labels, selector(deployment)))
+    if config.network_policy == "namespace":
+        objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces))
     return [with_spec_hash(obj) for obj in objects]
 
 
@@ -91,9 +116,15 @@ def selector(deployment: LLMDeployment) -> dict[str, str]:
 
 
 def render_pod(
-    deployment: LLMDeployment, placement: Placement, config: RenderConfig, engine: Engine, mode: PinningMode
+    deployment: LLMDeployment,
+    placement: Placement,
+    config: RenderConfig,
+    engine: Engine,
+    mode: PinningMode,
+    plan_sizes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The pod of one placement: the engine's containers, pinned by the operator's mode."""
+    """The pod of one placement: the engine's containers, pinned by the operator's mode.
+    ``plan_sizes``: model → the plan's estimate in bytes (the ``auto`` cache limit reads it)."""
     spec = deployment.spec
     part = engine.pod(spec, placement, spec.image or config.image(engine), config.require_gpu)
     labels = common_labels(deployment, engine.name)
@@ -123,9 +154,10 @@ def render_pod(
             }
         },
         "enableServiceLinks": False,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # the servers never call the Kubernetes API
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}, **part.pod_security},
         "containers": [container],
-        "volumes": [_models_volume(spec), *part.volumes],
+        "volumes": [_models_volume(spec, _cache_limit(config, placement, plan_sizes)), *part.volumes],
     }
     if part.init_containers:
         pod_spec["initContainers"] = part.init_containers
@@ -156,9 +188,32 @@ def _resources(spec: LLMDeploymentSpec) -> dict[str, Any]:
     return result
 
 
-def _models_volume(spec: LLMDeploymentSpec) -> dict[str, Any]:
+def auto_cache_bytes(models: list[str] | tuple[str, ...], sizes: dict[str, int]) -> int:
+    """The ``auto`` cache limit of a pod (bytes, whole GiB): twice the plan's estimate of its models
+    plus :data:`CACHE_HEADROOM`.
+
+    Why from the models and not one figure: the models gpupin serves range from embedding models of
+    tens of MB to checkpoints of hundreds of GB (a 70B model in bfloat16 downloads 141 GB); any one
+    limit either evicts the pods of large models in a loop (the kubelet evicts a pod whose emptyDir
+    outgrows its sizeLimit) or bounds nothing. The estimate (weights, KV cache, runtime on one GPU)
+    is at least the downloaded weights for 16-bit and quantized checkpoints; twice it covers a
+    float32 checkpoint served in 16 bit, and the headroom the caches' own files."""
+    total = 2 * sum(sizes.get(model, 0) for model in models) + CACHE_HEADROOM
+    return math.ceil(total / GiB) * GiB
+
+
+def _cache_limit(config: RenderConfig, placement: Placement, sizes: dict[str, int] | None) -> str | None:
+    """The model cache emptyDir's sizeLimit when spec.storage.size is unset (None: no limit)."""
+    if config.default_cache_size == "none":
+        return None
+    if config.default_cache_size == "auto":
+        return f"{auto_cache_bytes(placement.models, sizes or {}) // GiB}Gi"
+    return config.default_cache_size
+
+
+def _models_volume(spec: LLMDeploymentSpec, default_limit: str | None = None) -> dict[str, Any]:
     """The model cache every engine mounts: a claim of the user's, a per-pod ephemeral claim,
-    or an emptyDir (optionally size-limited)."""
+    or an emptyDir, size-limited by spec.storage.size or else ``default_limit``."""
     storage = spec.storage
     models: dict[str, Any] = {"name": "models"}
     if storage and storage.existing_claim:
@@ -175,5 +230,75 @@ def _models_volume(spec: LLMDeploymentSpec) -> dict[str, Any]:
             }
         }
     else:
-        models["emptyDir"] = {"sizeLimit": str(storage.size)} if storage and storage.size is not None else {}
+        limit = str(storage.size) if storage and storage.size is not None else default_limit
+        models["emptyDir"] = {"sizeLimit": limit} if limit else {}
     return models
+
+
+def network_policy(
+    deployment: LLMDeployment,
+    engine: Engine,
+    labels: dict[str, str],
+    client_namespaces: tuple[tuple[str, str | None], ...] = (),
+) -> dict[str, Any]:
+    """The deployment's NetworkPolicy: its pods take connections on the engine's port only from pods
+    of its own namespace (and of namespaces with the ``client_namespaces`` labels); nothing else
+    reaches them. Egress is left open (models are pulled from registries). Enforced only where the
+    cluster's network plugin implements NetworkPolicy."""
+    peers: list[dict[str, Any]] = [{"podSelector": {}}]  # every pod of the policy's own namespace
+    if client_namespaces:
+        match: dict[str, Any] = {}
+        values = {k: v for k, v in client_namespaces if v is not None}
+        exists = [{"key": k, "operator": "Exists"} for k, v in client_namespaces if v is None]
+        if values:
+            match["matchLabels"] = values
+        if exists:
+            match["matchExpressions"] = exists
+        peers.append({"namespaceSelector": match})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": network_policy_name(deployment.metadata.name),
+            "namespace": deployment.metadata.namespace,
+            "labels": dict(labels),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": selector(deployment)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": engine.port}]}],
+        },
+    }
+
+
+def network_policy_name(deployment: str) -> str:
+    """``chat-gpupin``: beside the user's own NetworkPolicies without taking their names; a DNS label
+    like the Services' names, shortened with a hash of the name when it would not be one."""
+    candidate = f"{deployment}-gpupin"
+    if naming.dns_label(candidate) == candidate:
+        return candidate
+    return f"{naming.dns_label(deployment, naming.MAX_NAME - 14)}-{naming.short_hash(deployment)}-gpupin"
+
+
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def parse_namespace_selector(text: str) -> tuple[tuple[str, str | None], ...]:
+    """``team=ml,monitoring`` → ``(("team", "ml"), ("monitoring", None))``: namespaces whose labels
+    all match (``key=value``, or ``key`` for "has the label"). Raises ValueError naming the part."""
+    result: list[tuple[str, str | None]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not _LABEL_KEY.match(key) or (eq and not _LABEL_VALUE.match(value.strip())):
+            raise ValueError(
+                f"--network-policy-namespaces {part!r}: expected key=value or key (namespace labels, "
+                "comma-separated), e.g. kubernetes.io/metadata.name=ingress-nginx"
+            )
+        result.append((key, value.strip() if eq else None))
+    return tuple(result)

@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from gpupin import constants
+from gpupin.engines import ollama
 
 from helpers import EXAMPLES
 from kwok import Cluster, tools_bin, wait_for
@@ -372,7 +373,9 @@ def test_the_seed_deployments_get_pinned_pods_and_real_kubelet_reasons(kind: Kin
 
 def _seed_models(kind: Kind) -> None:
     """Pre-seed the model volume: the Ollama image itself runs ``ollama create`` for the two tiny
-    GGUF models into a hostPath on the node (see the module docstring)."""
+    GGUF models into a hostPath on the node (see the module docstring), as root, then gives the
+    files to the user gpupin's Ollama pods run as (a hostPath gets no fsGroup from the kubelet;
+    the served pod writes there when a model is copied or deleted through its API)."""
     files: dict[str, str] = {}
     for name, embedding in (("gpupin-tiny", False), ("gpupin-tiny-embed", True)):
         path = kind.cluster.workdir / f"{name}.gguf"
@@ -391,6 +394,7 @@ for m in gpupin-tiny gpupin-tiny-embed; do
   ollama create "$m" -f /tmp/$m.Modelfile || { cat /tmp/serve.log; exit 1; }
 done
 ollama list
+chown -R "$OWNER" /models
 """
     log = kind.run_pod(
         SERVE,
@@ -401,7 +405,10 @@ ollama list
                     "name": "create",
                     "image": kind.ollama_image,
                     "command": ["/bin/bash", "-c", script],
-                    "env": [{"name": "OLLAMA_MODELS", "value": "/models"}],
+                    "env": [
+                        {"name": "OLLAMA_MODELS", "value": "/models"},
+                        {"name": "OWNER", "value": f"{ollama.RUN_AS}:{ollama.RUN_AS}"},
+                    ],
                     "volumeMounts": [
                         {"name": "models", "mountPath": "/models"},
                         {"name": "seed", "mountPath": "/seed"},

@@ -1,7 +1,7 @@
 """Watch-fed state: what the operator knows of the cluster without asking the API server.
 
-kopf's watches deliver every LLMDeployment, every gpupin-managed Pod, Service and
-ResourceClaimTemplate (server-side label selector) and every Node; handlers put them
+kopf's watches deliver every LLMDeployment, every gpupin-managed Pod, Service,
+ResourceClaimTemplate and NetworkPolicy (server-side label selector) and every Node; handlers put them
 here. A reconcile reads only this cache, so it makes no API reads of its own.
 
 The operator also writes into the cache what it has just created or deleted, before
@@ -143,6 +143,7 @@ class ClusterCache:
         self.pods = Store(on_change=self._pod_changed)
         self.services = Store()
         self.claim_templates = Store()
+        self.network_policies = Store()
         self.book = NodeBook()
         """Every node's GPU facts over time (set ``book.grace_seconds`` from the configuration)."""
         self.raw_nodes: dict[str, dict[str, Any]] = {}

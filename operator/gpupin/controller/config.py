@@ -10,9 +10,11 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from gpupin.controller import admin
 from gpupin.engines import ENGINES
 from gpupin.pinning import PINNING_MODES, PinningModeName
-from gpupin.render import RenderConfig
+from gpupin.policy import Policy
+from gpupin.render import NetworkPolicyMode, RenderConfig
 
 _DEFAULTS = RenderConfig()
 _OLLAMA_IMAGE = ENGINES.get("ollama").default_image
@@ -56,6 +58,20 @@ class OperatorConfig:
     """Files of model data (the bundled models.yaml's format; the chart mounts a ConfigMap)."""
     hf_endpoint: str | None = None
     ollama_registry: str | None = None
+    # -- the cluster admin's knobs (see gpupin.policy): what a deployment may ask of the operator --
+    allowed_images: tuple[str, ...] = ()
+    """Image references or prefixes spec.image may use; empty: any (the operator's own always)."""
+    allow_env_from_secrets: bool = True
+    allow_env_from_config_maps: bool = True
+    allow_existing_claims: bool = True
+    allow_storage_classes: bool = True
+    allowed_storage_classes: tuple[str, ...] = ()
+    allow_cross_namespace_sharing: bool = False
+    """Ollama pods of different namespaces may share a GPU."""
+    default_cache_size: str = _DEFAULTS.default_cache_size
+    """sizeLimit of the model cache emptyDir when spec.storage.size is unset: auto, none or a quantity."""
+    network_policy: NetworkPolicyMode = _DEFAULTS.network_policy
+    network_policy_namespaces: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def render(self) -> RenderConfig:
@@ -64,6 +80,22 @@ class OperatorConfig:
             runtime_class_name=self.runtime_class_name,
             images=(("ollama", self.ollama_image), ("vllm", self.vllm_image)),
             require_gpu=self.require_gpu,
+            default_cache_size=self.default_cache_size,
+            network_policy=self.network_policy,
+            network_policy_namespaces=self.network_policy_namespaces,
+        )
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            allowed_images=self.allowed_images,
+            own_images=(self.ollama_image, self.vllm_image),
+            allow_env_from_secrets=self.allow_env_from_secrets,
+            allow_env_from_config_maps=self.allow_env_from_config_maps,
+            allow_existing_claims=self.allow_existing_claims,
+            allow_storage_classes=self.allow_storage_classes,
+            allowed_storage_classes=self.allowed_storage_classes,
+            cross_namespace_sharing=self.allow_cross_namespace_sharing,
         )
 
 
@@ -85,6 +117,7 @@ ENV = {
     "model_data": "GPUPIN_MODEL_DATA",
     "hf_endpoint": "HF_ENDPOINT",
     "ollama_registry": "GPUPIN_OLLAMA_REGISTRY",
+    **admin.ENV,
 }
 
 
@@ -206,17 +239,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=env.get(ENV["ollama_registry"]) or None,
         help=f"Ollama registry (env {ENV['ollama_registry']}; default the public registry)",
     )
-
-
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name}={value!r}: expected true or false")
+    admin.add_arguments(parser)
 
 
 def from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -235,6 +258,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
             raise ValueError(
                 f"--namespace {name!r}: not a namespace name (lowercase letters, digits and '-', at most 63)"
             )
+    policy = admin.settings(args)
     if args.model_data:  # read now, so a bad file stops the start with its name, not a traceback later
         from gpupin.controller.metadata import cluster_catalog
 
@@ -250,7 +274,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         require_gpu=(
             args.require_gpu
             if args.require_gpu is not None
-            else _env_bool(ENV["require_gpu"], _DEFAULTS.require_gpu)
+            else admin.env_bool(ENV["require_gpu"], _DEFAULTS.require_gpu)
         ),
         namespaces=tuple(dict.fromkeys(args.namespaces)),
         resync_seconds=args.resync_seconds,
@@ -264,6 +288,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         model_data=tuple(args.model_data),
         hf_endpoint=args.hf_endpoint,
         ollama_registry=args.ollama_registry,
+        **policy,
     )
 
 

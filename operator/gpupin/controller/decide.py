@@ -15,12 +15,13 @@ delete, the status to write and the Events to post; the runtime applies them. Th
   take down what serves now;
 - rejected: the API server refused an object of the plan; nothing more is written until the
   spec changes (status and an Event say why);
-- Services follow the plan; claim templates are created before their pods.
+- Services and NetworkPolicies follow the plan; claim templates and NetworkPolicies are created
+  before their pods.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,6 +139,7 @@ def decide(
     node_notes: Mapping[str, str] | None = None,
     gpu_aliases: Mapping[str, str] | None = None,
     frozen_gpus: Collection[str] = (),
+    network_policies: Sequence[dict[str, Any]] = (),
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
     ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
@@ -148,7 +150,8 @@ def decide(
     node → why its GPU inventory is frozen (its pods stay, on the last good inventory;
     ``actions.stale_nodes`` and Degraded say so); ``gpu_aliases``: a UUID pods were placed with →
     the UUID the node reports for that GPU now; ``frozen_gpus``: GPUs a healthy report left out,
-    within their grace period (their pods are neither replaced nor joined)."""
+    within their grace period (their pods are neither replaced nor joined); ``network_policies``:
+    the deployment's NetworkPolicies (like ``services`` and ``claim_templates``)."""
     actions = Actions()
     notes = node_notes or {}
     node_names = {n.name for n in inventory.nodes}
@@ -193,6 +196,7 @@ def decide(
             policy,
             frozen={*notes, *frozen_gpus},
             aliases=gpu_aliases,
+            network_policies=network_policies,
         )
         if rejected is None:
             actions.create, actions.waiting = step.create, step.waiting

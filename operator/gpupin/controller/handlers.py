@@ -24,7 +24,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import metrics
+from gpupin.controller import metrics, netpolicies
 from gpupin.controller.cache import ClusterCache, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -74,6 +74,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "pods"] = MANAGED
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
+    netpolicies.watch(config, settings, _child_event("network_policies", "NetworkPolicy"))
     settings.watching.server_timeout = 300
     # Serving named namespaces: watch exactly those, without listing Namespaces (kopf's namespace
     # scanning needs cluster-wide rights the chart does not grant, and only matters for globs).
@@ -126,6 +127,17 @@ def _listers() -> list[_Lister]:
         ("services", "Service", "v1", "services", True, partial(_child_seen, "services", "Service")),
         ("deployments", constants.KIND, constants.API_VERSION, constants.PLURAL, False, _deployment_seen),
     ]
+    if netpolicies.enabled(STATE.config):
+        listers.append(
+            (
+                "network_policies",
+                "NetworkPolicy",
+                "networking.k8s.io/v1",
+                "networkpolicies",
+                True,
+                partial(_child_seen, "network_policies", "NetworkPolicy"),
+            )
+        )
     if STATE.config is not None and STATE.config.pinning == "dra":
         listers.append(
             (
@@ -312,7 +324,8 @@ def _ignore_foreign(pod: dict[str, Any]) -> None:
 
 
 def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str, Any]) -> None:
-    """A Service or ResourceClaimTemplate event, from the watch or a relist (``kind`` None: listed)."""
+    """A Service, ResourceClaimTemplate or NetworkPolicy event, from the watch or a relist (``kind``
+    None: listed)."""
     if not obj or STATE.reconciler is None:
         return
     obj = {**obj, "kind": kind_name}
@@ -321,6 +334,8 @@ def _child_seen(store_name: str, kind_name: str, kind: str | None, obj: dict[str
         store.remove(obj)
     elif not store.upsert(obj):
         return
+    meta = obj["metadata"]
+    log.debug(f"Saw {kind_name}", namespace=meta.get("namespace"), name=meta["name"], type=kind)
     owner = _owner_key(obj)
     if owner and kind in ("DELETED", "MODIFIED"):
         STATE.reconciler.enqueue(owner)

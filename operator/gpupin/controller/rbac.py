@@ -10,7 +10,8 @@ Why each rule is there:
   the NVIDIA DRA driver's view of the GPUs where no agent runs;
 - Events: created, to tell users what happened; listed (by pod uid, server-side), to read why
   a running pod is not Ready — the kubelet reports a failing readiness probe only as an Event;
-- CustomResourceDefinitions: read only, kopf discovers resources through them.
+- CustomResourceDefinitions: read only, kopf discovers resources through them;
+- NetworkPolicies: watched, created and deleted like Services — only with ``--network-policy``.
 
 Which rules are namespaced: an operator that serves every namespace gets all of them cluster-wide
 (:data:`RULES`); one that serves only some (``--namespace``) gets :data:`CLUSTER_RULES` cluster-wide,
@@ -59,6 +60,16 @@ NAMESPACED_RULES: list[dict[str, Any]] = [
 ]
 """What the operator does in each namespace it serves: granted cluster-wide when it serves every
 namespace, by a RoleBinding in each namespace of ``--namespace`` otherwise."""
+
+NETWORK_POLICY_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": [*WATCH, "create", "delete"],
+    },
+]
+"""Where the operator makes NetworkPolicies (``--network-policy`` not ``none``), beside
+:data:`NAMESPACED_RULES`: an operator that makes none asks for none."""
 
 RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES]
 """Everything, for an operator that serves every namespace (one ClusterRole)."""

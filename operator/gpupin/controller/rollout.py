@@ -1,7 +1,7 @@
 """Pure: how a deployment gets from the pods it has to the pods its plan wants without taking down
 more than its rollout allows.
 
-The rules, for pods (Services and claim templates follow the plan at once, as before):
+The rules, for pods (Services, claim templates and NetworkPolicies follow the plan at once):
 
 - a pod of the plan that exists with the plan's spec hash is *up to date*; every other live pod of
   the deployment is *outdated* (its spec, image or placement is an earlier one);
@@ -25,7 +25,7 @@ rollout waits for nothing it cannot have.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,7 @@ def converge(
     policy: RolloutPolicy,
     frozen: Collection[str] = (),
     aliases: Mapping[str, str] | None = None,
+    network_policies: Sequence[Obj] = (),
 ) -> Step:
     """The creates and deletes that move the children towards ``desired`` (one step).
 
@@ -115,7 +116,7 @@ def converge(
     neither replaced nor joined (finished pods excepted). ``aliases``: a UUID pods were placed with
     → the UUID the node reports for that GPU now (GPUs first known from GFD labels)."""
     step = Step()
-    _converge_others(step, desired, services, claim_templates)
+    _converge_others(step, desired, [*services, *claim_templates, *network_policies])
     renamed = aliases or {}
 
     def gpus(obj: Obj) -> set[str]:
@@ -198,16 +199,18 @@ def converge(
     step.outdated = remaining
     step.held_back = reasons[0] if reasons and (remaining or missing) else ""
     step.done = not outdated and not missing and not terminating and all(is_ready(live[n]) for n in current)
-    # claim templates before their pods, Services last
-    step.create.sort(key=lambda o: {"ResourceClaimTemplate": 0, "Pod": 1, "Service": 2}.get(o["kind"], 3))
+    # claim templates before their pods, and the NetworkPolicy (a pod never serves unguarded); Services last
+    order = {"ResourceClaimTemplate": 0, "NetworkPolicy": 0, "Pod": 1, "Service": 2}
+    step.create.sort(key=lambda o: order.get(o["kind"], 3))
     return step
 
 
-def _converge_others(step: Step, desired: list[Obj], services: list[Obj], claim_templates: list[Obj]) -> None:
-    """Services and claim templates: replaced when their hash changed (recreated once the old one
-    is gone), deleted when the plan has no place for them."""
+def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> None:
+    """Services, claim templates and NetworkPolicies (``children``: the deployment's): replaced when
+    their hash changed (recreated once the old one is gone), deleted when the plan has no place for
+    them."""
     wanted = {(o["kind"], _name(o)): o for o in desired if o["kind"] != "Pod"}
-    existing = {(o["kind"], _name(o)): o for o in [*services, *claim_templates]}
+    existing = {(o["kind"], _name(o)): o for o in children}
     for key, obj in existing.items():
         target = wanted.get(key)
         if target is None or spec_hash_of(target) != spec_hash_of(obj):

@@ -37,6 +37,7 @@ from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.controller.nodewatch import NodeWatch
+from gpupin.controller.podstate import owned_by
 from gpupin.controller.probes import ProbeFollower
 from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
 from gpupin.controller.workqueue import WorkQueue
@@ -179,8 +180,9 @@ class Reconciler:
             deployment,
             invalid,
             pods=pods,
-            services=[s for s in self.cache.services.values() if _owned_by(s, body)],
-            claim_templates=[c for c in self.cache.claim_templates.values() if _owned_by(c, body)],
+            services=[s for s in self.cache.services.values() if owned_by(s, body)],
+            claim_templates=[c for c in self.cache.claim_templates.values() if owned_by(c, body)],
+            network_policies=[n for n in self.cache.network_policies.values() if owned_by(n, body)],
             inventory=inventory,
             render_config=self.config.render,
             now=datetime.now(UTC),
@@ -259,7 +261,11 @@ class Reconciler:
         inventory = self.cache.inventory()
         if self._planner_state is None or self._planner_inventory is not inventory:
             self._planner_state = Planner(
-                inventory, self.cache.holds(), self.config.pinning, frozen=self.cache.frozen()
+                inventory,
+                self.cache.holds(),
+                self.config.pinning,
+                frozen=self.cache.frozen(),
+                policy=self.config.policy,
             )
             self._planner_inventory = inventory
             self.cache.dirty_owners.clear()
@@ -316,9 +322,8 @@ class Reconciler:
             metrics.RECONCILES.labels(result="rejected").inc()
             self.busy.discard(key)
             self.dirty.discard(key)
-            self.queue.add_after(
-                key, 1.0
-            )  # the next reconcile writes the status (and its Event), nothing else
+            # the next reconcile writes the status (and its Event), nothing else
+            self.queue.add_after(key, 1.0)
             return
         except Exception as exc:  # whatever failed, drop the reservations and try again later
             self._forget(actions)
@@ -379,11 +384,6 @@ class Reconciler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
-    uid = owner["metadata"].get("uid")
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 def _placed(body: dict[str, Any]) -> bool:

@@ -172,6 +172,7 @@ class ApiWrites:
             "Pod": self.cache.pods,
             "Service": self.cache.services,
             "ResourceClaimTemplate": self.cache.claim_templates,
+            "NetworkPolicy": self.cache.network_policies,
         }[obj["kind"]]
 
     def post_event(self, body: dict[str, Any], event: EventSpec) -> None:

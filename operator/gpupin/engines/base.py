@@ -44,6 +44,9 @@ class EnginePod:
     """Volumes besides ``models`` (which the renderer makes from spec.storage)."""
     labels: dict[str, str] = field(default_factory=dict)
     """Pod labels besides the common ones (Services may select on them)."""
+    pod_security: dict[str, Any] = field(default_factory=dict)
+    """Pod securityContext settings besides the seccomp profile every pod has (the user and group
+    the engine's image can run as, the models volume's group)."""
 
 
 class Engine(ABC):

@@ -11,6 +11,7 @@
 - Pod: an init container pulls the models (:func:`~gpupin.engines.ollama_scripts.pull_script`);
   a postStart hook loads them without generating and keeps them loaded; the readiness probe says
   which model is not serving and why. One Service per model, selecting the pods that hold it.
+- User: not root (:data:`RUN_AS`, see :func:`pod_security`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,32 @@ from gpupin.sizing import (
 
 MODEL_PULL_CONTAINER = "pull-models"
 """The init container that pulls the models (the operator reads its termination message)."""
+
+RUN_AS = 1000
+"""The uid, gid and fsGroup of Ollama pods: uid 1000 is ``ubuntu`` in the official image (Ubuntu
+24.04); the server needs no other user."""
+HOME = "/tmp"
+"""HOME of the Ollama containers: ``ollama serve`` writes its key pair to ``$HOME/.ollama`` at
+start and exits when it cannot ("could not create directory mkdir /.ollama: permission denied" for a
+uid whose HOME is ``/``); ``/tmp`` is writable by any user in the official image and the kind
+tier's."""
+
+
+def pod_security() -> dict[str, Any]:
+    """The pod securityContext of an Ollama pod: not root. What the server writes is in
+    ``OLLAMA_MODELS`` (the models volume: an emptyDir, world-writable, or a claim the kubelet gives
+    the fsGroup where its volume type allows), ``$HOME/.ollama`` (:data:`HOME`) and ``/tmp`` (the
+    hooks' logs). ``OnRootMismatch``: a large cache on a claim is not walked at every start. A cache
+    on a claim written by root pods on a volume the kubelet does not chown (NFS, hostPath) keeps
+    serving the models it holds (a pull that cannot write falls back to the cached copy); new models
+    need the files writable by gid 1000."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
 
 
 class Ollama(Engine):
@@ -167,6 +194,7 @@ class Ollama(Engine):
         options = spec.ollama_options
         context = placement.launch.context_length or options.context_length
         env = [
+            {"name": "HOME", "value": HOME},
             {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{self.port}"},
             {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
             {"name": "OLLAMA_KEEP_ALIVE", "value": options.keep_alive},
@@ -221,12 +249,14 @@ class Ollama(Engine):
             container=container,
             init_containers=[self._pull_container(spec, models, image)],
             labels={naming.model_label_key(model): "true" for model in models},
+            pod_security=pod_security(),
         )
 
     def _pull_container(self, spec: LLMDeploymentSpec, models: Sequence[str], image: str) -> dict[str, Any]:
         """Pull the models into the cache before the server starts, without touching a GPU: the image
         sets NVIDIA_VISIBLE_DEVICES=all, which ``void`` overrides in every pinning mode."""
         env = [
+            {"name": "HOME", "value": HOME},
             {"name": "OLLAMA_HOST", "value": f"127.0.0.1:{self.port}"},
             {"name": "OLLAMA_MODELS", "value": MODELS_PATH},
             {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},

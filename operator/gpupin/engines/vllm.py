@@ -305,6 +305,12 @@ class VLLM(Engine):
             "volumeMounts": mounts,
             "securityContext": security_context(),
         }
+        # Runs as the image's user, root: the vllm/vllm-openai image installs into /usr/local and
+        # writes its caches under HOME=/root (torch.compile, Triton, FlashInfer JIT kernels); under
+        # another uid those need HOME and each cache moved, and torch's inductor may name its cache
+        # after the user (getpass), which fails for a uid without a passwd entry. Not checked against
+        # a running image here (no GPU in the tests), so left as the image has it. The container
+        # keeps no capabilities and cannot escalate (security_context).
         return EnginePod(container=container, volumes=volumes)
 
     def services(

@@ -24,3 +24,15 @@ class PlanContext:
     """Its pods own their GPUs (the engine or the pinning mode says so)."""
     capacity_exists: Callable[[], bool]
     """Would the deployment be placed if nothing else held any GPU? (tells 'taken' from 'too small')"""
+    share_across_namespaces: bool = True
+    """A new server may go on a GPU that pods of another namespace hold memory on (shared-server
+    engines). False: GPUs are not shared across namespaces; pods already sharing one stay."""
+
+    @property
+    def namespace(self) -> str:
+        return namespace_of(self.owner)
+
+
+def namespace_of(owner: str) -> str:
+    """The namespace of a holder: owners are ``namespace/name`` (with a suffix such as ``(deleted)``)."""
+    return owner.split("/", 1)[0]

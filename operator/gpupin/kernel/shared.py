@@ -5,6 +5,11 @@ GPUs by free memory (Ollama; a llama.cpp server would too) is placed. Each model
 best-fitting GPU (the least free memory that holds it), preferring GPUs this deployment already
 uses; a model larger than every eligible GPU spans GPUs of one node in one server. Replicas are
 distinct GPUs. The engine supplies a :class:`SharedRequest`: the models' sizes and its words.
+
+Unless the context allows it (``share_across_namespaces``), a new server or a model added to one
+goes only on GPUs that no pod of another namespace holds memory on: one namespace's tenant cannot
+read or starve another's models through a shared GPU. Pods already sharing one (placed before the
+rule, or under the flag) keep their GPUs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gpupin import naming, reasons
-from gpupin.kernel.context import PlanContext
+from gpupin.kernel.context import PlanContext, namespace_of
 from gpupin.kernel.eligibility import Refusal
 from gpupin.kernel.prose import group_text, holders_text, product_summary
 from gpupin.kernel.state import Slot
@@ -138,7 +143,7 @@ class SharedPlacer:
         single = est.need_on(1)
         # 1. a GPU this deployment already uses: fewer pods, and the server is shared
         # (not on a frozen GPU: a model added there would restart its pod where no new pod may go)
-        open_pods = [p for p in self.pods if not any(s.frozen for s in p.slots)]
+        open_pods = [p for p in self.pods if not any(s.frozen or not self._open_to_us(s) for s in p.slots)]
         for podset in sorted(open_pods, key=lambda p: (min(s.free for s in p.slots), p.slots[0].order)):
             if len(podset.slots) == 1 and podset.slots[0].free >= single and self._put_in_pod(est, podset):
                 return True
@@ -147,7 +152,7 @@ class SharedPlacer:
                 return True
         # 2. the best-fitting GPU anywhere
         slot = self.state.best_fit_shared(
-            single, lambda s: s.gpu.uuid not in self.pod_of and self.filter.ok(s)
+            single, lambda s: s.gpu.uuid not in self.pod_of and self.filter.ok(s) and self._open_to_us(s)
         )
         if slot is not None:
             podset = self._pod_for([slot])
@@ -167,6 +172,15 @@ class SharedPlacer:
                 return True
         return False
 
+    def _other_namespaces(self, slot: Slot) -> list[str]:
+        """The namespaces besides this deployment's whose pods hold memory on the GPU."""
+        own = self.ctx.namespace
+        return sorted({ns for owner in slot.holders if (ns := namespace_of(owner)) != own})
+
+    def _open_to_us(self, slot: Slot) -> bool:
+        """May this deployment's models go on the GPU, as far as namespaces go?"""
+        return self.ctx.share_across_namespaces or not self._other_namespaces(slot)
+
     def _largest_eligible(self) -> int:
         if not hasattr(self, "_largest"):
             self._largest = max((s.gpu.memory for s in self.filter.eligible()), default=0)
@@ -185,6 +199,7 @@ class SharedPlacer:
                     and not s.frozen
                     and s.gpu.uuid not in self.pod_of
                     and self.filter.key_ok(s.key)
+                    and self._open_to_us(s)
                 ),
                 key=lambda s: (-s.free, s.order),
             )
@@ -220,6 +235,14 @@ class SharedPlacer:
             eligible = [
                 s for s in self.filter.eligible() if s.gpu.memory >= est.need_on(1)
             ] or self.filter.eligible()
+            if not self.ctx.share_across_namespaces:
+                closed = [
+                    s
+                    for s in eligible
+                    if not s.exclusive and s.free >= est.need_on(1) and self._other_namespaces(s)
+                ]
+                if closed:
+                    return self._namespace_refusal(est, closed)
             others = holders_text(eligible, exclude=self.ctx.owner)
             own = sum(s.holders.get(self.ctx.owner, 0) for s in eligible)
             if not others:  # only this deployment's own models fill them: nothing else will free it
@@ -270,6 +293,21 @@ class SharedPlacer:
         if est.source == "spec":
             options = ["a smaller vram if the figure is too high", *options]
         return Refusal(reasons.INSUFFICIENT_VRAM, f"{text}. Options: {'; '.join(options)}")
+
+    def _namespace_refusal(self, est: Estimate, closed: list[Slot]) -> Refusal:
+        """GPUs with room that only the namespace rule keeps this deployment from."""
+        first = closed[0]
+        more = (
+            f" (and {len(closed) - 1} more GPU(s) with room hold other namespaces' pods)"
+            if len(closed) > 1
+            else ""
+        )
+        return Refusal(
+            reasons.INSUFFICIENT_GPUS,
+            f"{est.model} needs {est.explain()} on {self.replicas} GPU(s); {first.describe()} has room but "
+            f"holds pods of namespace {', '.join(self._other_namespaces(first))}{more}; GPUs are not shared "
+            "across namespaces (operator flag --allow-cross-namespace-sharing). It is placed when a GPU is free",
+        )
 
 
 def _split(total: int, slots: Sequence[Slot]) -> list[int] | None:
