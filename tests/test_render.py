@@ -189,17 +189,23 @@ def test_model_pull_never_sees_a_gpu(pinning: PinningModeName) -> None:
         assert _env(pull)["NVIDIA_VISIBLE_DEVICES"] == "void", "pulling models needs no GPU"
 
 
+DEFAULTS = {"HOME"}
+"""Variables gpupin sets that a deployment may replace: they choose no GPU and size nothing."""
+
+
 @pytest.mark.parametrize("pinning", PINNING_MODES)
 def test_every_variable_gpupin_sets_is_reserved_and_wins(pinning: PinningModeName) -> None:
-    """The API refuses every env name gpupin renders (rules.reserved_env_name — one rule), and a stored
-    object from before that rule (built here without validation) still cannot unpin its pod: gpupin's
-    values come after the user's, each name once."""
+    """The API refuses every env name gpupin renders (rules.reserved_env_name — one rule) but the
+    defaults a user may replace (HOME), and a stored object from before that rule (built here without
+    validation) still cannot unpin its pod: gpupin's values come after the user's, each name once."""
     cluster = inventory(node("n", A10, A10, A10))
     for item in (SEED_OLLAMA, TP2):
         for pod in _of(_render(item, cluster, pinning=pinning), "Pod"):
             for container in [*pod["spec"]["containers"], *pod["spec"].get("initContainers", [])]:
                 for var in container["env"]:
-                    assert reserved_env_name(var["name"]), f"{var['name']} is set by gpupin, not reserved"
+                    assert reserved_env_name(var["name"]) or var["name"] in DEFAULTS, (
+                        f"{var['name']} is not reserved"
+                    )
     env = [
         EnvVar.model_construct(name="HF_TOKEN", value="t", value_from=None),
         EnvVar.model_construct(name="NVIDIA_VISIBLE_DEVICES", value="all", value_from=None),
@@ -210,7 +216,8 @@ def test_every_variable_gpupin_sets_is_reserved_and_wins(pinning: PinningModeNam
         for container in [*pod["spec"]["containers"], *pod["spec"]["initContainers"]]:
             names = [e["name"] for e in container["env"]]
             assert len(names) == len(set(names)), names
-            assert names[0] == "HF_TOKEN", "the user's variables come first, gpupin's last"
+            first = next(n for n in names if n not in DEFAULTS)
+            assert first == "HF_TOKEN", "the user's variables come before gpupin's reserved ones"
             assert _env(container).get("NVIDIA_VISIBLE_DEVICES") != "all"
         assert _env(pod["spec"]["containers"][0])["OLLAMA_NUM_PARALLEL"] == "1"
 
@@ -467,7 +474,7 @@ def test_no_pod_mounts_a_service_account_token_and_ollama_runs_as_non_root() -> 
     )
     (pod,) = _of(_render(user_home, workstation()), "Pod")
     homes = [e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "HOME"]
-    assert homes == ["/tmp", "/x"], "the spec's env comes last: a user's HOME wins"
+    assert homes == ["/x"], "HOME is a default: a user's HOME replaces it"
 
 
 def test_the_model_cache_limit_defaults_to_twice_the_pods_models_plus_headroom() -> None:

@@ -137,10 +137,6 @@ def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
         return inventory_from_nodes(nodes)
     except (ValueError, NodeReadError) as exc:
         raise InputError(f"{path}: {exc}") from None
-    except RecursionError:  # json.loads of an annotation nested thousands deep
-        raise InputError(
-            f"{path}: a Node's {constants.INVENTORY_ANNOTATION} annotation is nested too deeply to read"
-        ) from None
 
 
 def _check_node(path: Path, where: str, node: dict[str, Any]) -> None:

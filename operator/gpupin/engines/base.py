@@ -116,15 +116,16 @@ class Engine(ABC):
 
 
 def container_env(own: list[dict[str, Any]], spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
-    """A container's env: spec.env first, then gpupin's ``own`` variables, last so that they win
-    (Kubernetes keeps the last of duplicate names). The API refuses reserved names
-    (:func:`gpupin.api.rules.reserved_env_name`); one in a spec that was never validated is left out
-    here too, in every pinning mode, so that no user variable can widen the GPUs a pod sees."""
-    names = {item["name"] for item in own}
-    user = [
-        item for item in user_env(spec) if item["name"] not in names and not reserved_env_name(item["name"])
-    ]
-    return [*user, *own]
+    """A container's env, each name once: gpupin's defaults the user may replace (``HOME``: any
+    variable of ``own`` that is not reserved), then spec.env, then gpupin's reserved variables, last
+    so that they win (Kubernetes keeps the last of duplicate names). The API refuses reserved names
+    in spec.env (:func:`gpupin.api.rules.reserved_env_name`); one in a spec that was never validated
+    is left out here too, in every pinning mode, so that no user variable can widen the GPUs a pod sees."""
+    user = [item for item in user_env(spec) if not reserved_env_name(item["name"])]
+    replaced = {item["name"] for item in user}
+    defaults = [item for item in own if not reserved_env_name(item["name"]) and item["name"] not in replaced]
+    pinned = [item for item in own if reserved_env_name(item["name"])]
+    return [*defaults, *user, *pinned]
 
 
 def user_env(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
