@@ -3,10 +3,10 @@
 Aspects: an agent of a newer version (unknown fields in its annotation) changes nothing and its
 new GPU is used; a corrupt annotation keeps the node's pods and last good GPUs, says so with a
 Warning Event on the Node, places nothing new there until it is fixed; a GPU UUID two nodes report
-freezes both (no pod moves, no new pod on either), is an Event and a metric, and ends when the copy
-goes; GFD labels are used only where they can be right — a MIG node never, a GFD node not by index
-(visible-devices refuses it; device-plugin uses it), labels that flap keep the last good description
-and delete nothing.
+freezes the node that copied it (the incumbent keeps serving and taking pods; after an operator
+restart, both), is an Event and a metric, and ends when the copy goes; GFD labels are used only
+where they can be right — a MIG node never, a GFD node not by index (visible-devices refuses it;
+device-plugin uses it), labels that flap keep the last good description and delete nothing.
 """
 
 from __future__ import annotations
@@ -108,32 +108,59 @@ def test_a_corrupt_annotation_keeps_the_pods_and_places_nothing_new_until_fixed(
     wait_for(lambda: _node_events(env, box.name, "GPUInventoryRestored"), what="a Normal Event: read again")
 
 
-def test_a_uuid_two_nodes_report_freezes_both_and_moves_nothing(env: Env) -> None:
+def test_a_node_that_copies_a_uuid_freezes_itself_and_moves_nothing(env: Env) -> None:
+    """A node reports a GPU another node has had (a copied inventory, or a compromised node writing its
+    own annotation): the copier is frozen, the incumbent keeps serving and taking pods. After an
+    operator restart neither is the incumbent (the start-up list is judged as one batch): both frozen,
+    still no pod moved."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     first = env.node("first", A10, A10)
-    env.operator("--metrics-port", str(port))
+    operator = env.operator("--metrics-port", str(port))
     env.apply("chat", models=QWEN)
     wait_for(env.placed("chat"), what="chat placed")
     before = wait_for(lambda: _uids(env), what="chat's pod")
     copy = NodeInventory(name=f"copy-{env.suffix}", gpus=first.gpus)  # a copied fake inventory
     env.cluster.add_node(copy)
     env.nodes.append(copy.name)
-    for name in (first.name, copy.name):
-        (event,) = wait_for(lambda n=name: _node_events(env, n, "DuplicateGPUUUID"), what=f"Event on {name}")
-        assert first.gpus[0].uuid in event["message"]
+    (event,) = wait_for(lambda: _node_events(env, copy.name, "DuplicateGPUUUID"), what="Event on the copy")
+    assert first.gpus[0].uuid in event["message"] and f"reported by node {first.name}" in event["message"]
     env.apply("other", models=QWEN)
-    refused = _refused(env, "other")
-    assert refused["reason"] == "NodeInventoryProblem", refused
-    assert first.name in refused["message"] and "reported by node" in refused["message"]
-    assert _uids(env) == before, "no pod moved, none added"
+    wait_for(env.placed("other"), what="other placed on the incumbent's free GPU")
+    (other,) = wait_for(
+        lambda: [p for p in env.pods() if p["metadata"]["name"].startswith("other-")], what="other's pod"
+    )
+    assert _placement_node(other) == first.name
+    assert {n: u for n, u in _uids(env).items() if n in before} == before, "no pod moved"
+    assert not _node_events(env, first.name, "DuplicateGPUUUID"), "the incumbent is not frozen"
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for name in (first.name, copy.name):
-        assert f'gpupin_node_inventory_problem{{node="{name}",problem="duplicate-uuid"}} 1.0' in text
+    assert f'gpupin_node_inventory_problem{{node="{copy.name}",problem="duplicate-uuid"}} 1.0' in text
+    assert f'node="{first.name}",problem="duplicate-uuid"' not in text
+
+    operator.stop()
+    serving = _uids(env)
+    env.operator()
+    frozen = wait_for(
+        lambda: _node_events(env, first.name, "DuplicateGPUUUID"), what="after a restart: both frozen"
+    )
+    assert len(frozen) == 1 and copy.name in frozen[0]["message"]
+    env.apply("third", models=QWEN)
+    refused = _refused(env, "third")
+    assert refused["reason"] == "NodeInventoryProblem", refused
+    assert _uids(env) == serving, "no pod moved"
     env.cluster.delete_node(copy.name)
-    wait_for(env.placed("other"), what="other placed once the copy is gone")
-    assert {n: u for n, u in _uids(env).items() if n in before} == before
+    wait_for(
+        lambda: _node_events(env, first.name, "GPUInventoryRestored"),
+        what="first restored once the copy is gone",
+    )
+    env.delete("other")
+    wait_for(env.placed("third"), what="third placed on first once other's GPU is free")
+    assert {n: u for n, u in _uids(env).items() if n in before} == before, "chat's pod never moved"
+
+
+def _placement_node(pod: dict[str, Any]) -> str:
+    return str(json.loads(pod["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])["node"])
 
 
 GFD_A10_PRESENT = {**GFD_A10, "nvidia.com/gpu.present": "true"}

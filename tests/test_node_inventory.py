@@ -158,22 +158,60 @@ def test_an_explicit_empty_list_is_a_real_report_and_the_node_stays_known() -> N
     assert frozen.nodes == {} and frozen.gpus == {}
 
 
-def test_a_uuid_two_nodes_report_freezes_both_and_evicts_nothing() -> None:
+def test_a_uuid_another_node_copies_freezes_the_copier_and_evicts_nothing() -> None:
+    """b reports a's GPU (a copied inventory, or a compromised node writing its own annotation): a
+    had it in its last good inventory and keeps serving and taking pods; b is frozen."""
     book, _ = _book()
     a = node("a", A10, A10)
     book.read("a", node_obj("a", a.to_annotation()))
     copied = NodeInventory(name="b", gpus=[a.gpus[0], gpu(1, L4, uuid="GPU-b-1")])
     assert book.read("b", node_obj("b", copied.to_annotation()))
     problems = book.problems()
-    assert {n: p.kind for n, p in problems.items()} == {"a": "duplicate-uuid", "b": "duplicate-uuid"}
-    assert f"GPU {a.gpus[0].uuid} is reported by node b too" in problems["a"].message
+    assert {n: p.kind for n, p in problems.items()} == {"b": "duplicate-uuid"}
+    assert f"GPU {a.gpus[0].uuid} is reported by node a too" in problems["b"].message
     inventory, frozen = book.inventory()
-    assert set(frozen.nodes) == {"a", "b"}
+    assert set(frozen.nodes) == {"b"}
     assert _gpus(book, "a") == [g.uuid for g in a.gpus], "a keeps every GPU its pods hold"
     assert _gpus(book, "b") == ["GPU-b-1"], "b without a past keeps only what no other node reports"
     assert len({g.uuid for n in inventory.nodes for g in n.gpus}) == 3
+    book.read("a", node_obj("a", a.to_annotation()))  # a's agent writes again: still the incumbent
+    assert set(book.problems()) == {"b"}
     assert book.remove("b")
     assert book.problems() == {} and book.inventory()[1].nodes == {}
+
+
+def test_a_uuid_two_nodes_of_one_batch_report_freezes_both() -> None:
+    """Neither is the incumbent (the start-up list is judged as one batch: the order of a LIST must not
+    crown a copier): both frozen with what they report (nothing is placed there, nothing evicted)."""
+    book, _ = _book()
+    a = node("a", A10, A10)
+    copied = NodeInventory(name="b", gpus=[a.gpus[0], gpu(1, L4, uuid="GPU-b-1")])
+    book.begin_batch()
+    assert not book.read("a", node_obj("a", a.to_annotation()))
+    assert not book.read("b", node_obj("b", copied.to_annotation()))
+    assert book.end_batch()
+    problems = book.problems()
+    assert {n: p.kind for n, p in problems.items()} == {"a": "duplicate-uuid", "b": "duplicate-uuid"}
+    assert f"GPU {a.gpus[0].uuid} is reported by node b too" in problems["a"].message
+    assert set(book.inventory()[1].nodes) == {"a", "b"}
+    assert sorted(g.uuid for n in book.inventory()[0].nodes for g in n.gpus) == sorted(
+        [*(g.uuid for g in a.gpus), "GPU-b-1"]
+    ), "each GPU once in the planning inventory"
+    book.read("a", node_obj("a", a.to_annotation()))  # a's agent writes again: no incumbent yet
+    assert set(book.problems()) == {"a", "b"}
+    assert book.remove("b")
+    assert book.problems() == {} and _gpus(book, "a") == [g.uuid for g in a.gpus]
+
+
+def test_a_compromised_node_cannot_freeze_the_nodes_whose_uuids_it_claims() -> None:
+    book, _ = _book()
+    victims = [node(f"v{i}", A10) for i in range(2)]
+    for victim in victims:
+        book.read(victim.name, node_obj(victim.name, victim.to_annotation()))
+    evil = NodeInventory(name="evil", gpus=[gpu(i, A10, uuid=v.gpus[0].uuid) for i, v in enumerate(victims)])
+    book.read("evil", node_obj("evil", evil.to_annotation()))
+    assert {n: p.kind for n, p in book.problems().items()} == {"evil": "duplicate-uuid"}
+    assert set(book.inventory()[1].nodes) == {"evil"}
 
 
 def test_gfd_labels_that_flap_or_change_keep_the_last_good_description() -> None:

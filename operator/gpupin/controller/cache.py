@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpupin import constants
-from gpupin.controller.nodeinventory import NodeBook, aliases_from_placements
+from gpupin.controller.nodealiases import aliases_from_placements
+from gpupin.controller.nodeinventory import NodeBook
 from gpupin.controller.podstate import is_finished, is_terminating, placement_of, placement_problem
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.kernel.state import Frozen
@@ -159,6 +160,16 @@ class ClusterCache:
         name = node["metadata"]["name"]
         self.raw_nodes[name] = node
         return self._refresh_node(name)
+
+    def begin_node_batch(self) -> None:
+        """Nodes and slices set until :meth:`end_node_batch` are judged together (the start-up lists)."""
+        self.book.begin_batch()
+
+    def end_node_batch(self) -> bool:
+        changed = self.book.end_batch()
+        if changed:
+            self._inventory = None
+        return changed
 
     def _refresh_node(self, name: str) -> bool:
         node = self.raw_nodes.get(name)

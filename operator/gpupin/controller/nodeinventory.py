@@ -9,8 +9,11 @@ Node object itself is gone; anything else keeps the node's *last good inventory*
   ``mig`` (GFD labels of MIG devices): the node keeps its last good inventory — its pods keep
   running — and takes no new pods (it is *frozen*);
 - ``missing``: no GPU facts any more (annotation removed, no other source) after it had GPUs: the same;
-- ``duplicate-uuid``: a GPU UUID another node reports too: neither node takes new pods, nothing is
-  evicted; each keeps its last good inventory (one without, its GPUs less the shared ones);
+- ``duplicate-uuid``: a GPU UUID another node reports too: the node that had it in its last good
+  inventory keeps it and stays as it was; the newcomer takes no new pods (so a node that copies
+  the others' UUIDs freezes only itself); where no claimant had it (both new, or read in one batch
+  at start-up) neither takes new pods. Nothing is evicted; a newcomer without a past keeps its
+  GPUs less the shared ones;
 - ``gfd-changed``: GFD labels that describe the node otherwise than before (another count or
   product): GFD gives no UUIDs and no indices, so it cannot say which card changed: frozen;
 - ``gpu-gone``: a healthy source (annotation, ResourceSlices; an explicit empty list too) without a
@@ -42,11 +45,9 @@ from gpupin.inventory import (
     Source,
     gfd_uuid,
     read_node,
-    same_name,
     same_product,
 )
 from gpupin.kernel.state import Frozen, GPUAlias
-from gpupin.placement import Placement
 
 FREEZING = frozenset({"unreadable", "missing", "duplicate-uuid", "mig", "gfd-changed"})
 """Problems that freeze a node: it keeps its last good inventory and takes no new pods."""
@@ -159,8 +160,24 @@ class NodeBook:
         """GPU UUID → the nodes whose current report has it."""
         self._told: dict[str, str] = {}
         """Node → the problem kind last handed out by :meth:`changes`."""
+        self._batch: set[str] | None = None  # nodes read since begin_batch, judged at end_batch
+        self._judging = False
 
     # -- input ---------------------------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        """Reads until :meth:`end_batch` are judged together (the operator's start-up list): no node
+        becomes the incumbent of a UUID another node of the batch reports too."""
+        self._batch = set()
+
+    def end_batch(self) -> bool:
+        """Judge the batch's nodes; True when the planning inventory changed."""
+        names, self._batch = self._batch or set(), None
+        self._judging = True
+        try:
+            return self._apply_all(names)
+        finally:
+            self._judging = False
 
     def read(self, name: str, node: Mapping[str, Any], from_slices: NodeInventory | None = None) -> bool:
         """Read a Node object's GPU facts; True when the planning inventory changed."""
@@ -179,6 +196,9 @@ class NodeBook:
             for uuid in _uuids(reported):
                 self._owners.setdefault(uuid, set()).add(name)
             affected |= {n for u in _uuids(old) | _uuids(reported) for n in self._owners.get(u, ())}
+        if self._batch is not None:
+            self._batch |= affected
+            return False
         return self._apply_all(affected)
 
     def remove(self, name: str) -> bool:
@@ -269,9 +289,7 @@ class NodeBook:
     def _apply(self, name: str) -> bool:
         rec = self._nodes[name]
         before = (rec.good, rec.problem, dict(rec.renamed), set(rec.gone))
-        shared = {
-            u: sorted(self._owners[u] - {name}) for u in _uuids(rec.reported) if self._owners[u] - {name}
-        }
+        shared = {u: sorted(self._owners[u] - {name}) for u in self._contested(name, rec)}
         had_gpus = rec.good is not None and bool(rec.good.gpus)
         if rec.error is not None:
             self._set(rec, name, rec.error.kind, str(rec.error).removeprefix(f"node {name}: "))
@@ -294,9 +312,9 @@ class NodeBook:
             self._set(
                 rec, name, "duplicate-uuid", f"{pairs} (a copied inventory?); no node with it takes new pods"
             )
-            if rec.good is None:
-                rec.good = _with_gpus(rec.reported, [g for g in rec.reported.gpus if g.uuid not in shared])
-                rec.good_source = rec.source
+            if rec.good is None:  # a newcomer keeps what is its alone; in a batch, all (it is frozen)
+                kept = [g for g in rec.reported.gpus if self._judging or g.uuid not in shared]
+                rec.good, rec.good_source = _with_gpus(rec.reported, kept), rec.source
         elif (
             rec.source == "gfd"
             and had_gpus
@@ -317,6 +335,16 @@ class NodeBook:
         else:
             self._accept(rec, name)
         return before != (rec.good, rec.problem, dict(rec.renamed), set(rec.gone))
+
+    def _contested(self, name: str, rec: _Node) -> list[str]:
+        """The UUIDs ``name`` reports that another node reports too, but for those in its last good
+        inventory and in no claimant's: the incumbent keeps them, only the newcomer is frozen."""
+        mine, contested = _uuids(rec.good), []
+        for uuid in _uuids(rec.reported):
+            others = [self._nodes[o] for o in self._owners[uuid] - {name} if o in self._nodes]
+            if others and (uuid not in mine or any(uuid in _uuids(o.good) for o in others)):
+                contested.append(uuid)
+        return contested
 
     def _set(self, rec: _Node, name: str, kind: str, detail: str) -> None:
         since = rec.problem.since if rec.problem and rec.problem.kind == kind else _stamp(self._wall())
@@ -363,28 +391,3 @@ class NodeBook:
             )
         else:
             rec.problem = None
-
-
-def aliases_from_placements(
-    inventory: Inventory, placements: Iterable[Placement], known: Mapping[str, GPUAlias]
-) -> dict[str, GPUAlias]:
-    """GFD stand-ins that pods still name on a node the agent now reports (after an operator
-    restart the node's GFD past is known only from its pods): ``GFD-<node>-<i>`` is the node's GPU
-    at index ``i`` when the product names match."""
-    nodes = {n.name: n for n in inventory.nodes}
-    present = {gpu.uuid for n in inventory.nodes for gpu in n.gpus}
-    result = dict(known)
-    for placement in placements:
-        node = nodes.get(placement.node)
-        if node is None:
-            continue
-        for held in placement.gpus:
-            if held.uuid in present or held.uuid in result or held.uuid != gfd_uuid(node.name, held.index):
-                continue
-            target = next((g for g in node.gpus if g.index == held.index and g.pinnable_by_uuid), None)
-            if target is None:
-                continue
-            if same_name(held.name, target.name):
-                was = target.model_copy(update={"uuid": held.uuid, "name": held.name})
-                result[held.uuid] = GPUAlias(target.uuid, was)
-    return result
