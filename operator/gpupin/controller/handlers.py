@@ -16,7 +16,6 @@ only queues a key; the reconcile reads the cache, so triggers can be many and ch
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -28,6 +27,7 @@ from gpupin.controller import metrics, netpolicies
 from gpupin.controller.cache import ClusterCache, key_of
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
+from gpupin.controller.listing import Lister, list_objects, unlisted
 from gpupin.controller.podstate import is_ready, is_terminating
 from gpupin.controller.runtime import Reconciler
 from gpupin.kube import ApiError, Kube
@@ -110,19 +110,9 @@ def _scopes() -> list[str | None]:
     return list(config.namespaces) if config and config.namespaces else [None]
 
 
-def _path(group_version: str, plural: str, namespace: str | None) -> str:
-    """The collection's URL, cluster-wide or of one namespace (``v1``: the core group)."""
-    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
-    return f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-
-
-# store, kind, apiVersion, plural, label-selected, the event path a listed or vanished object takes
-_Lister = tuple[str, str, str, str, bool, Callable[[str | None, dict[str, Any]], None]]
-
-
-def _listers() -> list[_Lister]:
+def _listers() -> list[Lister]:
     """gpupin's namespaced objects, listed at start-up and by every relist."""
-    listers: list[_Lister] = [
+    listers: list[Lister] = [
         ("pods", "Pod", "v1", "pods", True, _pod_seen),
         ("services", "Service", "v1", "services", True, partial(_child_seen, "services", "Service")),
         ("deployments", constants.KIND, constants.API_VERSION, constants.PLURAL, False, _deployment_seen),
@@ -152,37 +142,36 @@ def _listers() -> list[_Lister]:
     return listers
 
 
-async def _list(
-    kube: Kube, lister: _Lister, namespace: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
-    """One LIST: its items (with kind and apiVersion, which a LIST leaves out) and resourceVersion."""
-    _, kind, api_version, plural, selected, _ = lister
-    query = {"labelSelector": MANAGED} if selected else None
-    body = await asyncio.to_thread(kube.request, "GET", _path(api_version, plural, namespace), None, query)
-    items = [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
-    return items, (body.get("metadata") or {}).get("resourceVersion")
-
-
 async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
     """List once before the first reconcile, so the first plans see every GPU already held
     (the watches then keep the cache current). In namespaced mode only the served namespaces are
     listed: the operator's RBAC grants nothing else, and what it cannot watch it must not keep."""
     for namespace in _scopes():
         for lister in _listers():
-            items, _ = await _list(kube, lister, namespace)
+            try:
+                items, _ = await list_objects(kube, lister, namespace, MANAGED)
+            except ApiError as exc:
+                if namespace is None or exc.status not in (403, 404):
+                    raise
+                unlisted(namespace, lister, exc)  # a served namespace not there (yet): the others go on
+                continue
             for item in items:
                 getattr(cache, lister[0]).upsert(item)
     nodes = await asyncio.to_thread(kube.request, "GET", "/api/v1/nodes")
-    for node in nodes.get("items") or []:
-        cache.set_node(node)
+    cache.begin_node_batch()  # judged together: no node is the incumbent of a UUID another reports
     try:
-        slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
-    except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
-        if exc.status not in (403, 404):
-            raise
-        slices = {}
-    for item in slices.get("items") or []:
-        cache.set_slice(item)
+        for node in nodes.get("items") or []:
+            cache.set_node(node)
+        try:
+            slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
+        except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
+            if exc.status not in (403, 404):
+                raise
+            slices = {}
+        for item in slices.get("items") or []:
+            cache.set_slice(item)
+    finally:
+        cache.end_node_batch()
 
 
 async def _relist_forever(kube: Kube, seconds: float) -> None:
@@ -211,7 +200,13 @@ async def relist(kube: Kube) -> None:
     for namespace in _scopes():
         for lister in _listers():
             store_name, kind_name, _, _, _, seen = lister
-            items, resource_version = await _list(kube, lister, namespace)
+            try:
+                items, resource_version = await list_objects(kube, lister, namespace, MANAGED)
+            except ApiError as exc:  # this namespace unread (deleted, its RoleBinding gone): sweep the rest
+                if namespace is None or exc.status not in (403, 404):
+                    raise
+                unlisted(namespace, lister, exc)
+                continue
             for item in items:  # no await from here to the sweep: the store is not changed meanwhile
                 seen(None, item)
             store = getattr(STATE.cache, store_name)
