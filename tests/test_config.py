@@ -225,12 +225,17 @@ def test_the_admin_knobs_from_the_environment_and_flags(monkeypatch: pytest.Monk
         (
             "default_cache_size",
             "huge",
-            "gpupin: --default-cache-size 'huge': expected auto, none or a size such as 200Gi",
+            "gpupin: --default-cache-size 'huge': expected auto, none or a size of at least 1Gi such as 200Gi",
         ),
         (
             "default_cache_size",
             "0",
-            "gpupin: --default-cache-size '0': expected auto, none or a size such as 200Gi",
+            "gpupin: --default-cache-size '0': expected auto, none or a size of at least 1Gi such as 200Gi",
+        ),
+        (
+            "default_cache_size",
+            "100m",
+            "gpupin: --default-cache-size '100m': expected auto, none or a size of at least 1Gi such as 200Gi",
         ),
         ("network_policy", "strict", "gpupin: --network-policy 'strict': expected none or namespace"),
         (

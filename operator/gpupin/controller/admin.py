@@ -134,11 +134,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     size = str(args.default_cache_size).strip()
     if size not in ("auto", "none"):
         try:
-            if parse_bytes(size) <= 0:
+            if parse_bytes(size) < 2**30:  # smaller evicts every pod once its first model lands
                 raise ValueError(size)
         except ValueError:
             raise ValueError(
-                f"--default-cache-size {size!r}: expected auto, none or a size such as 200Gi"
+                f"--default-cache-size {size!r}: expected auto, none or a size of at least 1Gi such as 200Gi"
             ) from None
     settings["default_cache_size"] = size
     if args.network_policy not in NETWORK_POLICY_MODES:

@@ -199,7 +199,7 @@ def converge(
     step.outdated = remaining
     step.held_back = reasons[0] if reasons and (remaining or missing) else ""
     step.done = not outdated and not missing and not terminating and all(is_ready(live[n]) for n in current)
-    # claim templates before their pods, and the NetworkPolicy (a pod never serves unguarded); Services last
+    # claim templates before their pods, and the NetworkPolicy (a new pod never starts unguarded); Services last
     order = {"ResourceClaimTemplate": 0, "NetworkPolicy": 0, "Pod": 1, "Service": 2}
     step.create.sort(key=lambda o: order.get(o["kind"], 3))
     return step
