@@ -442,3 +442,22 @@ def test_the_installed_command_runs_without_a_traceback(tmp_path: Path) -> None:
 def test_crd_command_prints_the_generated_crd(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "crd")
     assert code == 0 and yaml.safe_load(out)["metadata"]["name"] == "llmdeployments.gpupin.dev"
+
+
+def test_plan_applies_the_cluster_admins_policy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """gpupin plan takes the operator's policy flags: a spec they refuse is PolicyRefused (exit 1), the
+    same rule the operator applies (gpupin.policy); a bad flag is one line, exit 2."""
+    spec = _write(
+        tmp_path,
+        "evil.yaml",
+        "apiVersion: gpupin.dev/v1alpha1\nkind: LLMDeployment\nmetadata: {name: evil, namespace: default}\n"
+        "spec: {engine: ollama, models: [{name: 'llama3.1:8b'}], image: 'evil.example/ollama:latest'}\n",
+    )
+    code, out, _ = run(capsys, "plan", "-f", spec, "--inventory", WORKSTATION)
+    assert code == 0, out
+    code, out, _ = run(
+        capsys, "plan", "-f", spec, "--inventory", WORKSTATION, "--allowed-images", "ollama/ollama"
+    )
+    assert code == 1 and "PolicyRefused" in out and "--allowed-images" in out, out
+    code, _, err = run(capsys, "plan", "-f", spec, "--inventory", WORKSTATION, "--allowed-images", "quay.io")
+    assert code == 2 and err.strip().startswith("gpupin: --allowed-images 'quay.io'"), err

@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     modelcli.add_debug_argument(plan)
     plan.add_argument("--ollama-image", default=ENGINES.get("ollama").default_image, metavar="IMAGE")
     plan.add_argument("--vllm-image", default=ENGINES.get("vllm").default_image, metavar="IMAGE")
+    from gpupin.controller import admin
+
+    admin.add_arguments(plan)  # the cluster admin's policy, as the operator applies it
     plan.set_defaults(run=_plan)
 
     modelcli.add_models_command(sub)
@@ -307,13 +310,22 @@ def _plan(args: argparse.Namespace) -> int:
     inventory, problems = load_inventory(args.inventory)
     for problem in problems:
         print(f"gpupin: warning: {args.inventory}: skipped {problem}", file=sys.stderr)
-    config = RenderConfig(
-        pinning=args.pinning,
-        runtime_class_name=args.runtime_class or None,
-        images=(("ollama", args.ollama_image), ("vllm", args.vllm_image)),
-    )
+    from gpupin.controller import admin
+    from gpupin.controller.config import OperatorConfig
+
+    try:
+        operator = OperatorConfig(
+            pinning=args.pinning,
+            runtime_class_name=args.runtime_class or None,
+            ollama_image=args.ollama_image,
+            vllm_image=args.vllm_image,
+            **admin.settings(args),
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    config = operator.render
     engines = modelcli.engines_for(args, [d.spec for d in deployments])
-    planner = Planner(inventory, pinning=args.pinning, engines=engines)
+    planner = Planner(inventory, pinning=args.pinning, engines=engines, policy=operator.policy)
     results: list[tuple[LLMDeployment, Plan]] = []
     seen: set[str] = set()
     for deployment in deployments:
