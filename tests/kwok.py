@@ -500,19 +500,19 @@ def token_kubeconfig(
     return path
 
 
-def least_privilege(cluster: Cluster, namespace: str = "gpupin-test") -> Path:
-    """A ServiceAccount bound to exactly the operator's RBAC rules, and a token-only kubeconfig for it:
-    every operator in the tests runs on it, so a request the rules do not allow fails the suite."""
+def grant(cluster: Cluster, namespace: str, account: str, name: str, rules: list[dict[str, Any]]) -> None:
+    """ServiceAccount ``namespace/account`` bound cluster-wide to exactly ``rules`` (ClusterRole and
+    ClusterRoleBinding ``name``; :func:`revoke` removes them)."""
     from gpupin.controller import rbac
 
-    name = "gpupin-operator-test"
-    cluster.create_namespace(namespace)
     cluster.kube.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin-operator"}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
     )
-    cluster.kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", rbac.cluster_role(name))
+    cluster.kube.request(
+        "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", rbac.cluster_role(name, rules)
+    )
     cluster.kube.request(
         "POST",
         "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
@@ -521,7 +521,21 @@ def least_privilege(cluster: Cluster, namespace: str = "gpupin-test") -> Path:
             "kind": "ClusterRoleBinding",
             "metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "gpupin-operator", "namespace": namespace}],
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
         },
     )
+
+
+def revoke(cluster: Cluster, name: str) -> None:
+    cluster.kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
+    cluster.kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+
+
+def least_privilege(cluster: Cluster, namespace: str = "gpupin-test") -> Path:
+    """A ServiceAccount bound to exactly the operator's RBAC rules, and a token-only kubeconfig for it:
+    every operator in the tests runs on it, so a request the rules do not allow fails the suite."""
+    from gpupin.controller import rbac
+
+    cluster.create_namespace(namespace)
+    grant(cluster, namespace, "gpupin-operator", "gpupin-operator-test", rbac.RULES)
     return token_kubeconfig(cluster, namespace, "gpupin-operator", cluster.workdir / "operator.kubeconfig")

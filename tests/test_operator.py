@@ -26,7 +26,7 @@ from gpupin import constants
 from gpupin.inventory import NodeInventory
 
 from helpers import A10, RTX_2060, RTX_4070
-from kwok import Env, token_kubeconfig, wait_for
+from kwok import Env, grant, revoke, token_kubeconfig, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -301,24 +301,7 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
     from gpupin.controller import rbac
 
     name = f"gpupin-test-{env.suffix}"
-    kube = env.cluster.kube
-    kube.request(
-        "POST",
-        f"/api/v1/namespaces/{env.namespace}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin"}},
-    )
-    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", rbac.cluster_role(name))
-    kube.request(
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "gpupin", "namespace": env.namespace}],
-        },
-    )
+    grant(env.cluster, env.namespace, "gpupin", name, rbac.RULES)
     try:
         kubeconfig = token_kubeconfig(env.cluster, env.namespace, "gpupin", env.tmp / "sa.kubeconfig")
         env.node("workstation", RTX_4070, RTX_2060)
@@ -335,8 +318,7 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
         _assert_can_do_no_more_than(env, f"system:serviceaccount:{env.namespace}:gpupin", rbac.RULES)
     finally:
-        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
-        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+        revoke(env.cluster, name)
 
 
 # What every authenticated identity may do in any cluster (self reviews), beyond its own rules.

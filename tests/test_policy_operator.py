@@ -23,7 +23,7 @@ import yaml
 from gpupin import constants, reasons
 
 from helpers import RTX_2060, RTX_4070
-from kwok import Env, token_kubeconfig, tools_bin, wait_for
+from kwok import Env, grant, revoke, token_kubeconfig, tools_bin, wait_for
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "gpupin"
 
@@ -103,26 +103,7 @@ def test_a_placed_deployment_gets_its_network_policy_and_it_goes_with_it(
     monkeypatch.setenv("GPUPIN_TEST_LOG_LEVEL", "DEBUG")  # the operator says what its watches deliver
 
     name = f"gpupin-netpol-{env.suffix}"
-    kube = env.cluster.kube
-    kube.request(
-        "POST",
-        f"/api/v1/namespaces/{env.namespace}/serviceaccounts",
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "gpupin"}},
-    )
-    role = rbac.cluster_role(name)
-    role["rules"] = [*role["rules"], *rbac.NETWORK_POLICY_RULES]
-    kube.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
-    kube.request(
-        "POST",
-        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": "gpupin", "namespace": env.namespace}],
-        },
-    )
+    grant(env.cluster, env.namespace, "gpupin", name, [*rbac.RULES, *rbac.NETWORK_POLICY_RULES])
     try:
         kubeconfig = token_kubeconfig(env.cluster, env.namespace, "gpupin", env.tmp / "sa.kubeconfig")
         env.node("workstation", RTX_4070, RTX_2060)
@@ -148,7 +129,7 @@ def test_a_placed_deployment_gets_its_network_policy_and_it_goes_with_it(
             lambda: '"event": "Saw NetworkPolicy"' in operator.log.read_text(),
             what="the operator's watch delivering the NetworkPolicy",
         )
-        kube.request(
+        env.cluster.kube.request(
             "DELETE",
             f"/apis/networking.k8s.io/v1/namespaces/{env.namespace}/networkpolicies/assistant-gpupin",
         )
@@ -161,5 +142,4 @@ def test_a_placed_deployment_gets_its_network_policy_and_it_goes_with_it(
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
     finally:
-        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}")
-        kube.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+        revoke(env.cluster, name)
