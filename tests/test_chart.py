@@ -187,6 +187,13 @@ def test_non_default_values(tmp_path: Path) -> None:
         (["operator.relistSeconds=-1"], "operator/relistSeconds"),
         (["operator.watchNamespaces={llm,Team_B}"], "watchNamespaces/1"),
         (["operator.watchNamespaces=Team_B"], '"Team_B" is not a namespace name'),
+        (["operator.watchNamespaces=" + "a" * 64], "at most 63"),
+        (
+            ["operator.policy.allowedImages={quay.io}"],
+            '"quay.io" is a registry host; write it with its slash',
+        ),
+        (["operator.defaultCacheSize=100Mi"], "operator/defaultCacheSize"),
+        (["operator.networkPolicy.clientNamespaceLabels=bad label!!"], "clientNamespaceLabels"),
     ],
 )
 def test_contradictory_values_fail_with_a_message(sets: list[str], fragment: str) -> None:

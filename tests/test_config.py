@@ -244,6 +244,12 @@ def test_the_admin_knobs_from_the_environment_and_flags(monkeypatch: pytest.Monk
             "gpupin: --network-policy-namespaces 'bad key': expected key=value or key (namespace labels, "
             "comma-separated), e.g. kubernetes.io/metadata.name=ingress-nginx",
         ),
+        (
+            "network_policy_namespaces",
+            "kubernetes.io/metadata.name=ingress,kubernetes.io/metadata.name=monitoring",
+            "gpupin: --network-policy-namespaces: label kubernetes.io/metadata.name named twice; the labels are "
+            "ANDed (a namespace must carry all of them), so a namespace cannot match two values of one key",
+        ),
     ],
 )
 def test_a_bad_admin_knob_is_a_one_line_error(

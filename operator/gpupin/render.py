@@ -300,5 +300,10 @@ def parse_namespace_selector(text: str) -> tuple[tuple[str, str | None], ...]:
                 f"--network-policy-namespaces {part!r}: expected key=value or key (namespace labels, "
                 "comma-separated), e.g. kubernetes.io/metadata.name=ingress-nginx"
             )
+        if any(key == seen for seen, _ in result):
+            raise ValueError(
+                f"--network-policy-namespaces: label {key} named twice; the labels are ANDed (a namespace "
+                "must carry all of them), so a namespace cannot match two values of one key"
+            )
         result.append((key, value.strip() if eq else None))
     return tuple(result)

@@ -31,8 +31,8 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* operator.watchNamespaces as a JSON list: a list, or one comma-separated string (--set
-operator.watchNamespaces=llm,chat); each must be a namespace name. */}}
+{{/* operator.watchNamespaces as a JSON list: a list (--set 'operator.watchNamespaces={llm,chat}'),
+or one comma-separated string ("llm, chat" in a values file); each must be a namespace name. */}}
 {{- define "gpupin.watchNamespaces" -}}
 {{- $given := .Values.operator.watchNamespaces -}}
 {{- if kindIs "string" $given -}}{{- $given = splitList "," $given -}}{{- end -}}
@@ -40,8 +40,8 @@ operator.watchNamespaces=llm,chat); each must be a namespace name. */}}
 {{- range $given -}}
 {{- $name := trim . -}}
 {{- if $name -}}
-{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name) -}}
-{{- fail (printf "operator.watchNamespaces: %q is not a namespace name (lowercase letters, digits and '-')" $name) -}}
+{{- if or (gt (len $name) 63) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" $name)) -}}
+{{- fail (printf "operator.watchNamespaces: %q is not a namespace name (lowercase letters, digits and '-', at most 63)" $name) -}}
 {{- end -}}
 {{- $names = append $names $name -}}
 {{- end -}}
@@ -51,6 +51,11 @@ operator.watchNamespaces=llm,chat); each must be a namespace name. */}}
 
 {{/* Contradictory values fail the install with a message, instead of a broken cluster. */}}
 {{- define "gpupin.validate" -}}
+{{- range .Values.operator.policy.allowedImages -}}
+{{- if and (not (contains "/" .)) (contains "." .) (not (contains ":" .)) (not (contains "@" .)) -}}
+{{- fail (printf "operator.policy.allowedImages: %q is a registry host; write it with its slash (%s/) to allow its images" . .) -}}
+{{- end -}}
+{{- end -}}
 {{- if gt (int .Values.operator.replicas) 1 -}}
 {{- fail "operator.replicas must be 1: gpupin allocates GPUs in one operator process (a single writer); two would each believe a GPU free" -}}
 {{- end -}}

@@ -112,8 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--network-policy-namespaces",
         default=env.get(ENV["network_policy_namespaces"], ""),
         metavar="LABELS",
-        help="with --network-policy namespace, also admit pods of namespaces with these labels: key=value or "
-        "key, comma-separated, e.g. kubernetes.io/metadata.name=ingress-nginx "
+        help="with --network-policy namespace, also admit pods of namespaces carrying all these labels: "
+        "key=value or key, comma-separated (ANDed), e.g. kubernetes.io/metadata.name=ingress-nginx "
         f"(env {ENV['network_policy_namespaces']}; default none)",
     )
 
