@@ -224,6 +224,16 @@ def test_env_rules_cel_agrees_with_python(node: dict[str, Any]) -> None:
         assert _cel(rule.cel, node) == rule.check(model)
 
 
+@pytest.mark.parametrize("name", ["NVIDIA_VISIBLE_DEVICES", "OLLAMA_NUM_PARALLEL"])
+def test_a_rules_message_names_the_value_alike_in_cel_and_python(name: str) -> None:
+    """The API server's messageExpression and gpupin plan's message are one text, naming the variable."""
+    for rule in (r for r in SPEC_RULES if r.message_expression):
+        program = _env.program(_env.compile(rule.message_expression))
+        from_cel = str(program.evaluate({"self": celpy.json_to_cel({"name": name})}))
+        assert rule.describe is not None
+        assert from_cel == rule.describe(EnvVar.model_construct(name=name)) and from_cel.startswith(name)
+
+
 @given(
     st.fixed_dictionaries(
         {},

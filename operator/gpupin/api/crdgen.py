@@ -141,7 +141,11 @@ def spec_schema() -> dict[str, Any]:
     schema = structural(LLMDeploymentSpec.model_json_schema(by_alias=True, mode="validation"))
     for scope, path in _SCOPE_PATHS.items():
         rules = [
-            {"rule": rule.cel, "message": rule.message}
+            {
+                "rule": rule.cel,
+                "message": rule.message,
+                **({"messageExpression": rule.message_expression} if rule.message_expression else {}),
+            }
             | ({"fieldPath": "." + rule.field.split(".")[-1]} if rule.scope == "spec" else {})
             for rule in SPEC_RULES
             if rule.scope == scope

@@ -30,6 +30,10 @@ class SpecRule:
     cel: str
     message: str
     check: Callable[[Any], bool]
+    message_expression: str | None = None
+    """CEL for the API server's message (it may name the offending value), with ``describe`` its
+    Python twin; ``message`` stays the static fallback."""
+    describe: Callable[[Any], str] | None = None
 
 
 _AUTO_PICKS_VLLM = f"size(self.models) == 1 && self.models[0].name.matches('{HF_REPO_PATTERN}')"
@@ -58,6 +62,15 @@ RESERVED_ENV_PATTERN = (
     r"|KV_CACHE_TYPE))$"
 )
 _RESERVED_ENV_RE = re.compile(RESERVED_ENV_PATTERN)
+
+
+_RESERVED_ENV_MESSAGE = (
+    "NVIDIA_* and CUDA_* variables choose the GPUs a container sees, as do ROCR_VISIBLE_DEVICES, "
+    "HIP_VISIBLE_DEVICES and GPU_DEVICE_ORDINAL; HF_HOME and OLLAMA_HOST, _MODELS, _KEEP_ALIVE, "
+    "_CONTEXT_LENGTH, _NUM_PARALLEL, _MAX_LOADED_MODELS, _FLASH_ATTENTION, _KV_CACHE_TYPE are set from "
+    "the spec: GPUs are chosen by models, tensorParallelSize and gpuSelector, Ollama's settings by "
+    "spec.ollama (keepAlive, contextLength, numParallel, flashAttention, kvCacheType)"
+)
 
 
 def reserved_env_name(name: str) -> bool:
@@ -136,12 +149,10 @@ SPEC_RULES: tuple[SpecRule, ...] = (
         scope="env",
         field="spec.env",
         cel=f"!self.name.matches('{RESERVED_ENV_PATTERN}')",
-        message="NVIDIA_* and CUDA_* variables (they choose the GPUs a container sees), ROCR_VISIBLE_DEVICES, "
-        "HIP_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, HF_HOME and the OLLAMA_ variables gpupin sets (HOST, MODELS, "
-        "KEEP_ALIVE, CONTEXT_LENGTH, NUM_PARALLEL, MAX_LOADED_MODELS, FLASH_ATTENTION, KV_CACHE_TYPE) are "
-        "gpupin's to set: GPUs are chosen by models, tensorParallelSize and gpuSelector, Ollama's settings by "
-        "spec.ollama",
+        message=_RESERVED_ENV_MESSAGE,
         check=lambda e: not reserved_env_name(e.name),
+        message_expression=f'self.name + " is gpupin\'s to set: {_RESERVED_ENV_MESSAGE}"',
+        describe=lambda e: f"{e.name} is gpupin's to set: {_RESERVED_ENV_MESSAGE}",
     ),
     SpecRule(
         scope="env",
@@ -171,5 +182,5 @@ def check_scope(scope: str, node: Any) -> Any:
     """``node`` unchanged, or ValueError with the message of every rule of ``scope`` it breaks."""
     broken = [rule for rule in _scoped_rules(scope) if not rule.check(node)]
     if broken:
-        raise ValueError("; ".join(rule.message for rule in broken))
+        raise ValueError("; ".join(rule.describe(node) if rule.describe else rule.message for rule in broken))
     return node
