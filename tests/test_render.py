@@ -14,6 +14,7 @@ NetworkPolicy per deployment that admits only its namespace's pods to the servin
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Any
 
@@ -522,7 +523,7 @@ def test_a_network_policy_admits_only_the_namespace_to_the_serving_port(
     assert not _of(render(item, result, RenderConfig()), "NetworkPolicy")
     config = RenderConfig(network_policy="namespace")
     (policy,) = _of(render(item, result, config), "NetworkPolicy")
-    assert policy["metadata"]["name"] == f"{item.metadata.name}-gpupin"
+    assert re.fullmatch(rf"{item.metadata.name}-gpupin-[0-9a-f]{{6}}", policy["metadata"]["name"])
     assert policy["metadata"]["namespace"] == item.metadata.namespace
     assert policy["metadata"]["labels"][constants.MANAGED_BY_LABEL] == constants.MANAGED_BY
     assert constants.SPEC_HASH_LABEL in policy["metadata"]["labels"]
@@ -539,7 +540,9 @@ def test_a_network_policy_admits_only_the_namespace_to_the_serving_port(
     wider = RenderConfig(
         network_policy="namespace", network_policy_namespaces=(("team", "ml"), ("monitoring", None))
     )
+    first_name = policy["metadata"]["name"]
     (policy,) = _of(render(item, result, wider), "NetworkPolicy")
+    assert policy["metadata"]["name"] != first_name, "other rules, another object (made before the old goes)"
     assert policy["spec"]["ingress"][0]["from"] == [
         {"podSelector": {}},
         {
@@ -561,6 +564,7 @@ def test_a_long_deployment_name_gets_a_network_policy_name_of_its_own() -> None:
             render(item, plan(item, workstation()), RenderConfig(network_policy="namespace")), "NetworkPolicy"
         )
         obj_name = policy["metadata"]["name"]
-        assert len(obj_name) <= 63 and naming.dns_label(obj_name) == obj_name and obj_name.endswith("-gpupin")
+        assert len(obj_name) <= 63 and naming.dns_label(obj_name) == obj_name
+        assert re.fullmatch(r".+-gpupin-[0-9a-f]{6}", obj_name), obj_name
         names.add(obj_name)
     assert len(names) == 3

@@ -353,3 +353,22 @@ def test_a_network_policy_follows_the_plan_like_a_service() -> None:
     assert changed.delete == [(policy("old"), None)] and changed.create == [] and changed.waiting
     dropped = converge([], [], [], [], [], DEFAULT_POLICY, network_policies=[policy("old")])
     assert dropped.delete == [(policy("old"), None)]
+
+
+def test_a_changed_network_policy_is_created_before_the_old_one_goes() -> None:
+    """Its name carries its rules' hash: the successor is created while the old one still guards the
+    pods (policies add up), and the old one is deleted only once the successor exists."""
+
+    def policy(name: str) -> dict[str, Any]:
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "labels": {constants.SPEC_HASH_LABEL: name}},
+        }
+
+    first = converge(
+        [policy("chat-gpupin-b")], [], [], [], [], DEFAULT_POLICY, network_policies=[policy("chat-gpupin-a")]
+    )
+    assert first.create == [policy("chat-gpupin-b")] and first.delete == [] and first.waiting
+    both = [policy("chat-gpupin-a"), policy("chat-gpupin-b")]
+    second = converge([policy("chat-gpupin-b")], [], [], [], [], DEFAULT_POLICY, network_policies=both)
+    assert second.create == [] and second.delete == [(policy("chat-gpupin-a"), None)]

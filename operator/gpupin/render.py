@@ -255,29 +255,35 @@ def network_policy(
         if exists:
             match["matchExpressions"] = exists
         peers.append({"namespaceSelector": match})
+    spec = {
+        "podSelector": {"matchLabels": selector(deployment)},
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": engine.port}]}],
+    }
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
-            "name": network_policy_name(deployment.metadata.name),
+            "name": network_policy_name(deployment.metadata.name, spec),
             "namespace": deployment.metadata.namespace,
             "labels": dict(labels),
         },
-        "spec": {
-            "podSelector": {"matchLabels": selector(deployment)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": engine.port}]}],
-        },
+        "spec": spec,
     }
 
 
-def network_policy_name(deployment: str) -> str:
-    """``chat-gpupin``: beside the user's own NetworkPolicies without taking their names; a DNS label
-    like the Services' names, shortened with a hash of the name when it would not be one."""
+def network_policy_name(deployment: str, spec: dict[str, Any]) -> str:
+    """``chat-gpupin-1a2b3c``: beside the user's own NetworkPolicies without taking their names, with
+    a hash of its rules — a changed policy is a new object, created while the old one still guards
+    the pods (policies add up), then the old one goes. A DNS label like the Services' names,
+    shortened with a hash of the deployment's name when it would not be one."""
+    rules = naming.short_hash(json.dumps(spec, sort_keys=True))
     candidate = f"{deployment}-gpupin"
-    if naming.dns_label(candidate) == candidate:
-        return candidate
-    return f"{naming.dns_label(deployment, naming.MAX_NAME - 14)}-{naming.short_hash(deployment)}-gpupin"
+    if naming.dns_label(candidate, naming.MAX_NAME - 7) != candidate:
+        candidate = (
+            f"{naming.dns_label(deployment, naming.MAX_NAME - 21)}-{naming.short_hash(deployment)}-gpupin"
+        )
+    return f"{candidate}-{rules}"
 
 
 _LABEL_KEY = re.compile(

@@ -208,12 +208,17 @@ def converge(
 def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> None:
     """Services, claim templates and NetworkPolicies (``children``: the deployment's): replaced when
     their hash changed (recreated once the old one is gone), deleted when the plan has no place for
-    them."""
+    them — but a NetworkPolicy only once every NetworkPolicy the plan wants exists (their names
+    carry their rules' hash): the pods are never without one."""
     wanted = {(o["kind"], _name(o)): o for o in desired if o["kind"] != "Pod"}
     existing = {(o["kind"], _name(o)): o for o in children}
+    successor_missing = any(k[0] == "NetworkPolicy" and k not in existing for k in wanted)
     for key, obj in existing.items():
         target = wanted.get(key)
         if target is None or spec_hash_of(target) != spec_hash_of(obj):
+            if key[0] == "NetworkPolicy" and successor_missing:
+                step.waiting = True  # deleted once its successor exists
+                continue
             step.delete.append((obj, None))
     for key, obj in wanted.items():
         if key in existing:
