@@ -310,17 +310,10 @@ def _plan(args: argparse.Namespace) -> int:
     inventory, problems = load_inventory(args.inventory)
     for problem in problems:
         print(f"gpupin: warning: {args.inventory}: skipped {problem}", file=sys.stderr)
-    from gpupin.controller import admin
-    from gpupin.controller.config import OperatorConfig
+    from gpupin.controller.config import for_plan
 
     try:
-        operator = OperatorConfig(
-            pinning=args.pinning,
-            runtime_class_name=args.runtime_class or None,
-            ollama_image=args.ollama_image,
-            vllm_image=args.vllm_image,
-            **admin.settings(args),
-        )
+        operator = for_plan(args)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     config = operator.render

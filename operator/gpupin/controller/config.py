@@ -292,6 +292,19 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def for_plan(args: argparse.Namespace) -> OperatorConfig:
+    """What `gpupin plan` renders and plans with: its own flags and the admin's policy flags, mapped
+    to render settings and a :class:`~gpupin.policy.Policy` as the operator maps them. Raises
+    ValueError naming a bad flag."""
+    return OperatorConfig(
+        pinning=args.pinning,
+        runtime_class_name=args.runtime_class or None,
+        ollama_image=args.ollama_image,
+        vllm_image=args.vllm_image,
+        **admin.settings(args),
+    )
+
+
 def from_environment(argv: Sequence[str] = ()) -> OperatorConfig:
     """The configuration `kopf run -m gpupin.controller.handlers` uses: environment variables only."""
     parser = argparse.ArgumentParser(add_help=False)
