@@ -5,8 +5,9 @@ Aspects: the API server refuses an LLMDeployment that sets a pinning variable; t
 bound to a pod on its node as the kubelet binds it, publishes that node's inventory and can neither
 write another Node, nor taint its own, nor change a label or annotation that is not gpupin's, and
 an unbound token of the same ServiceAccount can write no Node at all; an operator serving one
-namespace with the chart's namespaced RBAC places pods there, posts its Node Events in its own
-namespace, logs no refusal, and may not create or read a pod anywhere else.
+namespace with the chart's namespaced RBAC places pods there, posts its Node Events in namespace
+default, logs no refusal, and may not create or read a pod anywhere else; beside a device plugin the
+real scheduler hands a visible-devices GPU to another pod, and not a device-plugin-pinned one.
 """
 
 from __future__ import annotations
