@@ -229,11 +229,15 @@ class LLMDeploymentSpec(ApiModel):
 
     @property
     def vllm_options(self) -> VLLMOptions:
-        return self.vllm or VLLMOptions()
+        return self.vllm or _DEFAULT_VLLM
 
     @property
     def ollama_options(self) -> OllamaOptions:
-        return self.ollama or OllamaOptions()
+        return self.ollama or _DEFAULT_OLLAMA
+
+
+_DEFAULT_VLLM = VLLMOptions()  # frozen models: one default serves every spec without its own
+_DEFAULT_OLLAMA = OllamaOptions()
 
 
 def resolve_engine(engine: Engine, model_names: list[str]) -> ResolvedEngine:

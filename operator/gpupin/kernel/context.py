@@ -27,10 +27,17 @@ class PlanContext:
     share_across_namespaces: bool = True
     """A new server may go on a GPU that pods of another namespace hold memory on (shared-server
     engines). False: GPUs are not shared across namespaces; pods already sharing one stay."""
+    explain: bool = True
+    """Explain a refusal (which GPUs are too small or taken, and by whom). False: a search trying
+    placements only needs to know it failed, so the refusal is :data:`UNEXPLAINED`, which is cheap."""
 
     @property
     def namespace(self) -> str:
         return namespace_of(self.owner)
+
+
+UNEXPLAINED = "not placed (search)"
+"""The message of a refusal made without an explanation (:attr:`PlanContext.explain` False)."""
 
 
 def namespace_of(owner: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from gpupin import naming, reasons
 from gpupin.inventory import short_name
-from gpupin.kernel.context import PlanContext
+from gpupin.kernel.context import UNEXPLAINED, PlanContext
 from gpupin.kernel.eligibility import Refusal, cc_tuple
 from gpupin.kernel.prose import count, group_text, holders_text
 from gpupin.kernel.state import ProductKey, Slot
@@ -139,6 +139,8 @@ class GroupPlacer:
             group = self._mixed_group(lambda s: s.fully_free)
             if group is not None:
                 return group
+        if not self.ctx.explain:
+            raise Refusal(reasons.INSUFFICIENT_GPUS, UNEXPLAINED)
         raise self._refusal()
 
     def _mixed_group(self, usable: Callable[[Slot], bool]) -> list[Slot] | None:
@@ -235,7 +237,24 @@ class GroupPlacer:
                 f"replicas {self.replicas} need {self.replicas} groups of {self.tp} GPU(s) with ≥ "
                 f"{format_gib(self.per_rank / self.util)} each; the eligible GPUs form {groups}",
             )
+        big_enough = [s for s in eligible if self._fits(s)]
+        if big_enough:  # GPUs hold a rank, but no node has enough of them
+            return self._too_few_big_enough(big_enough)
         return self._too_small(eligible)
+
+    def _too_few_big_enough(self, big_enough: list[Slot]) -> Refusal:
+        together: dict[tuple[str, ProductKey | None], list[Slot]] = {}
+        for slot in big_enough:
+            together.setdefault((slot.node, None if self.allow_mixed else slot.key), []).append(slot)
+        (node, _), most = max(together.items(), key=lambda kv: (len(kv[1]), -kv[1][0].order))
+        kind = "" if self.allow_mixed else " matching"
+        return Refusal(
+            reasons.TOO_FEW_GPUS,
+            f"tensorParallelSize {self.tp} needs {self.tp}{kind} GPUs with ≥ {format_gib(self.per_rank / self.util)} "
+            f"each on one node; GPUs that big exist, but the most on one node is {len(most)} "
+            f"({node}: {group_text(most)}). Use a tensorParallelSize of at most {len(most)}, or a node with "
+            f"{self.tp} such GPUs",
+        )
 
     def _taken(self, eligible: list[Slot]) -> Refusal:
         # the GPUs that could form a group if nobody held them

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gpupin import naming, reasons
-from gpupin.kernel.context import PlanContext, namespace_of
+from gpupin.kernel.context import UNEXPLAINED, PlanContext, namespace_of
 from gpupin.kernel.eligibility import Refusal
 from gpupin.kernel.prose import group_text, holders_text, product_summary
 from gpupin.kernel.state import Slot
@@ -91,6 +91,8 @@ class SharedPlacer:
                     self.filter.ensure_any()
                     checked = True
                 if not self._place_replica(est):
+                    if not self.ctx.explain:
+                        raise Refusal(reasons.INSUFFICIENT_GPUS, UNEXPLAINED)
                     raise self._refusal(est)
         placements = [self._placement(pod) for pod in self.pods if pod.models]
         return placements, reasons.PLACED_OK, self.request.summary(placements, estimates)
@@ -152,7 +154,9 @@ class SharedPlacer:
                 return True
         # 2. the best-fitting GPU anywhere
         slot = self.state.best_fit_shared(
-            single, lambda s: s.gpu.uuid not in self.pod_of and self.filter.ok(s) and self._open_to_us(s)
+            single,
+            self.filter.key_ok,
+            lambda s: s.gpu.uuid not in self.pod_of and self.filter.ok(s) and self._open_to_us(s),
         )
         if slot is not None:
             podset = self._pod_for([slot])

@@ -127,10 +127,8 @@ class ClusterState:
                 self.slots[gpu.uuid] = slot
                 slots.append(slot)
             self.nodes[node.name] = slots
-        # Slots that can still take shared memory (no exclusive holder), ordered by free bytes.
-        self.shareable: list[tuple[int, int]] = sorted(
-            (s.free, s.order) for s in self.by_order if not s.frozen
-        )
+        # Slots some pod shares already (held, no exclusive holder), ordered by free bytes.
+        self.partly_used: list[tuple[int, int]] = []
         # Fully free slots per product key and node, and per key the nodes by free count.
         self.free_by_key: dict[ProductKey, dict[str, list[Slot]]] = {}
         # count → node positions (sorted), so a choice depends on the state alone, not on its history
@@ -149,6 +147,11 @@ class ClusterState:
                 bisect.insort(buckets.setdefault(len(slots), []), self.node_position[node_name])
         # Keys ordered for best fit: smallest memory first.
         self.keys_by_memory: list[ProductKey] = sorted(self.free_by_key, key=lambda k: (k[1], k[0], k[2]))
+        # Keys in the order a shared server opens a free GPU: the oldest compute capability first
+        # (the GPUs fewest engines can use otherwise), then the smallest.
+        self.keys_for_sharing: list[ProductKey] = sorted(
+            self.free_by_key, key=lambda k: (_cc(k[2]) >= (7, 5), k[1], _cc(k[2]), k[0])
+        )
         self.undo: list[tuple[Slot, int, dict[str, int], set[str]]] = []
         self.owner_slots: dict[str, set[str]] = {}
         self.eligible_cache: dict[tuple[object, ...], list[Slot]] = {}
@@ -158,11 +161,11 @@ class ClusterState:
     def _unindex(self, slot: Slot) -> None:
         if slot.frozen:
             return
-        if not slot.exclusive:
+        if not slot.exclusive and not slot.fully_free:
             entry = (slot.free, slot.order)
-            i = bisect.bisect_left(self.shareable, entry)
-            if i < len(self.shareable) and self.shareable[i] == entry:
-                del self.shareable[i]
+            i = bisect.bisect_left(self.partly_used, entry)
+            if i < len(self.partly_used) and self.partly_used[i] == entry:
+                del self.partly_used[i]
         if slot.fully_free:
             per_node = self.free_by_key[slot.key]
             slots = per_node[slot.node]
@@ -176,8 +179,8 @@ class ClusterState:
     def _index(self, slot: Slot) -> None:
         if slot.frozen:
             return
-        if not slot.exclusive:
-            bisect.insort(self.shareable, (slot.free, slot.order))
+        if not slot.exclusive and not slot.fully_free:
+            bisect.insort(self.partly_used, (slot.free, slot.order))
         if slot.fully_free:
             slots = self.free_by_key[slot.key].setdefault(slot.node, [])
             buckets = self.count_buckets[slot.key]
@@ -199,12 +202,15 @@ class ClusterState:
         self._index(slot)
         self.owner_slots.setdefault(owner, set()).add(slot.gpu.uuid)
 
-    def release(self, owner: str) -> None:
-        """Give back everything ``owner`` holds (outside a plan: not undoable)."""
-        for uuid in self.owner_slots.pop(owner, set()):
+    def release(self, owner: str, undoable: bool = False) -> None:
+        """Give back everything ``owner`` holds; ``undoable``: recorded like a reservation, so a
+        :meth:`rollback` to an earlier :meth:`mark` gives it back (a search trying another layout)."""
+        for uuid in sorted(self.owner_slots.pop(owner, set())):
             slot = self.slots[uuid]
             if owner not in slot.holders:
                 continue
+            if undoable:
+                self.undo.append((slot, slot.free, dict(slot.holders), set(slot.exclusive_holders)))
             self._unindex(slot)
             slot.free += slot.holders.pop(owner)
             slot.exclusive_holders.discard(owner)
@@ -220,6 +226,8 @@ class ClusterState:
             self._unindex(slot)
             for owner in set(slot.holders) - set(holders):
                 self.owner_slots.get(owner, set()).discard(slot.gpu.uuid)
+            for owner in holders:  # an undone release
+                self.owner_slots.setdefault(owner, set()).add(slot.gpu.uuid)
             slot.free, slot.holders, slot.exclusive_holders = free, holders, exclusive_holders
             slot.exclusive = bool(exclusive_holders)
             self._index(slot)
@@ -242,14 +250,28 @@ class ClusterState:
                 return alias.was
         return slot.gpu
 
-    def best_fit_shared(self, need: int, accept: Callable[[Slot], bool]) -> Slot | None:
-        """The slot with the least free memory that still fits ``need`` and is accepted."""
-        i = bisect.bisect_left(self.shareable, (need, -1))
-        while i < len(self.shareable):
-            slot = self.by_order[self.shareable[i][1]]
+    def best_fit_shared(
+        self, need: int, key_ok: Callable[[ProductKey], bool], accept: Callable[[Slot], bool]
+    ) -> Slot | None:
+        """Where a shared server puts ``need`` bytes: the GPU already shared with the least free
+        memory that still fits and is accepted; else a free GPU, opened in :attr:`keys_for_sharing`
+        order (an old GPU before one that exclusive engines could use), on the node with the
+        fewest free GPUs of its kind (whole nodes stay free for tensor-parallel groups)."""
+        i = bisect.bisect_left(self.partly_used, (need, -1))
+        while i < len(self.partly_used):
+            slot = self.by_order[self.partly_used[i][1]]
             if accept(slot):
                 return slot
             i += 1
+        for key in self.keys_for_sharing:
+            if key[1] < need or not key_ok(key):
+                continue
+            buckets = self.count_buckets.get(key, {})
+            for count in sorted(buckets):
+                for position in buckets[count]:
+                    for slot in self.free_by_key[key][self.node_names[position]]:
+                        if slot.free >= need and accept(slot):
+                            return slot
         return None
 
     def free_group(self, key: ProductKey, size: int, node_ok: Callable[[str], bool]) -> list[Slot] | None:
@@ -262,6 +284,10 @@ class ClusterState:
                 if node_ok(node):
                     return self.free_by_key[key][node][:size]
         return None
+
+
+def _cc(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 def _discard(sorted_list: list[int], value: int) -> None:
