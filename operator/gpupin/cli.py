@@ -28,6 +28,7 @@ from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.engines import ENGINES
 from gpupin.inventory import short_name
 from gpupin.loading import InputError, load_deployments, load_inventory
+from gpupin.packing import plan_all
 from gpupin.pinning import PINNING_MODES
 from gpupin.placement import Plan
 from gpupin.planner import Planner
@@ -319,13 +320,12 @@ def _plan(args: argparse.Namespace) -> int:
     config = operator.render
     engines = modelcli.engines_for(args, [d.spec for d in deployments])
     planner = Planner(inventory, pinning=args.pinning, engines=engines, policy=operator.policy)
-    results: list[tuple[LLMDeployment, Plan]] = []
     seen: set[str] = set()
     for deployment in deployments:
         if deployment.key in seen:
             raise InputError(f"LLMDeployment {deployment.key} appears twice in {', '.join(args.filename)}")
         seen.add(deployment.key)
-        results.append((deployment, planner.plan(deployment)))
+    results = list(zip(deployments, plan_all(planner, deployments), strict=True))
     manifests = [obj for deployment, result in results for obj in render(deployment, result, config)]
     if args.output == "json":
         json.dump(plan_json(results, manifests), sys.stdout, indent=2)

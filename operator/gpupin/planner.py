@@ -29,8 +29,10 @@ GPU of a large cluster. :func:`plan` plans one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gpupin import pinning as pinning_modes
 from gpupin import reasons
@@ -45,6 +47,17 @@ from gpupin.placement import CurrentPod, Hold, ModelSizing, Plan
 from gpupin.policy import DEFAULT_POLICY, Policy, problems, refusal_message
 from gpupin.quantity import format_gib
 from gpupin.sizing import Estimate, SizingError
+
+
+class Trial:
+    """One :meth:`Planner.trial`: kept or undone when it ends."""
+
+    def __init__(self, mark: int) -> None:
+        self.mark = mark
+        self.kept = False
+
+    def keep(self) -> None:
+        self.kept = True
 
 
 def exclusive(engine: Engine, mode: PinningMode) -> bool:
@@ -78,6 +91,10 @@ class Planner:
         self.state = ClusterState(inventory, exclusive_only=not self.mode.shares_gpus, frozen=frozen)
         self._empty: Planner | None = None
         self._is_capacity_view = False
+        self._trials = 0
+        self._prepared: dict[int, tuple[Any, ...]] = {}
+        """id(deployment) → (deployment, engines, estimates, sizing, compute requirement), kept for
+        :meth:`plan` with ``explain`` False until :meth:`forget_prepared` (a search's working set)."""
         self.hold(holds)
 
     def hold(self, holds: Iterable[Hold]) -> None:
@@ -91,14 +108,34 @@ class Planner:
                 self.state.reserve(slot, slot.gpu.memory, hold.owner, exclusive=True)
             else:
                 self.state.reserve(slot, hold.vram_bytes, hold.owner, hold.exclusive)
-        self.state.undo.clear()
+        if not self._trials:
+            self.state.undo.clear()
+
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[Trial]:
+        """Try a layout: plans and releases inside are undone on leaving unless :meth:`Trial.keep`
+        was called. Trials nest; the undo log is cleared only when the outermost one keeps."""
+        trial = Trial(self.state.mark())
+        self._trials += 1
+        try:
+            yield trial
+        finally:
+            self._trials -= 1
+            if not trial.kept:
+                self.state.rollback(trial.mark)
+            elif not self._trials:
+                self.state.undo.clear()
+
+    def forget_prepared(self) -> None:
+        """Drop the sizing kept for a search's repeated tries (see :meth:`plan`)."""
+        self._prepared.clear()
 
     def release(self, owner: str) -> None:
         """Forget everything ``owner`` ("namespace/name") holds, before re-planning it or once it is gone.
 
         With :meth:`hold`, this lets one Planner follow a changing cluster instead of being rebuilt
         from the whole inventory for every plan (what the operator does)."""
-        self.state.release(owner)
+        self.state.release(owner, undoable=self._trials > 0)
 
     def _room_hint(self, engine: Engine, deployment: LLMDeployment) -> str:
         """How much a model of unknown size may need and still be placed here: the largest GPU less
@@ -133,9 +170,15 @@ class Planner:
         return self._empty
 
     def plan(
-        self, deployment: LLMDeployment, current: Sequence[CurrentPod] = (), commit: bool = True
+        self,
+        deployment: LLMDeployment,
+        current: Sequence[CurrentPod] = (),
+        commit: bool = True,
+        explain: bool = True,
     ) -> Plan:
-        """Plan one deployment; when placed (and ``commit``), its GPUs are taken for the ones planned after it."""
+        """Plan one deployment; when placed (and ``commit``), its GPUs are taken for the ones planned
+        after it. ``explain`` False: a refusal for want of free GPUs says only
+        :data:`~gpupin.kernel.context.UNEXPLAINED` (a search's cheap try; see :mod:`gpupin.packing`)."""
         spec = deployment.spec
         name = spec.resolved_engine
         try:
@@ -149,16 +192,21 @@ class Planner:
         sized: tuple[ModelSizing, ...] = ()
         gpu_filter: GPUFilter | None = None
         try:
-            try:
-                estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
-                sized = tuple(_sizing(e, self.engines.catalog.notes) for e in estimates)
-            except SizingError as exc:
-                raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
+            prepared = self._prepared.get(id(deployment)) if not explain else None
+            if prepared is None or prepared[0] is not deployment or prepared[1] is not self.engines:
+                try:
+                    estimates = [engine.estimate(model, spec, self.engines.catalog) for model in spec.models]
+                    sized = tuple(_sizing(e, self.engines.catalog.notes) for e in estimates)
+                except SizingError as exc:
+                    raise Refusal(exc.reason, str(exc) + self._room_hint(engine, deployment)) from exc
+                requirement = engine.compute_requirement(spec, estimates) if spec.replicas else None
+                prepared = (deployment, self.engines, estimates, sized, requirement)
+                if not explain:  # a search tries the same deployment many times: size it once
+                    self._prepared[id(deployment)] = prepared
+            _, _, estimates, sized, requirement = prepared
             if spec.replicas == 0:
                 return _paused(deployment, name, sized)
-            gpu_filter = GPUFilter(
-                spec.gpu_selector, engine.compute_requirement(spec, estimates), self.mode, self.state
-            )
+            gpu_filter = GPUFilter(spec.gpu_selector, requirement, self.mode, self.state)
             ctx = PlanContext(
                 state=self.state,
                 filter=gpu_filter,
@@ -168,12 +216,14 @@ class Planner:
                 exclusive=exclusive(engine, self.mode),
                 capacity_exists=lambda: self.fits_when_empty(deployment),
                 share_across_namespaces=self.policy.cross_namespace_sharing,
+                explain=explain,
             )
             placements, reason, message = engine.place(ctx, spec, estimates)
         except Refusal as refusal:
             self.state.rollback(mark)
             if (
-                gpu_filter is not None
+                explain
+                and gpu_filter is not None
                 and refusal.reason != reasons.NODE_INVENTORY_PROBLEM
                 and (note := gpu_filter.frozen_note())
             ):
@@ -182,7 +232,8 @@ class Planner:
                 )
             return replace(_refused(deployment, name, refusal), models=sized)
         if commit:
-            self.state.undo.clear()
+            if not self._trials:
+                self.state.undo.clear()
         else:
             self.state.rollback(mark)
         return Plan(
@@ -200,7 +251,11 @@ class Planner:
         """Would the deployment be placed if no other deployment held anything?"""
         if self._is_capacity_view:
             return False  # this planner already is the empty cluster, and the plan failed on it
-        return self._capacity_planner().plan(deployment, commit=False).placed
+        return self.plan_when_empty(deployment).placed
+
+    def plan_when_empty(self, deployment: LLMDeployment) -> Plan:
+        """The deployment's plan on this cluster with nothing held (nothing is taken)."""
+        return self._capacity_planner().plan(deployment, commit=False)
 
 
 def _sizing(estimate: Estimate, notes: Mapping[str, str]) -> ModelSizing:
