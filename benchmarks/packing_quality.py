@@ -69,8 +69,7 @@ def main() -> int:
             if broken:
                 print(f"fleet {seed}: RULE BROKEN: {broken[:3]}")
                 return 1
-        chosen = frozenset(p.key for p in layouts[0] if p.placed)
-        optimum = exact(case, args.time_limit, args.workers, hint=chosen)
+        optimum = exact(case, args.time_limit, args.workers, hint=layouts[0])
         best = max(optimum.placed, max(counts))
         bound = max(optimum.bound, best)
         rows.append(

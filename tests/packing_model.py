@@ -140,14 +140,12 @@ class Exact:
     """The keys of the deployments the best solution places."""
 
 
-def exact(
-    fleet_: Fleet, time_limit: float = 20.0, workers: int = 2, hint: frozenset[str] = frozenset()
-) -> Exact:
+def exact(fleet_: Fleet, time_limit: float = 20.0, workers: int = 2, hint: Sequence[Plan] = ()) -> Exact:
     """The most deployments any placement can hold, by CP-SAT (imports OR-Tools lazily).
 
-    ``hint``: keys of deployments a known layout places (gpupin's), a start for the search; the
-    solver proves or improves on it. Not optimal within ``time_limit``: ``bound`` is the proven
-    upper bound, the honest denominator."""
+    ``hint``: a known layout (gpupin's plans), given to the solver whole as its first solution,
+    so its time goes to improving on it and proving a bound. Not optimal within ``time_limit``:
+    ``bound`` is the proven upper bound, the honest denominator."""
     from ortools.sat.python import cp_model
 
     gpus = [(node.name, gpu) for node in fleet_.inventory.nodes for gpu in node.gpus]
@@ -159,6 +157,8 @@ def exact(
     load: dict[int, list[tuple[int, cp_model.IntVar]]] = defaultdict(list)
     ranks: dict[tuple[str, tuple[str, int, str]], list[tuple[int, cp_model.IntVar]]] = defaultdict(list)
     placed = []
+    shared: dict[tuple[int, str, int], cp_model.IntVar] = {}
+    owned: dict[tuple[int, str, tuple[str, int, str]], cp_model.IntVar] = {}
     for d, item in enumerate(fleet_.deployments):
         spec = item.spec
         p = model.new_bool_var(f"p{d}")
@@ -170,6 +170,7 @@ def exact(
                 for g, (_, gpu) in enumerate(gpus):
                     if gpu.memory >= need:
                         y = model.new_bool_var(f"y{d}_{m}_{g}")
+                        shared[(d, entry.name, g)] = y
                         on.append(y)
                         load[g].append((need, y))
                 model.add(sum(on) == spec.replicas * p)
@@ -183,6 +184,7 @@ def exact(
                 if tuple(int(x) for x in key[2].split(".")) < VLLM_MIN_CC:
                     continue
                 c = model.new_int_var(0, min(spec.replicas, len(members) // tp), f"c{d}_{node}")
+                owned[(d, node, key)] = c
                 count.append(c)
                 ranks[(node, key)].append((tp, c))
             model.add(sum(count) == spec.replicas * p)
@@ -193,9 +195,8 @@ def exact(
     for g, (_, gpu) in enumerate(gpus):
         if load[g]:  # shared only while no group owns it, and only as far as its memory goes
             model.add(sum(need * y for need, y in load[g]) <= gpu.memory * (1 - used_by_groups[g]))
-    for item, p in zip(fleet_.deployments, placed, strict=True):
-        if hint:
-            model.add_hint(p, item.key in hint)
+    if hint:
+        _hint(model, fleet_, hint, gpus, groups, used_by_groups, placed, shared, owned)
     model.maximize(sum(placed))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit
@@ -210,6 +211,51 @@ def exact(
         solver.wall_time,
         frozenset(item.key for item, p in zip(fleet_.deployments, placed, strict=True) if solver.value(p)),
     )
+
+
+def _hint(
+    model: object,
+    fleet_: Fleet,
+    plans: Sequence[Plan],
+    gpus: list[tuple[str, GPU]],
+    groups: dict[tuple[str, tuple[str, int, str]], list[int]],
+    used_by_groups: list[object],
+    placed: list[object],
+    shared: dict[tuple[int, str, int], object],
+    owned: dict[tuple[int, str, tuple[str, int, str]], object],
+) -> None:
+    """Every variable's value in the layout ``plans`` describe. GPUs of one kind on one node are
+    interchangeable, and the model fills groups in index order: within each, the GPUs a group owns
+    are renumbered first."""
+    index = {gpu.uuid: g for g, (_, gpu) in enumerate(gpus)}
+    by_key = {item.key: d for d, item in enumerate(fleet_.deployments)}
+    exclusive = {
+        index[a.uuid] for p in plans if p.placed for pl in p.placements if pl.exclusive for a in pl.gpus
+    }
+    renumber = {}
+    for members in groups.values():
+        for real, slot in zip(sorted(members, key=lambda g: (g not in exclusive, g)), members, strict=True):
+            renumber[real] = slot
+    values: dict[object, int] = dict.fromkeys(
+        [*shared.values(), *owned.values(), *used_by_groups, *placed], 0
+    )
+    for plan in plans:
+        if not plan.placed or not plan.placements:
+            continue
+        d = by_key[plan.key]
+        values[placed[d]] = 1
+        for placement in plan.placements:
+            members = [renumber[index[a.uuid]] for a in placement.gpus]
+            if placement.exclusive:
+                node, gpu = gpus[members[0]]
+                values[owned[(d, node, (gpu.name, gpu.memory, gpu.compute_capability))]] += 1
+                for g in members:
+                    values[used_by_groups[g]] = 1
+            else:
+                for model_name in placement.models:
+                    values[shared[(d, model_name, members[0])]] = 1
+    for variable, value in values.items():
+        model.add_hint(variable, value)  # type: ignore[attr-defined]
 
 
 def violations(fleet_: Fleet, plans: Iterable[Plan]) -> list[str]:
