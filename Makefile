@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-operator demo cluster-up cluster-down cluster-tools engines constraints clean
+.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-cli bench-operator demo cluster-up cluster-down cluster-tools engines constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 40
 
 bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and peak memory)
 	$(BIN)/python benchmarks/plan_scaling.py
+
+bench-cli: $(STAMP) ## `gpupin plan` on 1,000 nodes × 8 GPUs and 3,000 deployments, against libyaml merely parsing them (a few minutes)
+	$(BIN)/python benchmarks/cli_speed.py
 
 bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operator on a real API server (~2 min)
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_latency.py
