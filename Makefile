@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-packing bench-operator demo cluster-up cluster-down cluster-tools engines constraints clean
+.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-cli bench-packing bench-operator demo cluster-up cluster-down cluster-tools engines constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 40
 
 bench: $(STAMP) ## planner scaling benchmark (prints time per deployment and peak memory)
 	$(BIN)/python benchmarks/plan_scaling.py
+
+bench-cli: $(STAMP) ## `gpupin plan` on 1,000 nodes × 8 GPUs and 3,000 deployments, against libyaml merely parsing them (a few minutes)
+	$(BIN)/python benchmarks/cli_speed.py
 
 bench-packing: $(STAMP) ## gpupin plan against an exact solver (OR-Tools CP-SAT) on 60 seeded fleets (~15 min)
 	$(BIN)/python benchmarks/packing_quality.py $(BENCH_ARGS)

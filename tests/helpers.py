@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,17 @@ _DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 def is_dns_1035_label(name: str) -> bool:
     """A valid Service name (and pod hostname): Kubernetes' DNS-1035 label, at most 63 characters."""
     return len(name) <= 63 and _DNS_1035_LABEL.fullmatch(name) is not None
+
+
+def strictly_equal(a: Any, b: Any) -> bool:
+    """Equal, with the same types and key order all the way down (``1`` is not ``True`` nor
+    ``1.0``; NaN equals NaN): how data read or written two ways is compared."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(strictly_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(strictly_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)

@@ -13,6 +13,7 @@ NetworkPolicy per deployment that admits only its namespace's pods to the servin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -308,6 +309,35 @@ def test_spec_hash_is_stable_and_tracks_the_spec() -> None:
     }
     pod_names = {o["metadata"]["name"] for o in first if o["kind"] == "Pod"}
     assert all(hashes[n] != new_hashes[n] for n in pod_names)
+
+
+def _spec_hash_by_copy(obj: dict[str, Any]) -> str:
+    """spec_hash as first written: a deep copy through JSON, the label popped from it, hashed."""
+    body = json.loads(json.dumps(obj))
+    body.get("metadata", {}).get("labels", {}).pop(constants.SPEC_HASH_LABEL, None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("pinning", PINNING_MODES)
+def test_spec_hash_is_the_hash_it_always_was(pinning: PinningModeName) -> None:
+    """The operator replaces a pod whose hash changed, so hashing without copying the object must
+    give every object the hash it had, and leave the object as it was."""
+    items = load_deployments(sorted((EXAMPLES / "seed").glob("*.yaml")))
+    planner = Planner(load_inventory(EXAMPLES / "inventory" / "cluster.yaml")[0], pinning=pinning)
+    objects = [
+        obj
+        for item in items
+        for obj in render(item, planner.plan(item), RenderConfig(pinning=pinning, network_policy="namespace"))
+    ]
+    assert {"Pod", "Service", "NetworkPolicy"} <= {o["kind"] for o in objects}
+    for obj in objects:
+        before = json.dumps(obj)
+        assert (
+            obj["metadata"]["labels"][constants.SPEC_HASH_LABEL] == spec_hash(obj) == _spec_hash_by_copy(obj)
+        )
+        assert json.dumps(obj) == before
+    for odd in ({"kind": "X"}, {"metadata": {}}, {"metadata": {"labels": {"a": "b"}}}):
+        assert spec_hash(odd) == _spec_hash_by_copy(odd)
 
 
 def test_refused_plan_renders_nothing() -> None:

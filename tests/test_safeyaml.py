@@ -9,12 +9,15 @@ written twice; values YAML's own tags cannot make; encodings.
 from __future__ import annotations
 
 import codecs
+from pathlib import Path
 
 import pytest
 import yaml
 
 from gpupin import safeyaml
 from gpupin.safeyaml import YAMLInputError, load, load_all
+
+from helpers import EXAMPLES, REPO, strictly_equal
 
 
 @pytest.mark.parametrize(
@@ -59,12 +62,15 @@ def test_the_default_depth_stays_below_pythons_recursion_limit() -> None:
         load(_nested(100_000))
 
 
+CHAIN = "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 8))
+"""Aliases of aliases: a7 is 8 lists deep."""
+
+
 def test_nesting_is_counted_through_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(safeyaml, "MAX_DEPTH", 10)
-    chain = "a0: &a0 [x]\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 8))
-    assert len(load(chain)) == 8  # the mapping, a7's 8 lists and the x in the last: 10 levels
+    assert len(load(CHAIN)) == 8  # the mapping, a7's 8 lists and the x in the last: 10 levels
     with pytest.raises(YAMLInputError, match=r"^line 9, column 10: nested 11 levels deep once alias \*a7"):
-        load(chain + "a8: &a8 [*a7]\n")
+        load(CHAIN + "a8: &a8 [*a7]\n")
 
 
 def _values(count: int) -> str:
@@ -79,12 +85,19 @@ def test_values_up_to_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
         load(_values(101))
 
 
+ALIASES = "a: &x [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [{n}]\n".replace("{n}", "{aliases}")
+
+
+def _aliases(n: int) -> str:
+    """mapping 1, key a 1, list 1 + 9 items = 12; then key b and list: 2 + n aliases of 10 each"""
+    return ALIASES.format(aliases=", ".join(["*x"] * n))
+
+
 def test_an_alias_counts_what_it_stands_for_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(safeyaml, "MAX_NODES", 100)
-    # mapping 1, key a 1, list 1 + 9 items = 12; then key b and list: 2 + n aliases of 10 each
-    assert load("a: &x [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [" + ", ".join(["*x"] * 8) + "]\n")
+    assert load(_aliases(8))
     with pytest.raises(YAMLInputError) as info:
-        load("a: &x [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [" + ", ".join(["*x"] * 9) + "]\n")
+        load(_aliases(9))
     assert str(info.value) == (
         "line 2, column 37: alias *x (10 values) brings the file to 104 YAML values (an alias counts "
         "everything it stands for, each time it is used); a file may hold at most 100"
@@ -136,3 +149,68 @@ def test_one_line_messages(text: str, message: str | None) -> None:
     with pytest.raises(YAMLInputError) as info:
         load(text)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def _full_loader_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, a text the event path gives up on fails the test instead of being read again."""
+
+    def full_loader(text: str) -> None:
+        raise AssertionError("the full loader was needed")
+
+    monkeypatch.setattr(safeyaml, "_Loader", full_loader)
+
+
+PLAIN_FILES = [*sorted(EXAMPLES.glob("**/*.yaml")), REPO / "operator" / "gpupin" / "data" / "models.yaml"]
+
+
+@pytest.mark.parametrize("path", PLAIN_FILES, ids=lambda p: p.name)
+def test_plain_files_are_read_from_libyamls_events_alone(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """The fast path: the files people write, read without PyYAML's composer and constructor, to
+    the same data of the same types."""
+    text = path.read_text()
+    expected = list(yaml.safe_load_all(text))
+    _full_loader_refused(monkeypatch)
+    assert strictly_equal(load_all(text), expected)
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "at", "over"),
+    [
+        ("MAX_DEPTH", 10, _nested(10), _nested(11)),
+        ("MAX_DEPTH", 10, CHAIN, CHAIN + "a8: &a8 [*a7]\n"),
+        ("MAX_NODES", 100, _values(100), _values(101)),
+        ("MAX_NODES", 100, _aliases(8), _aliases(9)),
+        ("MAX_NODES", 100, "\n---\n".join([_values(25)] * 4), "\n---\n".join([_values(25)] * 4 + ["x"])),
+    ],
+)
+def test_the_event_path_counts_the_limits_as_the_full_loader_does(
+    monkeypatch: pytest.MonkeyPatch, limit: str, value: int, at: str, over: str
+) -> None:
+    """Exactly at a limit it reads the text itself; one over, it gives up and the full loader says
+    why (the messages are the full loader's, above)."""
+    monkeypatch.setattr(safeyaml, limit, value)
+    with pytest.raises(YAMLInputError):
+        load_all(over)
+    _full_loader_refused(monkeypatch)
+    assert load_all(at) == list(yaml.safe_load_all(at))
+    with pytest.raises(AssertionError, match="full loader was needed"):
+        load_all(over)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{1: a, '1': b, 1.0: c}\n",  # keys the constructor makes equal: the last wins
+        "{1: a, 0x1: b}\n",
+        "{.nan: 1, .NaN: 2}\n",
+        "a: &x {k: v}\nb: {<<: *x, z: 1}\n",  # a merge key
+        "a: !!str 12\nb: ! 12\nc: !!float 1\n",  # tags
+        "= : 1\n",  # YAML's value key
+        "null: 1\n~: 2\n",
+        "a: &x 5\nb: *x\n*x : 3\n",  # an alias as a key
+        "- &x [1]\n- *x\n- &y {a: *x}\n- *y\n",  # aliases stay shared, as PyYAML makes them
+        "a: 0b101\nb: 0o17\nc: 017\nd: 1_000\ne: 190:20:30\nf: 2001-12-14t21:59:43.10-05:00\ng: Yes\n",
+    ],
+)
+def test_what_the_event_path_gives_up_on_reads_as_before(text: str) -> None:
+    assert strictly_equal(load_all(text), list(yaml.safe_load_all(text)))

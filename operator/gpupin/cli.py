@@ -15,25 +15,21 @@ import os
 import re
 import socket
 import sys
-import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import yaml
 
 from gpupin import __version__, modelcli
-from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.engines import ENGINES
-from gpupin.inventory import short_name
 from gpupin.loading import InputError, load_deployments, load_inventory
 from gpupin.packing import plan_all
 from gpupin.pinning import PINNING_MODES
-from gpupin.placement import Plan
 from gpupin.planner import Planner
-from gpupin.quantity import format_gib
-from gpupin.render import RenderConfig, render
+from gpupin.planoutput import write_plan
+from gpupin.render import RenderConfig
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -326,73 +322,5 @@ def _plan(args: argparse.Namespace) -> int:
             raise InputError(f"LLMDeployment {deployment.key} appears twice in {', '.join(args.filename)}")
         seen.add(deployment.key)
     results = list(zip(deployments, plan_all(planner, deployments), strict=True))
-    manifests = [obj for deployment, result in results for obj in render(deployment, result, config)]
-    if args.output == "json":
-        json.dump(plan_json(results, manifests), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif args.output == "yaml":
-        for _, result in results:
-            if not result.placed:
-                sys.stdout.write(f"# {result.key}: Refused ({result.reason}): {result.message}\n")
-        yaml.safe_dump_all(manifests, sys.stdout, sort_keys=False, width=1000)
-    else:
-        print_table(results, sys.stdout)
+    write_plan(results, args.output, config, sys.stdout)
     return EXIT_OK if all(result.placed for _, result in results) else EXIT_REFUSED
-
-
-def plan_json(
-    results: Sequence[tuple[LLMDeployment, Plan]], manifests: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The ``-o json`` shape; scripts depend on it, so it changes only additively."""
-    return {
-        "deployments": [
-            {
-                "name": result.name,
-                "namespace": result.namespace,
-                "engine": result.engine,
-                "outcome": result.outcome,
-                "reason": result.reason,
-                "message": result.message,
-                "placements": [p.as_json() for p in result.placements],
-                "models": [m.as_json() for m in result.models],
-            }
-            for _, result in results
-        ],
-        "manifests": manifests,
-    }
-
-
-def print_table(results: Sequence[tuple[LLMDeployment, Plan]], out: TextIO, width: int = 110) -> None:
-    """One row per deployment, then its pods (node, GPUs, memory, models) or why it was refused."""
-    rows = [("DEPLOYMENT", "ENGINE", "OUTCOME", "REASON", "PODS", "GPUS")]
-    for _, result in results:
-        rows.append(
-            (
-                result.key,
-                result.engine,
-                result.outcome,
-                result.reason,
-                str(len(result.placements)),
-                str(sum(len(p.gpus) for p in result.placements)),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
-    for _, result in results:
-        status = result.outcome if result.reason == result.outcome else f"{result.outcome}, {result.reason}"
-        out.write(f"\n{result.key} ({result.engine}): {status}\n")
-        for p in result.placements:
-            gpus = " + ".join(
-                f"GPU {g.index} {short_name(g.name)} [{format_gib(g.vram_bytes or 0)}]" for g in p.gpus
-            )
-            out.write(f"  pod {p.pod} on {p.node}: {gpus} ← {', '.join(p.models)}\n")
-        out.write(
-            textwrap.fill(result.message, width=width, initial_indent="  ", subsequent_indent="    ") + "\n"
-        )
-        for m in result.models:
-            read = f", read {m.read_at}" if m.read_at else ""
-            line = f"{m.name}: {format_gib(m.vram_bytes)} from {m.origin}{read}"
-            out.write(
-                textwrap.fill(line, width=width, initial_indent="  sized ", subsequent_indent="    ") + "\n"
-            )

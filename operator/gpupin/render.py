@@ -88,10 +88,15 @@ def render(
 
 
 def spec_hash(obj: dict[str, Any]) -> str:
-    """A short hash of everything in the object but the hash label itself."""
-    body = json.loads(json.dumps(obj))
-    body.get("metadata", {}).get("labels", {}).pop(constants.SPEC_HASH_LABEL, None)
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    """A short hash of everything in the object but the hash label itself: sha256 of its JSON (keys
+    sorted, no spaces), the first 12 hex digits. The object is not copied (only the mappings on the
+    way to the label are), so hashing costs one encoding of it."""
+    metadata = obj.get("metadata")
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    if isinstance(labels, dict) and constants.SPEC_HASH_LABEL in labels:
+        labels = {k: v for k, v in labels.items() if k != constants.SPEC_HASH_LABEL}
+        obj = {**obj, "metadata": {**metadata, "labels": labels}}  # type: ignore[dict-item]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:

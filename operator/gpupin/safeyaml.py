@@ -14,6 +14,12 @@ safe constructors (no ``!!python/…`` tags), and these limits, each checked whi
 - a mapping key written twice, an alias inside its own anchor, and a number of more than
   :data:`MAX_NUMBER_DIGITS` digits are refused as Kubernetes refuses them.
 
+With libyaml, the data is first built straight from its parser's events (:func:`_from_events`,
+several times faster than composing nodes and constructing from them); anything that path does
+not handle itself (an explicit tag, a merge key, a key that is not a plain value, a key twice, an
+error, a limit) makes it give up, and the full loader reads the text again: it alone words the
+errors, and both give the same data.
+
 Errors are :class:`YAMLInputError` with one line: where (line, column) and what is wrong or
 allowed; the caller adds the file's name. This module imports nothing of gpupin's.
 """
@@ -27,7 +33,15 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.error import Mark, MarkedYAMLError
-from yaml.events import AliasEvent
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
@@ -70,6 +84,10 @@ def load_all(text: str | bytes) -> list[Any]:
         text = decode(text)
     if len(text) > MAX_BYTES // 4 and (size := len(text.encode("utf-8"))) > MAX_BYTES:
         raise YAMLInputError(f"{_mib(size)} of YAML; a file may hold at most {_mib(MAX_BYTES)}")
+    if yaml.__with_libyaml__:  # pragma: no branch - the wheels ship libyaml
+        fast = _from_events(text)
+        if fast is not None:
+            return fast
     loader: Any = _Loader(text)  # PyYAML's stubs leave check_data and get_data untyped
     try:
         documents = []
@@ -272,3 +290,109 @@ else:  # pragma: no cover
             _BoundedComposer.__init__(self)
             _Constructor.__init__(self)
             Resolver.__init__(self)
+
+
+class _GiveUp(Exception):
+    """The event path leaves this text to the full loader."""
+
+
+_NO_KEY = object()
+_STR_TAG = "tag:yaml.org,2002:str"
+_SCALAR_TAGS = {f"tag:yaml.org,2002:{kind}" for kind in ("null", "bool", "int", "float", "timestamp")}
+
+
+def _from_events(text: str) -> list[Any] | None:
+    """:func:`load_all`'s documents built from libyaml's events with an explicit stack (no
+    recursion), the limits counted as :class:`_BoundedComposer` counts them; None where the full
+    loader must read the text (see the module's docstring)."""
+    parser: Any = CParser(text)
+    get, resolve, constructor = parser.get_event, Resolver().resolve, _Constructor()
+    plain: dict[str, Any] = {}  # a plain scalar's text -> its (immutable) value
+    max_nodes, max_depth, nodes, documents = MAX_NODES, MAX_DEPTH, 0, []
+    try:
+        get()  # the stream's start
+        while type(event := get()) is DocumentStartEvent:
+            anchors: dict[str, tuple[Any, int, int]] = {}  # anchor -> (value, nodes, height)
+            open_anchors: set[str] = set()
+            stack: list[list[Any]] = []  # [container, key or _NO_KEY, anchor, nodes before, deepest before]
+            depth = deepest = 0
+            while True:
+                event = get()
+                kind = type(event)
+                scalar = kind is ScalarEvent
+                if scalar or kind is MappingStartEvent or kind is SequenceStartEvent:
+                    anchor = event.anchor
+                    if event.tag is not None or (
+                        anchor is not None and (anchor in anchors or anchor in open_anchors)
+                    ):
+                        raise _GiveUp
+                    nodes += 1
+                    if nodes > max_nodes or depth >= max_depth:
+                        raise _GiveUp
+                    if not scalar:
+                        container: Any = {} if kind is MappingStartEvent else []
+                        stack.append([container, _NO_KEY, anchor, nodes - 1, deepest])
+                        depth = deepest = depth + 1
+                        if anchor is not None:
+                            open_anchors.add(anchor)
+                        continue
+                    deepest = max(deepest, depth + 1)
+                    value = event.value
+                    if event.implicit[0]:
+                        if (data := plain.get(value, plain)) is plain:
+                            data = plain[value] = _plain_value(event, resolve, constructor)
+                    else:
+                        data = value
+                    if anchor is not None:
+                        anchors[anchor] = (data, 1, 1)
+                elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                    data, _, anchor, before, deepest_before = stack.pop()
+                    if anchor is not None:
+                        open_anchors.discard(anchor)
+                        anchors[anchor] = (data, nodes - before, deepest - depth + 1)
+                    deepest = max(deepest_before, deepest)
+                    depth -= 1
+                    scalar = False
+                elif kind is AliasEvent:
+                    if event.anchor in open_anchors or event.anchor not in anchors:
+                        raise _GiveUp
+                    data, size, height = anchors[event.anchor]
+                    nodes += size
+                    if nodes > max_nodes or depth + height > max_depth:
+                        raise _GiveUp
+                    deepest = max(deepest, depth + height)
+                else:  # the document's end
+                    break
+                if not stack:  # the document's one value
+                    documents.append(data)
+                    continue
+                frame = stack[-1]
+                container = frame[0]
+                if type(container) is list:
+                    container.append(data)
+                elif frame[1] is _NO_KEY:  # a key: a scalar, not one already in the mapping
+                    if not scalar or data in container:
+                        raise _GiveUp
+                    frame[1] = data
+                else:
+                    container[frame[1]] = data
+                    frame[1] = _NO_KEY
+        return documents
+    except (_GiveUp, yaml.YAMLError):
+        return None
+    finally:
+        parser.dispose()
+
+
+def _plain_value(event: Any, resolve: Any, constructor: _Constructor) -> Any:
+    """A plain scalar's value, as the resolver and the safe constructors make it."""
+    tag = resolve(ScalarNode, event.value, (True, False))
+    if tag == _STR_TAG:
+        return event.value
+    if tag not in _SCALAR_TAGS:  # a merge key, ``=``
+        raise _GiveUp
+    node = ScalarNode(tag, event.value, event.start_mark, event.end_mark)
+    try:
+        return constructor.yaml_constructors[tag](constructor, node)
+    except (ValueError, OverflowError, yaml.YAMLError):
+        raise _GiveUp from None

@@ -8,6 +8,7 @@ agree on generated specs. This module imports no model: rules read the node they
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ _RESERVED_ENV_MESSAGE = (
 )
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every env entry of every container rendered
 def reserved_env_name(name: str) -> bool:
     """Whether ``name`` is an environment variable gpupin sets and a deployment may not."""
     return _RESERVED_ENV_RE.match(name) is not None
