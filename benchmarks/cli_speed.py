@@ -293,7 +293,7 @@ def writers(deployments: Path, inventory: Path, runs: int) -> None:
     manifests = [obj for item, result in results for obj in render(item, result, RenderConfig())]
     data = planoutput.plan_json(results, manifests)
     ways: dict[str, Callable[[], object]] = {
-        "`-o json`: json_text (indent 2)": lambda: planoutput.json_text(data),
+        "`-o json`: json_text (orjson, indent 2)": lambda: planoutput.json_text(data),
         "json.dumps(indent=2), the same text": lambda: json.dumps(data, indent=2),
         "json.dumps(), no indent": lambda: json.dumps(data),
         "`-o yaml`: yaml_text (libyaml, no anchors)": lambda: planoutput.yaml_text(manifests),

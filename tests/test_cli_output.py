@@ -4,7 +4,7 @@ fast writers give what the standard library and PyYAML would.
 Aspects: `-o json` manifests and `-o yaml` documents are the same data; `-o yaml` has no anchors
 even for objects that appear twice, and reads back as what was rendered; the table renders no
 manifests; each format is one write to stdout (with PYTHONUNBUFFERED=1 each write is a system
-call); `json_text` is `json.dumps(indent=2)` byte for byte, and `yaml_text` libyaml's safe dump
+call); `json_text` is `json.dumps(indent=2, ensure_ascii=False)` byte for byte (orjson), and `yaml_text` libyaml's safe dump
 without aliases, including the shapes they leave to the standard writers.
 """
 
@@ -129,8 +129,13 @@ SHAPES: list[Any] = [
 
 
 @pytest.mark.parametrize("data", SHAPES)
-def test_json_text_is_json_dumps_indent_2(data: Any) -> None:
-    assert json_text(data) == json.dumps(data, indent=2)
+def test_json_text_is_json_dumps_indent_2_in_utf_8(data: Any) -> None:
+    assert json_text(data) == json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def test_json_text_numbers_read_back_and_what_json_lacks_is_null() -> None:
+    text = json_text({"floats": [1e300, -1.5e-7, 0.1, -0.0, float("inf"), float("nan")], "int": 2**63 - 1})
+    assert json.loads(text) == {"floats": [1e300, -1.5e-7, 0.1, -0.0, None, None], "int": 2**63 - 1}
 
 
 def test_json_text_refuses_what_json_dumps_refuses() -> None:

@@ -3,10 +3,8 @@
 
 Why in memory: with ``PYTHONUNBUFFERED=1`` (the image sets it) every write to stdout is a system
 call, and ``json.dump`` writes once per token (millions for a thousand nodes). Why not
-``json.dumps(indent=2)``: with an indent, the standard library encodes in Python;
-:func:`json_text` gives the same text in about two thirds of the time, the C encoder writing every
-list and mapping that holds no other (``make bench-cli`` measures both, and the compact text
-without an indent). Why not ``yaml.safe_dump_all``: PyYAML's Python emitter takes some 30 times
+``json.dumps(indent=2)``: with an indent, the standard library encodes in Python; :func:`json_text`
+uses orjson, a well-kept C encoder, for the same layout (``make bench-cli`` measures both). Why not ``yaml.safe_dump_all``: PyYAML's Python emitter takes some 30 times
 as long as libyaml's, and it writes a mapping or list met twice as an anchor and an alias
 (``&id001`` / ``*id001``), which people then read in ``kubectl``; :func:`yaml_text` hands
 libyaml's emitter the events of plain data directly, each object spelled out where it appears.
@@ -18,10 +16,10 @@ from __future__ import annotations
 import io
 import json
 import textwrap
-from collections.abc import Callable, Sequence
-from json.encoder import encode_basestring_ascii
+from collections.abc import Sequence
 from typing import Any, Literal, TextIO
 
+import orjson
 import yaml
 from yaml.events import (
     DocumentEndEvent,
@@ -130,94 +128,20 @@ def print_table(results: Sequence[tuple[LLMDeployment, Plan]], out: TextIO, widt
 
 
 def json_text(data: Any) -> str:
-    """``json.dumps(data, indent=2)``, the same text, faster on large plans: a list or mapping that
-    holds no non-empty one is encoded by the C encoder, its item separator carrying the newline
-    and the indent; only the ones around them are walked in Python. Data of other shapes (keys that are not strings, types JSON does not
-    know) goes to ``json.dumps`` whole, which converts or refuses it as it always did."""
-    if type(data) not in (dict, list) or not data:
-        return json.dumps(data, indent=2)
-    parts: list[str] = []
+    """The ``-o json`` text: laid out as ``json.dumps(data, indent=2)`` lays it out, by orjson (a C
+    encoder; with an indent the standard library encodes in Python, some 15 times slower on a large
+    plan: ``make bench-cli``). Text is written as UTF-8, not ``\\u`` escapes, as ``kubectl`` writes
+    it. What orjson does not take (an integer beyond 64 bits, a key that is not a string) goes to
+    ``json.dumps``, which converts or refuses it as it always did; NaN and infinities, which JSON
+    lacks, are written as null."""
     try:
-        _json_value(data, 0, parts.append, {})
-    except (_Unsupported, TypeError, ValueError, RecursionError):
-        return json.dumps(data, indent=2)  # which converts, or refuses with its own message
-    return "".join(parts)
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 class _Unsupported(Exception):
     """Data the fast writers leave to the standard library's (or PyYAML's) own."""
-
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _json_value(value: Any, depth: int, out: Callable[[str], None], encoders: dict[int, Any]) -> None:
-    """``value`` (a non-empty list or mapping) at ``depth`` as ``json.dumps(indent=2)`` writes it."""
-    is_dict = type(value) is dict
-    indent = "\n" + "  " * (depth + 1)
-    close = "\n" + "  " * depth + ("}" if is_dict else "]")
-    items = value.values() if is_dict else value
-    if all(type(item) in _JSON_SCALARS or not item for item in items):  # nothing nested: C encodes it
-        if is_dict and any(type(key) is not str for key in value):
-            raise _Unsupported
-        encode = encoders.get(depth)
-        if encode is None:  # its item separator carries the newline and the indent
-            encode = encoders[depth] = _leaf_encoder("," + indent)
-        text = encode(value)
-        out(text[0] + indent + text[1:-1] + close)
-        return
-    out("{" if is_dict else "[")
-    separator, comma = indent, "," + indent
-    if is_dict:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Unsupported
-            if type(item) is str:  # the common case, in one piece
-                out(separator + encode_basestring_ascii(key) + ": " + encode_basestring_ascii(item))
-            else:
-                out(separator + encode_basestring_ascii(key) + ": ")
-                _json_item(item, depth, out, encoders)
-            separator = comma
-    else:
-        for item in value:
-            if type(item) is str:
-                out(separator + encode_basestring_ascii(item))
-            else:
-                out(separator)
-                _json_item(item, depth, out, encoders)
-            separator = comma
-    out(close)
-
-
-def _json_item(item: Any, depth: int, out: Callable[[str], None], encoders: dict[int, Any]) -> None:
-    kind = type(item)
-    if kind is str:
-        out(encode_basestring_ascii(item))
-    elif (kind is dict or kind is list) and item:
-        _json_value(item, depth + 1, out, encoders)
-    elif kind in _JSON_SCALARS or kind is dict or kind is list:
-        out(json.dumps(item))
-    else:
-        raise _Unsupported
-
-
-def _leaf_encoder(item_separator: str) -> Callable[[Any], str]:
-    """The C encoder with these separators: the one ``json.dumps(separators=…)`` builds on each
-    call, built once (the private constructor where this Python has it, else through JSONEncoder)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is not None:
-        try:
-            iterencode = make(
-                {}, _no_default, encode_basestring_ascii, None, ": ", item_separator, False, False, True
-            )
-            return lambda value: "".join(iterencode(value, 0))
-        except TypeError:  # pragma: no cover - another Python's signature
-            pass
-    return json.JSONEncoder(separators=(item_separator, ": ")).encode  # pragma: no cover
-
-
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 _STR, _INT, _BOOL, _NULL, _FLOAT, _MAP, _SEQ = (
