@@ -60,11 +60,54 @@ def test_a_shared_model_joins_a_shared_gpu_before_opening_a_free_one() -> None:
 
 
 def test_big_enough_gpus_too_few_on_any_node_are_too_few_gpus_not_too_little_vram() -> None:
-    planner = Planner(inventory(node("a100s", A100_80, A100_80, A100_80, A100_80), node("t4s", *[T4] * 8)))
-    result = planner.plan(_vllm("big", "400Gi", tp=8))
+    cluster = inventory(node("a100s", A100_80, A100_80, A100_80, A100_80), node("t4s", *[T4] * 8))
+    result = Planner(cluster).plan(_vllm("big", "200Gi", tp=8))
     assert result.reason == reasons.TOO_FEW_GPUS
     assert "the most on one node is 4 (a100s:" in result.message
-    assert "Use a tensorParallelSize of at most 4" in result.message
+    assert "Instead: tensorParallelSize 4 (a100s:" in result.message
+    assert Planner(cluster).plan(_vllm("big", "200Gi", tp=4)).placed  # the advice works
+
+
+def test_too_few_big_enough_gpus_advises_no_group_size_they_cannot_hold() -> None:
+    """400 GiB over 4 A100s is 100 GiB a rank: too big for them, so no smaller size is offered."""
+    cluster = inventory(node("a100s", A100_80, A100_80, A100_80, A100_80), node("t4s", *[T4] * 8))
+    result = Planner(cluster).plan(_vllm("big", "400Gi", tp=8))
+    assert result.reason == reasons.TOO_FEW_GPUS
+    assert "Instead: a node with 8 such GPUs" in result.message
+
+
+def test_plan_all_never_places_fewer_than_the_canonical_order() -> None:
+    """The repair cannot find this layout (one trade of one deployment for two); planning in key
+    order does, and is one of the layouts compared."""
+    h100 = ("NVIDIA H100 80GB HBM3", "81559Mi", "9.0")
+    p40 = ("Tesla P40", "24576Mi", "6.1")
+    items = [
+        deployment("d10", engine="ollama", replicas=2, models=[{"name": "a:latest", "vram": "12Gi"}]),
+        deployment("d14", engine="ollama", replicas=2, models=[{"name": "b:latest", "vram": "12Gi"}]),
+        deployment(
+            "d19",
+            engine="ollama",
+            models=[{"name": "c:latest", "vram": "9Gi"}, {"name": "d:latest", "vram": "70Gi"}],
+            gpuSelector={"minComputeCapability": "8.9"},
+        ),
+        deployment("d2", engine="ollama", models=[{"name": "e:latest", "vram": "3Gi"}]),
+    ]
+    cluster = inventory(node("n0", h100), node("n1", p40))
+    sequential = Planner(cluster)
+    in_key_order = sum(sequential.plan(item).placed for item in sorted(items, key=lambda i: i.key))
+    assert sum(p.placed for p in plan_all(Planner(cluster), items)) >= in_key_order == 3
+
+
+def test_plan_all_sizes_a_deployment_afresh_each_time() -> None:
+    """The sizing a search keeps is dropped when plan_all returns: a changed spec is sized again."""
+    planner = Planner(inventory(node("n", A10)))
+    item = _ollama("x", "5Gi")
+    assert plan_all(planner, [item])[0].placed
+    planner.release(item.key)
+    item.spec = item.spec.model_copy(
+        update={"models": [item.spec.models[0].model_copy(update={"vram": "60Gi"})]}
+    )
+    assert not plan_all(planner, [item])[0].placed
 
 
 def test_plan_all_places_more_than_the_file_order() -> None:

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser(
         "plan",
         help="show where LLMDeployments would be placed, without a cluster",
-        description="Plan every LLMDeployment in the files, in order (later ones see the GPUs earlier ones took). "
+        description="Plan the LLMDeployments in the files together, placing as many as fit whatever their order. "
         "Exit 0 when all are placed, 1 when any is refused, 2 on invalid input, 3 on an internal error.",
     )
     plan.add_argument(

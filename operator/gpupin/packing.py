@@ -10,16 +10,17 @@ models after them find nothing left. :func:`plan_all` therefore
 1. puts the set in a canonical order (by ``namespace/name``), so the input order changes nothing;
 2. places it as it comes in that order; when every deployment is placed, or refused only because
    it would not fit even on the empty cluster, that is the answer (no search: the common case);
-3. otherwise places the deployments that fit on the empty cluster greedily, in each of
+3. otherwise places the deployments that fit on the empty cluster greedily in each of
    :data:`ORDERS` — cheapest first (by the GPU memory its placement takes on the empty cluster:
-   whole GPUs for an engine that owns them), since the count of deployments placed is what is
-   maximised; and those only big GPUs hold first — and repairs each layout: for each deployment
-   still unplaced and each node with a GPU big enough for it, it tries releasing the deployments
-   holding GPUs on that node, placing it, then placing the released ones (and, if still short,
-   any other unplaced one) anywhere. A try is kept only when the layout gets better
-   (:func:`_score`: more deployments placed, or as many on less GPU memory), so the search ends;
-   its effort is a count of plan calls (:data:`REPAIR_EFFORT`, :data:`REPAIR_LIMIT`), never
-   time, so the same input gives the same plans. The better layout of the orders is taken;
+   ``gpuMemoryUtilization`` of each whole GPU for an engine that owns them), since the count of
+   deployments placed is what is maximised; the canonical order (so the result is never below
+   step 2's); those that want big GPUs first — and repairs each layout: for each deployment
+   still unplaced and each node holding placed ones, it tries releasing the deployments on that
+   node, placing it, then placing the released ones (and, if still short, any other unplaced
+   one) anywhere. A try is kept only when the layout gets better (:func:`_score`: more
+   deployments placed, or as many on less GPU memory), so the search ends; its effort is a
+   count of plan calls (:data:`REPAIR_EFFORT`, :data:`REPAIR_LIMIT`), never time, so the same
+   input gives the same plans. The best layout of the orders is taken;
 4. explains every refusal against the final layout (the search's tries are not explained).
 
 How close this comes to an exact solver (OR-Tools CP-SAT, maximising deployments placed) on
@@ -48,19 +49,21 @@ class _Member:
     position: int
     """Where it was in the input (plans are returned in input order)."""
     footprint: int
-    """GPU memory its placement takes on the empty cluster (bytes)."""
-    smallest_gpu: int
-    """The smallest GPU memory its empty-cluster placement uses (bytes): nodes with no GPU this
-    big cannot help it."""
+    """GPU memory its placement takes on the empty cluster (bytes; an engine that owns its GPUs
+    takes ``gpuMemoryUtilization`` of each whole GPU)."""
+    gpu_size: int
+    """The smallest GPU memory its empty-cluster placement uses (bytes): a hint of how big a GPU
+    it wants, for ordering only (it may fit smaller ones)."""
     plan: Plan | None = None
     """Its plan in the current layout: placed, or None while it is not."""
 
 
 ORDERS: tuple[Callable[[_Member], tuple[int, ...]], ...] = (
-    lambda m: (m.footprint,),  # cheapest first: the most deployments
-    lambda m: (-m.smallest_gpu, m.footprint),  # those only big GPUs hold first: big GPUs go to them
+    lambda m: (m.footprint,),  # cheapest first: the most deployments (and, on a tie, the layout kept)
+    lambda m: (),  # as the fast path placed them (by key): the search never ends below it
+    lambda m: (-m.gpu_size, m.footprint),  # those that want big GPUs first: big GPUs go to them
 )
-"""The orders the greedy pass tries (each then repaired); the layout placing most is taken."""
+"""The orders the greedy pass tries, ties by key (each then repaired); the best layout is taken."""
 
 
 def plan_all(planner: Planner, deployments: Sequence[LLMDeployment]) -> list[Plan]:
@@ -68,36 +71,43 @@ def plan_all(planner: Planner, deployments: Sequence[LLMDeployment]) -> list[Pla
 
     Placed plans have taken their GPUs in ``planner``; refused ones are explained against the
     final layout. Raises nothing a plan would not: refusals are plans."""
+    try:
+        return _plan_all(planner, deployments)
+    finally:
+        planner.forget_prepared()
+
+
+def _plan_all(planner: Planner, deployments: Sequence[LLMDeployment]) -> list[Plan]:
     canonical = sorted(enumerate(deployments), key=lambda item: item[1].key)
     final: dict[int, Plan] = {}
     with planner.trial() as trial:  # most sets fit as they come: then no search is needed
         for position, deployment in canonical:
             result = planner.plan(deployment, explain=False)
-            if not result.placed and planner.fits_when_empty(deployment):
-                break  # it could be placed in another layout: search
+            if not result.placed:
+                alone = planner.plan_when_empty(deployment)  # explained: too small, invalid…
+                if alone.placed:
+                    break  # it could be placed in another layout: search
+                result = alone
             final[position] = result
         else:
             trial.keep()
     if trial.kept:
-        return [
-            plan if plan.placed else planner.plan(deployments[i])  # explained
-            for i, plan in sorted(final.items())
-        ]
+        return [final[i] for i in range(len(deployments))]
     final.clear()
     memory = {gpu.uuid: gpu.memory for node in planner.inventory.nodes for gpu in node.gpus}
     members: list[_Member] = []
     for position, deployment in canonical:
         alone = planner.plan_when_empty(deployment)
         assignments = [a for p in alone.placements for a in p.gpus]
-        if not assignments:  # refused whatever the others do (explained below), or paused
-            final[position] = alone if alone.placed else planner.plan(deployment)
+        if not assignments:  # refused whatever the others do (explained there), or paused
+            final[position] = alone
             continue
         members.append(
             _Member(
                 deployment,
                 position,
                 footprint=sum(a.vram_bytes or 0 for a in assignments),
-                smallest_gpu=min(memory.get(a.uuid, 0) for a in assignments),
+                gpu_size=min(memory.get(a.uuid, 0) for a in assignments),
             )
         )
     best: tuple[tuple[int, int], list[Plan | None]] | None = None
@@ -120,9 +130,8 @@ def plan_all(planner: Planner, deployments: Sequence[LLMDeployment]) -> list[Pla
                 planner.hold(
                     Hold(a.uuid, a.vram_bytes, p.exclusive, plan.key) for p in plan.placements for a in p.gpus
                 )
-    planner.forget_prepared()
     for member in members:  # the unplaced, explained against the final layout
-        final[member.position] = member.plan or planner.plan(member.deployment)
+        final[member.position] = member.plan or planner.plan(member.deployment, commit=False)
     return [final[i] for i in range(len(deployments))]
 
 
@@ -146,9 +155,8 @@ def _score(members: Sequence[_Member], memory: dict[str, int]) -> tuple[int, int
 def _repair(planner: Planner, members: list[_Member], budget: int) -> None:
     """Trade the deployments on one node for a better layout (:func:`_score`), until no trade
     helps or the budget (plan calls) is spent."""
-    largest = {node.name: max((g.memory for g in node.gpus), default=0) for node in planner.inventory.nodes}
     memory = {gpu.uuid: gpu.memory for node in planner.inventory.nodes for gpu in node.gpus}
-    names = sorted(largest)
+    names = sorted(node.name for node in planner.inventory.nodes)
     improved = True
     while improved and budget > 0:
         improved = False
@@ -160,7 +168,7 @@ def _repair(planner: Planner, members: list[_Member], budget: int) -> None:
                 continue
             for node in names:
                 victims = on_node.get(node)
-                if not victims or largest[node] < member.smallest_gpu:
+                if not victims:
                     continue
                 if budget <= 0:
                     return

@@ -68,9 +68,10 @@ def exclusive(engine: Engine, mode: PinningMode) -> bool:
 class Planner:
     """Plans deployments one after another against one cluster state.
 
-    Each placed plan's GPUs are taken before the next deployment is planned, which is
-    how ``gpupin plan`` treats a file of deployments and how the operator serializes
-    allocations.
+    Each placed plan's GPUs are taken before the next deployment is planned, which is how
+    the operator serializes allocations (first come, first served); ``gpupin plan`` places a
+    file's set together with :func:`gpupin.packing.plan_all`, which searches with
+    :meth:`trial` and ``plan(explain=False)``.
     """
 
     def __init__(
@@ -88,7 +89,12 @@ class Planner:
         self.mode = pinning_modes.get(pinning)
         self.engines = engines
         self.frozen = frozen
-        self.state = ClusterState(inventory, exclusive_only=not self.mode.shares_gpus, frozen=frozen)
+        self.state = ClusterState(
+            inventory,
+            exclusive_only=not self.mode.shares_gpus,
+            frozen=frozen,
+            shared_first_below=engines.owners_oldest_compute_capability(),
+        )
         self._empty: Planner | None = None
         self._is_capacity_view = False
         self._trials = 0

@@ -48,6 +48,12 @@ class EngineRegistry:
         read for a cluster's models over it)."""
         return EngineRegistry(self._engines.values(), catalog)
 
+    def owners_oldest_compute_capability(self) -> tuple[int, int] | None:
+        """The oldest compute capability any GPU-owning engine runs on (None: none is registered,
+        or one runs anywhere): older GPUs serve only shared-server engines."""
+        owners = [e.oldest_compute_capability for e in self._engines.values() if e.owns_gpus]
+        return None if not owners or None in owners else min(o for o in owners if o is not None)
+
     def register(self, engine: Engine) -> Engine:
         """Add an engine; a second engine of one name is a programming error."""
         if engine.name in self._engines:

@@ -66,6 +66,9 @@ class Engine(ABC):
     """CUDA_VISIBLE_DEVICES may name GPUs by UUID (else 0..n-1 after NVIDIA_VISIBLE_DEVICES)."""
     naming_scheme: ClassVar[NamingScheme]
     """How its model names are looked up in the model data first."""
+    oldest_compute_capability: ClassVar[tuple[int, int] | None] = None
+    """The oldest GPUs it runs on at all (None: any); GPUs older than every GPU-owning engine's
+    are the ones a shared server opens first."""
 
     # -- sizing -----------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ class VLLM(Engine):
     default_image = "vllm/vllm-openai:v0.33.0"
     port = 8000
     owns_gpus = True
+    oldest_compute_capability = VLLM_MIN_CC
     # before 0.33 vLLM converts each CUDA_VISIBLE_DEVICES entry with int() and crashes on a
     # GPU-… UUID (vllm-project/vllm#20939)
     cuda_visible_uuids = False

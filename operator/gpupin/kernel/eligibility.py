@@ -215,6 +215,15 @@ class GPUFilter:
             self.node_rule.name,
         )
 
+    def largest_eligible(self) -> int:
+        """The memory of the largest GPU the deployment may use (bytes; 0 when none), kept per
+        signature as :meth:`eligible` is."""
+        cache = self.state.largest_cache
+        key = self.signature()
+        if key not in cache:
+            cache[key] = max((s.gpu.memory for s in self.eligible()), default=0)
+        return cache[key]
+
     def eligible(self) -> list[Slot]:
         """Every GPU the deployment may use, held or not. Scans the cluster once per signature
         (eligibility does not change as GPUs are taken); only refusal paths need it."""

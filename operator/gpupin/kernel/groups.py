@@ -248,12 +248,21 @@ class GroupPlacer:
             together.setdefault((slot.node, None if self.allow_mixed else slot.key), []).append(slot)
         (node, _), most = max(together.items(), key=lambda kv: (len(kv[1]), -kv[1][0].order))
         kind = "" if self.allow_mixed else " matching"
+        smallest = min(s.gpu.memory for s in most)
+        fewer = [  # a smaller group those GPUs hold: each rank is bigger, and the heads must divide
+            size
+            for size in range(len(most), 0, -1)
+            if self.request.tensor_parallel_problem(size) is None
+            and self.est.per_gpu(size) <= self.util * smallest
+        ]
+        instead = (
+            f"tensorParallelSize {fewer[0]} ({node}: {group_text(most[: fewer[0]])}), or " if fewer else ""
+        )
         return Refusal(
             reasons.TOO_FEW_GPUS,
             f"tensorParallelSize {self.tp} needs {self.tp}{kind} GPUs with ≥ {format_gib(self.per_rank / self.util)} "
             f"each on one node; GPUs that big exist, but the most on one node is {len(most)} "
-            f"({node}: {group_text(most)}). Use a tensorParallelSize of at most {len(most)}, or a node with "
-            f"{self.tp} such GPUs",
+            f"({node}: {group_text(most)}). Instead: {instead}a node with {self.tp} such GPUs",
         )
 
     def _taken(self, eligible: list[Slot]) -> Refusal:

@@ -1,9 +1,12 @@
 """Shared per-GPU servers: one server pod per GPU (or GPU set) holding several models.
 
 Pure and generic: how an engine that loads models side by side and splits a model's layers over
-GPUs by free memory (Ollama; a llama.cpp server would too) is placed. Each model goes on the
-best-fitting GPU (the least free memory that holds it), preferring GPUs this deployment already
-uses; a model larger than every eligible GPU spans GPUs of one node in one server. Replicas are
+GPUs by free memory (Ollama; a llama.cpp server would too) is placed. Each model goes on a GPU
+this deployment already uses if one has room; else on the GPU already shared with the least free
+memory that holds it; else it opens a free GPU, in the order
+:meth:`~gpupin.kernel.state.ClusterState.best_fit_shared` gives (GPUs that only shared servers
+can use first, then the smallest). A model larger than every eligible GPU spans GPUs of one node
+in one server. Replicas are
 distinct GPUs. The engine supplies a :class:`SharedRequest`: the models' sizes and its words.
 
 Unless the context allows it (``share_across_namespaces``), a new server or a model added to one
@@ -186,9 +189,7 @@ class SharedPlacer:
         return self.ctx.share_across_namespaces or not self._other_namespaces(slot)
 
     def _largest_eligible(self) -> int:
-        if not hasattr(self, "_largest"):
-            self._largest = max((s.gpu.memory for s in self.filter.eligible()), default=0)
-        return self._largest
+        return self.filter.largest_eligible()
 
     def _span_group(self, est: Estimate) -> list[Slot] | None:
         best: tuple[tuple[int, int, int], list[Slot]] | None = None

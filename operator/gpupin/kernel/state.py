@@ -3,8 +3,8 @@
 Pure and generic: it knows GPUs, nodes, memory and who holds what — no engine, no pinning mode.
 A slot's memory is taken with :meth:`ClusterState.reserve` (undoable within one plan through
 :meth:`ClusterState.mark` and :meth:`ClusterState.rollback`). The indexes keep a plan from
-scanning every GPU of a large cluster: shareable slots by free bytes, and fully free slots per
-product key and node, bucketed by how many each node has. A frozen slot (:class:`Frozen`) is in
+scanning every GPU of a large cluster: GPUs already shared by free bytes, and fully free GPUs
+per product key and node, bucketed by how many each node has. A frozen slot (:class:`Frozen`) is in
 neither index: it keeps the pods already on it and takes no new ones.
 """
 
@@ -105,7 +105,13 @@ class ClusterState:
     pods), whatever the pod's own placement says. ``frozen``: nodes and GPUs that keep their pods
     and take no new ones, and the UUIDs pods know some GPUs by."""
 
-    def __init__(self, inventory: Inventory, exclusive_only: bool, frozen: Frozen = NOT_FROZEN) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        exclusive_only: bool,
+        frozen: Frozen = NOT_FROZEN,
+        shared_first_below: tuple[int, int] | None = None,
+    ) -> None:
         self.exclusive_only = exclusive_only
         self.frozen = frozen
         self.slots: dict[str, Slot] = {}
@@ -147,14 +153,17 @@ class ClusterState:
                 bisect.insort(buckets.setdefault(len(slots), []), self.node_position[node_name])
         # Keys ordered for best fit: smallest memory first.
         self.keys_by_memory: list[ProductKey] = sorted(self.free_by_key, key=lambda k: (k[1], k[0], k[2]))
-        # Keys in the order a shared server opens a free GPU: the oldest compute capability first
-        # (the GPUs fewest engines can use otherwise), then the smallest.
+        # Keys in the order a shared server opens a free GPU: those below ``shared_first_below``
+        # (the oldest compute capability a GPU-owning engine runs on: only shared servers can use
+        # them) first, then by memory, smallest first.
+        floor = shared_first_below or (0, 0)
         self.keys_for_sharing: list[ProductKey] = sorted(
-            self.free_by_key, key=lambda k: (_cc(k[2]) >= (7, 5), k[1], _cc(k[2]), k[0])
+            self.free_by_key, key=lambda k: (_cc(k[2]) >= floor, k[1], _cc(k[2]), k[0])
         )
         self.undo: list[tuple[Slot, int, dict[str, int], set[str]]] = []
         self.owner_slots: dict[str, set[str]] = {}
         self.eligible_cache: dict[tuple[object, ...], list[Slot]] = {}
+        self.largest_cache: dict[tuple[object, ...], int] = {}
 
     # -- index maintenance -------------------------------------------------------------
 
