@@ -24,12 +24,13 @@ import structlog
 
 from gpupin import constants
 from gpupin.controller import metrics, netpolicies
-from gpupin.controller.cache import ClusterCache, key_of
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
 from gpupin.controller.listing import Lister, list_objects, unlisted
 from gpupin.controller.podstate import is_ready, is_terminating
 from gpupin.controller.runtime import Reconciler
+from gpupin.controller.store import key_of
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")

@@ -32,14 +32,14 @@ from pydantic import ValidationError
 from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, Rollout
 from gpupin.controller import metrics
-from gpupin.controller.cache import ClusterCache, Key
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.controller.nodewatch import NodeWatch
-from gpupin.controller.podstate import owned_by
 from gpupin.controller.probes import ProbeFollower
 from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
+from gpupin.controller.store import Key
 from gpupin.controller.workqueue import WorkQueue
 from gpupin.controller.writes import ApiWrites, Rejected, Setbacks, namesakes
 from gpupin.inventory import Inventory
@@ -180,9 +180,9 @@ class Reconciler:
             deployment,
             invalid,
             pods=pods,
-            services=[s for s in self.cache.services.values() if owned_by(s, body)],
-            claim_templates=[c for c in self.cache.claim_templates.values() if owned_by(c, body)],
-            network_policies=[n for n in self.cache.network_policies.values() if owned_by(n, body)],
+            services=self.cache.services.owned_by(body),
+            claim_templates=self.cache.claim_templates.owned_by(body),
+            network_policies=self.cache.network_policies.owned_by(body),
             inventory=inventory,
             render_config=self.config.render,
             now=datetime.now(UTC),

@@ -15,10 +15,11 @@ from typing import Any
 import structlog
 
 from gpupin import constants
-from gpupin.controller.cache import ClusterCache, Key, Store
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import Actions, EventSpec
 from gpupin.controller.podstate import is_terminating
 from gpupin.controller.status import failed_status
+from gpupin.controller.store import Key, Store
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
