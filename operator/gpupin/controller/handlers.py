@@ -23,7 +23,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import metrics, netpolicies
+from gpupin.controller import kopftuning, metrics, netpolicies
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -72,6 +72,7 @@ def _served(namespace: str | None) -> bool:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = STATE.config = STATE.config or from_environment()
     settings.posting.level = 40  # kopf's own Events only for errors; gpupin posts its own
+    kopftuning.listen_only(settings)
     settings.watching.label_selectors["v1", "pods"] = MANAGED
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
