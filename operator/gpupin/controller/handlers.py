@@ -367,12 +367,13 @@ async def node_event(event: kopf.RawEvent, **_: Any) -> None:
         changed = STATE.cache.remove_node(obj["metadata"]["name"])
     else:
         changed = STATE.cache.set_node(obj)
-    if changed:
-        log.info(
-            "Node GPU inventory changed",
-            node=obj["metadata"]["name"],
-            problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
-        )
+    if not changed:  # a heartbeat: a problem that came or went, a grace period begun, would be a change
+        return
+    log.info(
+        "Node GPU inventory changed",
+        node=obj["metadata"]["name"],
+        problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
+    )
     reconciler.nodes.changed(changed)
 
 
