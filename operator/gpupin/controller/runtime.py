@@ -67,7 +67,7 @@ class Reconciler:
         self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
         self.probes = ProbeFollower(kube, self.queue, self._spawn)
-        self.writes = ApiWrites(kube, cache)
+        self.writes = ApiWrites(kube, cache, config.concurrency)
         self.gate = RolloutGate(config.max_concurrent_rollouts)
         self._held_back: set[Key] = set()
         self._gate_timers: set[Key] = set()
@@ -308,7 +308,7 @@ class Reconciler:
                     writes.append(self.writes.patch_status(key, body, actions.status))
                 await asyncio.gather(*writes)
             for event in actions.events:  # news for people: off the critical path
-                self._spawn(asyncio.to_thread(self.writes.post_event, body, event))
+                self._spawn(self.writes.post_event(body, event))
         except Rejected as exc:  # permanent: say so, and do not try again until the spec changes
             self._forget(actions)
             generation = body.get("metadata", {}).get("generation")
@@ -384,6 +384,7 @@ class Reconciler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.writes.close()
 
 
 def _placed(body: dict[str, Any]) -> bool:
