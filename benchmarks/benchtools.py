@@ -258,6 +258,27 @@ def apiserver_writes(cluster: Cluster, group: str, plural: str) -> Counter[str]:
     return found
 
 
+def all_writes(cluster: Cluster) -> Counter[str]:
+    """Every write the API server has served so far, from any client, by kind (``POST core/pods``):
+    the operator's and those its objects cause (the scheduler's bindings, KWOK's pod statuses, the
+    endpoints controllers' writes for a Service, its ClusterIP's IPAddress)."""
+    found: Counter[str] = Counter()
+    for labels, value in _apiserver_samples(cluster, "apiserver_request_total"):
+        if labels.get("verb") in ("POST", "PUT", "PATCH", "DELETE", "APPLY"):
+            sub = labels.get("subresource", "")
+            found[
+                f"{labels['verb']} {labels.get('group') or 'core'}/{labels.get('resource')}{'/' + sub if sub else ''}"
+            ] += value
+    return found
+
+
+def all_writes_text(found: dict[str, float], count: int = 6) -> str:
+    """``found`` per CR, less the leases every component renews: the total and the biggest kinds."""
+    found = {k: v for k, v in found.items() if "/leases" not in k}
+    top = sorted(found.items(), key=lambda kv: -kv[1])[:count]
+    return f"{sum(found.values()):.1f} per CR (" + ", ".join(f"{k} {v:.2f}" for k, v in top) + ", …)"
+
+
 def per_cr(before: Counter[str], after: Counter[str], count: int) -> dict[str, float]:
     return {k: (after[k] - before[k]) / count for k in sorted(after) if after[k] > before[k]}
 

@@ -41,6 +41,8 @@ from benchtools import (
     SERVICE_RANGE,
     PodWatch,
     add_nodes,
+    all_writes,
+    all_writes_text,
     apiserver_durations,
     apiserver_writes,
     cluster_cpu,
@@ -96,6 +98,7 @@ def _run_floor(cluster: Cluster, count: int, threads: int, workdir: Path) -> dic
         wait_for(lambda: "warm-up" in pods.seen, timeout=120, what="the floor's warm-up pod")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, "bench.gpupin.dev", "floors"), cluster_cpu(cluster)
+        every0 = all_writes(cluster)
         started = _burst(cluster, count, threads, FLOOR_PATH, body)
         wait_for(lambda: len(pods.seen) > count, timeout=900, interval=0.05, what="the floor's pods")
         pods_s = max(pods.seen.values()) - started
@@ -103,10 +106,18 @@ def _run_floor(cluster: Cluster, count: int, threads: int, workdir: Path) -> dic
         time.sleep(1.0)  # kopf's own writes after the handler
         cpu, peak = proc_stats(process.pid)
         writes = per_cr(writes0, apiserver_writes(cluster, "bench.gpupin.dev", "floors"), count)
+        every = all_writes_text(per_cr(every0, all_writes(cluster), count))
     finally:
         stop(process)
         pods.stop()
-    return {"pods_s": pods_s, "rss_mib": peak, "cpu_s": cpu - cpu0, "writes": writes, "control": control}
+    return {
+        "pods_s": pods_s,
+        "rss_mib": peak,
+        "cpu_s": cpu - cpu0,
+        "writes": writes,
+        "control": control,
+        "every": every,
+    }
 
 
 def _current(obj: dict[str, Any]) -> str | None:
@@ -153,6 +164,7 @@ def _run_gpupin(
         wait_for(lambda: "warm-up" in statuses.seen, timeout=120, what="gpupin's warm-up deployment")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, constants.GROUP, constants.PLURAL), cluster_cpu(cluster)
+        every0 = all_writes(cluster)
         metrics0 = _scrape()
         started = _burst(cluster, count, args.threads, path, body)
         wait_for(lambda: len(pods.seen) > count, timeout=900, interval=0.05, what="gpupin's pods")
@@ -163,6 +175,7 @@ def _run_gpupin(
         time.sleep(1.0)  # Events are posted after the writes they tell of
         cpu, peak = proc_stats(process.pid)
         writes = per_cr(writes0, apiserver_writes(cluster, constants.GROUP, constants.PLURAL), count)
+        every = all_writes_text(per_cr(every0, all_writes(cluster), count))
         metrics = _scrape()
         if args.verbose:
             steps, spent = (
@@ -188,6 +201,7 @@ def _run_gpupin(
         "writes": writes,
         "reconciles_per_cr": reconciles / count,
         "control": control,
+        "every": every,
     }
 
 
@@ -238,6 +252,7 @@ def main(argv: list[str]) -> int:
                     f"({count / floor['pods_s']:.1f} CR/s), peak RSS {floor['rss_mib']:.0f} MiB, "
                     f"{floor['cpu_s']:.1f} CPU-s, {writes_text(floor['writes'])}; control plane {floor['control']}"
                 )
+                print(f"  every write the API server served, all clients: {floor['every']}")
             phases = [("before", args.before)] if args.before else []
             for label, source in [*phases, ("burst", None)]:
                 gpupin = _run_gpupin(cluster, args, workdir, label, source)
@@ -249,6 +264,7 @@ def main(argv: list[str]) -> int:
                     f"{writes_text(gpupin['writes'])}, {gpupin['reconciles_per_cr']:.2f} reconciles per CR; "
                     f"control plane {gpupin['control']}"
                 )
+                print(f"  every write the API server served, all clients: {gpupin['every']}")
                 if floor:
                     print(
                         f"  ratio {name} / floor: all pods {gpupin['pods_s'] / floor['pods_s']:.2f}, "

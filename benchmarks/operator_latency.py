@@ -37,6 +37,8 @@ from benchtools import (
     SERVICE_RANGE,
     PodWatch,
     add_nodes,
+    all_writes,
+    all_writes_text,
     apiserver_durations,
     apiserver_writes,
     cluster_cpu,
@@ -82,12 +84,14 @@ def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
         wait_for(lambda: "warm-up" in watch.seen, timeout=120, what="the floor's warm-up pod")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, "bench.gpupin.dev", "floors"), cluster_cpu(cluster)
+        every0 = all_writes(cluster)
         created = _paced(cluster, FLOOR_PATH, count, body)
         wait_for(lambda: len(watch.seen) > count, timeout=120, what="the floor's pods")
         time.sleep(1.0)  # kopf's own writes after the handler
         cpu, rss = proc_stats(process.pid)
         control = cpu_text(control0, cluster_cpu(cluster))
         writes = per_cr(writes0, apiserver_writes(cluster, "bench.gpupin.dev", "floors"), count)
+        every = all_writes_text(per_cr(every0, all_writes(cluster), count))
     finally:
         stop(process)
         watch.stop()
@@ -99,6 +103,7 @@ def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
         "cpu_s": cpu - cpu0,
         "writes": writes,
         "control": control,
+        "every": every,
     }
 
 
@@ -139,6 +144,7 @@ def _run_gpupin(
         )
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, constants.GROUP, constants.PLURAL), cluster_cpu(cluster)
+        every0 = all_writes(cluster)
         created = _paced(cluster, path, count, body)
         wait_for(
             lambda: len(pods.seen) > count and len(statuses.seen) > count,
@@ -149,6 +155,7 @@ def _run_gpupin(
         cpu, _ = proc_stats(process.pid)
         control = cpu_text(control0, cluster_cpu(cluster))
         writes = per_cr(writes0, apiserver_writes(cluster, constants.GROUP, constants.PLURAL), count)
+        every = all_writes_text(per_cr(every0, all_writes(cluster), count))
         if verbose:
             print(f"  gpupin CPU-s: {thread_cpu(process.pid)}")
             print("  API server, mean per write request:\n    " + "\n    ".join(apiserver_durations(cluster)))
@@ -181,6 +188,7 @@ def _run_gpupin(
         "cpu_s": cpu - cpu0,
         "writes": writes,
         "control": control,
+        "every": every,
         "reconciles": reconciles,
         "requests_per_reconcile": (requests - reads) / max(reconciles, 1),
         "startup_reads": reads,
@@ -247,6 +255,7 @@ def main(argv: list[str]) -> int:
                 f"RSS {floor['rss_mib']:.0f} MiB, {floor['cpu_s']:.1f} CPU-s, {writes_text(floor['writes'])}; "
                 f"control plane {floor['control']}"
             )
+            print(f"  every write the API server served, all clients: {floor['every']}")
             for namespace, source in [*([("before", before)] if before else []), ("bench", None)]:
                 gpupin = _run_gpupin(cluster, count, workdir, "--verbose" in argv, namespace, source)
                 name = f"gpupin {source}" if source else "gpupin"
@@ -256,6 +265,7 @@ def main(argv: list[str]) -> int:
                     f"p99 {gpupin['pods_p99_ms']:.0f} ms), RSS {gpupin['rss_mib']:.0f} MiB, "
                     f"{gpupin['cpu_s']:.1f} CPU-s, {writes_text(gpupin['writes'])}; control plane {gpupin['control']}"
                 )
+                print(f"  every write the API server served, all clients: {gpupin['every']}")
                 print(
                     f"  ratio {name} / floor: p50 {gpupin['p50_ms'] / floor['p50_ms']:.2f}, "
                     f"p99 {gpupin['p99_ms'] / floor['p99_ms']:.2f}"
