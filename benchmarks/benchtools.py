@@ -157,6 +157,21 @@ def start_gpupin(
     )  # fmt: skip
 
 
+def clear(cluster: Cluster, namespaces: list[str]) -> None:
+    """Delete these namespaces and wait until they are gone with everything in them: the next
+    operator starts on nodes without their pods (it serves other namespaces and would not see them;
+    its plans would stack pods on the same nodes past their pod capacity)."""
+    for namespace in namespaces:
+        cluster.delete_namespace(namespace)
+
+    def gone() -> bool:
+        names = {n["metadata"]["name"] for n in cluster.kube.request("GET", "/api/v1/namespaces")["items"]}
+        return not names & set(namespaces)
+
+    wait_for(gone, timeout=900, interval=1.0, what=f"namespaces {', '.join(namespaces)} deleted")
+    time.sleep(5)  # the controllers' last deletes (endpoints of the Services gone) are not the next phase's
+
+
 def start(
     cluster: Cluster, command: list[str], log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:

@@ -45,6 +45,7 @@ from benchtools import (
     all_writes_text,
     apiserver_durations,
     apiserver_writes,
+    clear,
     cluster_cpu,
     cpu_text,
     metric,
@@ -270,6 +271,8 @@ def main(argv: list[str]) -> int:
                         f"  ratio {name} / floor: all pods {gpupin['pods_s'] / floor['pods_s']:.2f}, "
                         f"every status current {gpupin['status_s'] / floor['pods_s']:.2f}"
                     )
+                if source:
+                    clear(cluster, [label])
         finally:
             stop_cluster(cluster)
     return 0

@@ -41,6 +41,7 @@ from benchtools import (
     all_writes_text,
     apiserver_durations,
     apiserver_writes,
+    clear,
     cluster_cpu,
     cpu_text,
     metric,
@@ -279,6 +280,8 @@ def main(argv: list[str]) -> int:
                     f"{gpupin['reconciles']:.0f} reconciles; reads: {gpupin['startup_reads']:.0f}, all at start-up "
                     "(the watches deliver the rest)"
                 )
+                if source:
+                    clear(cluster, [namespace, *(f"{namespace}-apply-{size}" for size in APPLY_SIZES)])
         finally:
             stop_cluster(cluster)
     return 0
