@@ -16,7 +16,8 @@ API server counts them (both operators alike) and RSS; then, for gpupin, ``kubec
 and 100 LLMDeployments at once, timed until every pod is Running, and its writes per reconcile.
 
 ``--before=DIR``: first run gpupin from the checkout DIR (e.g. a worktree of main) the same way,
-in its own namespaces, for a before/after in one run; ``--verbose``: where gpupin's CPU went.
+in its own namespaces, for a before/after in one run; ``--interval=SECONDS`` between creates
+(0.05); ``--verbose``: where gpupin's CPU went.
 
 Run: ``make bench-operator`` (or ``python benchmarks/operator_latency.py [COUNT] [NODES] [--before=DIR]``).
 """
@@ -63,14 +64,18 @@ PORT = 9799
 APPLY_SIZES = (1, 10, 100)
 
 
+INTERVAL = 0.05
+"""Seconds between two creates (``--interval=``)."""
+
+
 def _paced(cluster: Cluster, path: str, count: int, body: dict[str, object]) -> dict[str, float]:
-    """Create ``count`` CRs 50 ms apart; returns name → time.monotonic() the create returned."""
+    """Create ``count`` CRs INTERVAL apart; returns name → time.monotonic() the create returned."""
     created: dict[str, float] = {}
     for i in range(count):
         name = f"llm-{i:04d}"
         cluster.kube.request("POST", path, {**body, "metadata": {"name": name}})
         created[name] = time.monotonic()
-        time.sleep(0.05)
+        time.sleep(INTERVAL)
     return created
 
 
@@ -241,12 +246,15 @@ def main(argv: list[str]) -> int:
     count = numbers[0] if numbers else 200
     nodes = numbers[1] if len(numbers) > 1 else 100
     before = next((Path(a.split("=", 1)[1]).resolve() for a in argv if a.startswith("--before=")), None)
+    global INTERVAL
+    INTERVAL = next((float(a.split("=", 1)[1]) for a in argv if a.startswith("--interval=")), INTERVAL)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         started = time.monotonic()
         cluster = start_cluster(workdir, "gpupin-bench", extra_args=(SERVICE_RANGE,))
         print(
-            f"cluster up in {time.monotonic() - started:.1f} s; {nodes} nodes × 8 GPUs, {count} CRs 50 ms apart"
+            f"cluster up in {time.monotonic() - started:.1f} s; {nodes} nodes × 8 GPUs, {count} CRs "
+            f"{INTERVAL * 1e3:.0f} ms apart"
         )
         try:
             add_nodes(cluster, nodes)
