@@ -202,10 +202,16 @@ def _configuration(kubeconfig: Path) -> Any:
 
 
 def start_cluster(
-    workdir: Path, name: str, kubeconfig: Path | None = None, runtime: str = "binary"
+    workdir: Path,
+    name: str,
+    kubeconfig: Path | None = None,
+    runtime: str = "binary",
+    extra_args: tuple[str, ...] = (),
 ) -> Cluster:
     """kwokctl create cluster: the binary runtime runs the pinned binaries as local processes;
-    ``kind`` (needs Docker) puts the control plane in a kind node instead."""
+    ``kind`` (needs Docker) puts the control plane in a kind node instead. ``extra_args``:
+    ``component=flag=value`` for kwokctl's ``--extra-args`` (e.g. a wider Service range:
+    ``kube-apiserver=service-cluster-ip-range=10.0.0.0/16``; the default /24 holds 253 Services)."""
     tools = tools_bin()
     kubeconfig = kubeconfig or workdir / "kubeconfig"
     # kwokctl calls kubectl from PATH: make it the pinned v1.37 one, not whatever the host has
@@ -238,6 +244,8 @@ def start_cluster(
             ("kwok-controller", "kwok"),
         ):
             command += [f"--{component}-binary", str(tools / binary)]
+    for arg in extra_args:
+        command += ["--extra-args", arg]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=300)
     if result.returncode != 0:
         raise RuntimeError(f"kwokctl create cluster failed:\n{result.stderr[-3000:]}")

@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gpupin import constants
-from gpupin.controller.cache import ClusterCache, Store, key_of
+from gpupin.controller.cache import ClusterCache
+from gpupin.controller.store import Store, key_of
 
 
 def _pod(name: str, owner: str, uid: str, rv: int, gpu: str) -> dict[str, Any]:
@@ -103,6 +104,48 @@ def test_owner_index_matches_a_full_scan(steps: list[tuple[str, int, str]]) -> N
         assert sorted(h.uuid for h in cache.holds(only=("ns", owner))) == sorted(
             h.uuid for h in cache.holds() if h.owner == f"ns/{owner}"
         )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["upsert", "remove", "deleting", "sweep"]),
+            st.integers(0, 4),
+            st.lists(st.sampled_from("abc"), max_size=2),
+        ),
+        max_size=40,
+    )
+)
+def test_a_stores_owner_index_matches_a_full_scan(steps: list[tuple[str, int, list[str]]]) -> None:
+    """Services, claim templates and NetworkPolicies are found by owner uid from an index: whatever
+    happened to them (an object re-made under its name by another owner, removed, marked deleting,
+    swept), the index names exactly the objects a scan of every one would."""
+    store = Store()
+    for rv, (action, n, owners) in enumerate(steps, start=1):
+        refs = [{"kind": constants.KIND, "name": o, "uid": f"o-{o}"} for o in owners]
+        obj = {
+            "kind": "Service",
+            "metadata": {"name": f"s{n}", "namespace": "ns", "uid": f"u{rv}", "resourceVersion": str(rv),
+                         "ownerReferences": refs},
+        }  # fmt: skip
+        existing = store.get(key_of(obj))
+        if action == "upsert":
+            store.upsert(obj)
+        elif action == "remove" and existing is not None:
+            store.remove(existing)
+        elif action == "deleting" and existing is not None:
+            store.mark_deleting(existing)
+        elif action == "sweep":
+            store.sweep([o for o in store.values() if o["metadata"]["name"] != f"s{n}"], rv)
+    for owner in "abcd":
+        body = _deployment(owner)
+        scanned = [
+            o
+            for o in store.values()
+            if any(r.get("uid") == f"o-{owner}" for r in o["metadata"].get("ownerReferences") or [])
+        ]
+        assert sorted(key_of(o) for o in store.owned_by(body)) == sorted(key_of(o) for o in scanned)
+        assert all(o is store.get(key_of(o)) for o in store.owned_by(body))
 
 
 def _forged(

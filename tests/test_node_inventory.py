@@ -143,6 +143,29 @@ def test_a_gpu_a_healthy_source_stops_reporting_leaves_after_the_grace_period() 
     assert _gpus(book, "box") == [second.uuid] and "box" not in book.problems()
 
 
+def test_a_heartbeat_is_not_read_again_and_any_change_of_facts_is(monkeypatch: Any) -> None:
+    """A Node's status is rewritten on every heartbeat (its conditions): those events carry the same
+    facts and are not read again; a change of annotation, labels or GPU resources is."""
+    from gpupin.controller import nodeinventory
+
+    reads: list[str] = []
+    real = nodeinventory.read_node
+    monkeypatch.setattr(nodeinventory, "read_node", lambda n, s=None: reads.append("read") or real(n, s))
+    book, _ = _book()
+    box = node("box", A10, A10)
+    obj = node_obj("box", box.to_annotation())
+    assert book.read("box", obj) and len(reads) == 1
+    beat = {**obj, "status": {**obj["status"], "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert not book.read("box", beat) and len(reads) == 1, "a heartbeat: not read again"
+    relabelled = {**beat, "metadata": {**beat["metadata"], "labels": {"zone": "b"}}}
+    assert not book.read("box", relabelled) and len(reads) == 2, "new labels: read (same GPUs)"
+    fewer = node_obj("box", NodeInventory(name="box", gpus=[box.gpus[1]]).to_annotation())
+    assert book.read("box", fewer) and len(reads) == 3
+    assert book.problems()["box"].kind == "gpu-gone"
+    book.read("box", fewer)
+    assert len(reads) == 4, "within a grace period every report is read (a GPU may come back)"
+
+
 def test_an_explicit_empty_list_is_a_real_report_and_the_node_stays_known() -> None:
     book, clock = _book(grace=5)
     box = node("box", A10)

@@ -20,112 +20,18 @@ read after its pods) and start counting when their deployment arrives.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 
 from gpupin import constants
 from gpupin.controller.nodealiases import aliases_from_placements
 from gpupin.controller.nodeinventory import NodeBook
 from gpupin.controller.podstate import is_finished, is_terminating, placement_of, placement_problem
+from gpupin.controller.store import Key, Store, key_of
 from gpupin.inventory import Inventory, NodeInventory
 from gpupin.kernel.state import Frozen
 from gpupin.placement import Hold
 from gpupin.resourceslices import inventory_from_resource_slices
-
-Key = tuple[str, str]  # (namespace, name)
-
-
-def key_of(obj: dict[str, Any]) -> Key:
-    meta = obj["metadata"]
-    return meta.get("namespace") or "", meta["name"]
-
-
-def _rv(obj: dict[str, Any]) -> int:
-    try:
-        return int(obj["metadata"].get("resourceVersion") or 0)
-    except ValueError:
-        return 0
-
-
-class Store:
-    """Objects of one kind by (namespace, name), newest resourceVersion wins. ``on_change`` hears
-    of every object stored, removed or marked deleting."""
-
-    def __init__(self, on_change: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.objects: dict[Key, dict[str, Any]] = {}
-        self._deleted_uids: set[str] = set()
-        self._on_change = on_change or (lambda _obj: None)
-
-    def upsert(self, obj: dict[str, Any]) -> bool:
-        """Store an object; False when it is older than what we have or was deleted."""
-        uid = obj["metadata"].get("uid")
-        if uid and uid in self._deleted_uids:
-            return False
-        key = key_of(obj)
-        old = self.objects.get(key)
-        if old is not None and old["metadata"].get("uid") == uid and _rv(old) > _rv(obj):
-            return False
-        self.objects[key] = obj
-        self._on_change(obj)
-        return True
-
-    def remove(self, obj: dict[str, Any]) -> None:
-        key = key_of(obj)
-        uid = obj["metadata"].get("uid")
-        if uid:
-            self._deleted_uids.add(uid)
-            if len(self._deleted_uids) > 100_000:
-                self._deleted_uids.clear()
-        old = self.objects.get(key)
-        if old is not None and (not uid or old["metadata"].get("uid") == uid):
-            del self.objects[key]
-            self._on_change(old)
-
-    def mark_deleting(self, obj: dict[str, Any]) -> None:
-        """Our delete call succeeded: it is terminating until the watch says it is gone."""
-        old = self.objects.get(key_of(obj))
-        if old is not None and not is_terminating(old):
-            copy = {
-                **old,
-                "metadata": {**old["metadata"], "deletionTimestamp": datetime.now(UTC).isoformat()},
-            }
-            self.objects[key_of(obj)] = copy
-            self._on_change(copy)
-
-    def sweep(
-        self,
-        listed: Iterable[dict[str, Any]],
-        list_rv: str | int | None,
-        remove: Callable[[dict[str, Any]], None] | None = None,
-        namespace: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Mark and sweep against a full LIST taken at resourceVersion ``list_rv`` (``listed`` already
-        upserted): what is stored but not listed is gone, its DELETED event missed (after a watch
-        gap past the resourceVersion window kopf re-lists without DELETED events). A LIST of one
-        ``namespace`` sweeps only that namespace's objects. Kept: our
-        reservations (resourceVersion "0": the create is not answered yet) and what is newer than
-        the list (a watch delivered it after the list was taken). Each stale object goes through
-        ``remove`` (the watch's DELETED path; default :meth:`remove`). Returns the stale objects."""
-        seen = {key_of(obj) for obj in listed}
-        limit = _rv({"metadata": {"resourceVersion": list_rv}})
-        stale = [
-            obj
-            for key, obj in self.objects.items()
-            if key not in seen
-            and (namespace is None or key[0] == namespace)
-            and obj["metadata"].get("resourceVersion") != "0"
-            and _rv(obj) <= limit
-        ]
-        for obj in stale:
-            (remove or self.remove)(obj)
-        return stale
-
-    def get(self, key: Key) -> dict[str, Any] | None:
-        return self.objects.get(key)
-
-    def values(self) -> Iterable[dict[str, Any]]:
-        return self.objects.values()
 
 
 class ClusterCache:

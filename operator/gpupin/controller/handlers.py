@@ -23,13 +23,14 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import metrics, netpolicies
-from gpupin.controller.cache import ClusterCache, key_of
+from gpupin.controller import kopftuning, metrics, netpolicies
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
 from gpupin.controller.listing import Lister, list_objects, unlisted
 from gpupin.controller.podstate import is_ready, is_terminating
 from gpupin.controller.runtime import Reconciler
+from gpupin.controller.store import key_of
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
@@ -71,6 +72,7 @@ def _served(namespace: str | None) -> bool:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = STATE.config = STATE.config or from_environment()
     settings.posting.level = 40  # kopf's own Events only for errors; gpupin posts its own
+    kopftuning.listen_only(settings)
     settings.watching.label_selectors["v1", "pods"] = MANAGED
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
@@ -365,12 +367,13 @@ async def node_event(event: kopf.RawEvent, **_: Any) -> None:
         changed = STATE.cache.remove_node(obj["metadata"]["name"])
     else:
         changed = STATE.cache.set_node(obj)
-    if changed:
-        log.info(
-            "Node GPU inventory changed",
-            node=obj["metadata"]["name"],
-            problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
-        )
+    if not changed:  # a heartbeat: a problem that came or went, a grace period begun, would be a change
+        return
+    log.info(
+        "Node GPU inventory changed",
+        node=obj["metadata"]["name"],
+        problem=STATE.cache.node_problems.get(obj["metadata"]["name"]),
+    )
     reconciler.nodes.changed(changed)
 
 

@@ -111,6 +111,7 @@ class _Node:
     gone: dict[str, tuple[GPU, float, datetime]] = field(default_factory=dict)
     """UUID → (the GPU, when a healthy source first left it out: monotonic and wall)."""
     renamed: dict[str, GPUAlias] = field(default_factory=dict)
+    facts: tuple[Any, ...] = ()  # what read_node last read: a heartbeat changes none of it
 
 
 def _uuids(inventory: NodeInventory | None) -> set[str]:
@@ -182,6 +183,12 @@ class NodeBook:
     def read(self, name: str, node: Mapping[str, Any], from_slices: NodeInventory | None = None) -> bool:
         """Read a Node object's GPU facts; True when the planning inventory changed."""
         rec = self._nodes.setdefault(name, _Node())
+        meta, status = node.get("metadata") or {}, node.get("status") or {}
+        facts = (meta.get("annotations"), meta.get("labels"), status.get("capacity"),
+                 status.get("allocatable"), from_slices)  # fmt: skip
+        if facts == rec.facts and not rec.gone and self._batch is None:
+            return False  # the same facts again: nothing to judge (grace periods end in expire)
+        rec.facts = facts
         try:
             reported, source = read_node(node, from_slices)
             error = None

@@ -13,12 +13,6 @@ from gpupin import constants
 from gpupin.placement import Placement, PlacementError
 
 
-def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
-    """Does one of ``obj``'s ownerReferences name ``owner`` by uid?"""
-    uid = owner["metadata"].get("uid")
-    return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or [])
-
-
 def placement_of(pod: dict[str, Any]) -> Placement | None:
     """The placement annotation a gpupin pod carries, typed (None if absent or unreadable)."""
     meta = pod["metadata"]

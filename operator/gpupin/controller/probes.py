@@ -14,8 +14,8 @@ from typing import Any
 
 import structlog
 
-from gpupin.controller.cache import Key
 from gpupin.controller.diagnose import needs_probe_output
+from gpupin.controller.store import Key
 from gpupin.controller.workqueue import ProbeReading, WorkQueue, running_since
 from gpupin.kube import ApiError, Kube
 

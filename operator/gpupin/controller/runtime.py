@@ -32,14 +32,14 @@ from pydantic import ValidationError
 from gpupin import reasons
 from gpupin.api.v1alpha1 import LLMDeployment, Rollout
 from gpupin.controller import metrics
-from gpupin.controller.cache import ClusterCache, Key
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig
 from gpupin.controller.decide import Actions, decide
 from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.controller.nodewatch import NodeWatch
-from gpupin.controller.podstate import owned_by
 from gpupin.controller.probes import ProbeFollower
 from gpupin.controller.rollout import RolloutGate, RolloutPolicy, hints, surge_plan
+from gpupin.controller.store import Key
 from gpupin.controller.workqueue import WorkQueue
 from gpupin.controller.writes import ApiWrites, Rejected, Setbacks, namesakes
 from gpupin.inventory import Inventory
@@ -67,7 +67,7 @@ class Reconciler:
         self._planner_inventory: Inventory | None = None
         self.ready = asyncio.Event()
         self.probes = ProbeFollower(kube, self.queue, self._spawn)
-        self.writes = ApiWrites(kube, cache)
+        self.writes = ApiWrites(kube, cache, config.concurrency)
         self.gate = RolloutGate(config.max_concurrent_rollouts)
         self._held_back: set[Key] = set()
         self._gate_timers: set[Key] = set()
@@ -180,9 +180,9 @@ class Reconciler:
             deployment,
             invalid,
             pods=pods,
-            services=[s for s in self.cache.services.values() if owned_by(s, body)],
-            claim_templates=[c for c in self.cache.claim_templates.values() if owned_by(c, body)],
-            network_policies=[n for n in self.cache.network_policies.values() if owned_by(n, body)],
+            services=self.cache.services.owned_by(body),
+            claim_templates=self.cache.claim_templates.owned_by(body),
+            network_policies=self.cache.network_policies.owned_by(body),
             inventory=inventory,
             render_config=self.config.render,
             now=datetime.now(UTC),
@@ -308,7 +308,7 @@ class Reconciler:
                     writes.append(self.writes.patch_status(key, body, actions.status))
                 await asyncio.gather(*writes)
             for event in actions.events:  # news for people: off the critical path
-                self._spawn(asyncio.to_thread(self.writes.post_event, body, event))
+                self._spawn(self.writes.post_event(body, event))
         except Rejected as exc:  # permanent: say so, and do not try again until the spec changes
             self._forget(actions)
             generation = body.get("metadata", {}).get("generation")
@@ -384,6 +384,7 @@ class Reconciler:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.writes.close()
 
 
 def _placed(body: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpupin.controller import metrics
-from gpupin.controller.cache import Key
+from gpupin.controller.store import Key
 
 
 @dataclass

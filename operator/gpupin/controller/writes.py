@@ -1,24 +1,34 @@
 """The operator's writes to the API server: children created (or first tried as a dry run) and
 deleted, the status patched, Events posted. A thin edge: what to write is decided elsewhere
 (:mod:`gpupin.controller.decide`); this module writes it and keeps the cache in step.
+
+The client blocks, so calls run in threads of this module's own: one pool for the writes a
+reconcile waits for (sized for ``--concurrency`` deployments with several objects each), and a
+small one for Events. asyncio's default executor has cpu + 4 threads (6 on two cores) and is
+shared; in a burst the writes of the deployments in flight queued there behind each other and
+behind Events, which are news for people and must not hold up a pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from gpupin import constants
-from gpupin.controller.cache import ClusterCache, Key, Store
+from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import Actions, EventSpec
 from gpupin.controller.podstate import is_terminating
 from gpupin.controller.status import failed_status
+from gpupin.controller.store import Key, Store
 from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
@@ -134,17 +144,35 @@ def namesakes(
 
 
 class ApiWrites:
-    def __init__(self, kube: Kube, cache: ClusterCache) -> None:
+    WRITES_PER_DEPLOYMENT = 4
+    """Threads per deployment in flight: its pods, Service, claim templates or NetworkPolicies and
+    status at once (more wait their turn)."""
+    EVENT_THREADS = 2
+
+    def __init__(self, kube: Kube, cache: ClusterCache, concurrency: int = 8) -> None:
         self.kube = kube
         self.cache = cache
+        self._writes = ThreadPoolExecutor(concurrency * self.WRITES_PER_DEPLOYMENT, "gpupin-write")
+        self._events = ThreadPoolExecutor(self.EVENT_THREADS, "gpupin-event")
+
+    async def _call(self, pool: ThreadPoolExecutor, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)`` in a thread of ``pool`` (with this task's context, as asyncio.to_thread)."""
+        context = contextvars.copy_context()
+        run = functools.partial(context.run, call, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, run)
+
+    def close(self) -> None:
+        """Let the threads go; calls not started yet are dropped."""
+        for pool in (self._writes, self._events):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
-        await asyncio.to_thread(self.kube.delete, obj, grace)
+        await self._call(self._writes, self.kube.delete, obj, grace)
         logger.info(f"Deleted {obj['kind']}", object=obj["metadata"]["name"])
 
     async def create(self, obj: dict[str, Any], logger: Any) -> None:
         try:
-            created = await asyncio.to_thread(self.kube.create, obj)
+            created = await self._call(self._writes, self.kube.create, obj)
         except ApiError as exc:
             raise Rejected.of(obj, exc) or exc from exc
         self.store(obj).upsert(created)
@@ -156,7 +184,7 @@ class ApiWrites:
         meta = {k: v for k, v in obj["metadata"].items() if k != "name"}
         meta["generateName"] = obj["metadata"]["name"][:57] + "-"
         try:
-            await asyncio.to_thread(self.kube.create, {**obj, "metadata": meta}, True)
+            await self._call(self._writes, self.kube.create, {**obj, "metadata": meta}, True)
         except ApiError as exc:
             raise Rejected.of(obj, exc) or exc from exc
 
@@ -164,7 +192,7 @@ class ApiWrites:
         patch = dict(status)
         for stale in set(body.get("status") or {}) - set(patch) - {"kopf"}:
             patch[stale] = None  # a merge patch removes only what it names
-        updated = await asyncio.to_thread(self.kube.patch_status, key[0], key[1], patch)
+        updated = await self._call(self._writes, self.kube.patch_status, key[0], key[1], patch)
         self.cache.deployments.upsert(updated)
 
     def store(self, obj: dict[str, Any]) -> Store:
@@ -175,20 +203,22 @@ class ApiWrites:
             "NetworkPolicy": self.cache.network_policies,
         }[obj["kind"]]
 
-    def post_event(self, body: dict[str, Any], event: EventSpec) -> None:
-        """An Event about an LLMDeployment (``body``), in its namespace."""
+    async def post_event(self, body: dict[str, Any], event: EventSpec) -> None:
+        """An Event about an LLMDeployment (``body``), in its namespace (failures are only logged)."""
         meta = body.get("metadata") or {}
         involved = {
             "apiVersion": constants.API_VERSION,
             "kind": constants.KIND,
             "namespace": meta.get("namespace"),
+            "name": meta.get("name"),
+            "uid": meta.get("uid"),
         }
-        post_event(self.kube, {**involved, "name": meta.get("name"), "uid": meta.get("uid")}, event)
+        await self._call(self._events, post_event, self.kube, involved, event)
 
     async def report(self, key: Key, body: dict[str, Any], reason: str, message: str) -> None:
         """Placed=False with ``reason`` in the status (the rest kept) and a Warning Event: for a
         deployment the operator cannot reconcile at all. Failures here are only logged."""
-        await asyncio.to_thread(self.post_event, body, EventSpec("Warning", reason, message))
+        await self.post_event(body, EventSpec("Warning", reason, message))
         try:
             await self.patch_status(key, body, failed_status(body, reason, message, datetime.now(UTC)))
         except ApiError as exc:
