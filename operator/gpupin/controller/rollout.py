@@ -199,10 +199,22 @@ def converge(
     step.outdated = remaining
     step.held_back = reasons[0] if reasons and (remaining or missing) else ""
     step.done = not outdated and not missing and not terminating and all(is_ready(live[n]) for n in current)
-    # claim templates before their pods, and the NetworkPolicy (a new pod never starts unguarded); Services last
-    order = {"ResourceClaimTemplate": 0, "NetworkPolicy": 0, "Pod": 1, "Service": 2}
-    step.create.sort(key=lambda o: order.get(o["kind"], 3))
+    step.create.sort(key=lambda o: CREATE_ORDER.get(o["kind"], 3))
     return step
+
+
+CREATE_ORDER = {"ResourceClaimTemplate": 0, "NetworkPolicy": 0, "Pod": 1, "Service": 2}
+"""Claim templates before their pods, and the NetworkPolicy (a new pod never starts unguarded);
+Services last (they route to pods, and a pod and its status are what a user waits for)."""
+
+
+def create_stages(objects: list[Obj]) -> list[list[Obj]]:
+    """``objects`` grouped by :data:`CREATE_ORDER`, in that order: the objects of one group are
+    created at once, each group once the one before it exists."""
+    stages: dict[int, list[Obj]] = {}
+    for obj in objects:
+        stages.setdefault(CREATE_ORDER.get(obj["kind"], 3), []).append(obj)
+    return [stages[rank] for rank in sorted(stages)]
 
 
 def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> None:

@@ -5,7 +5,7 @@ worker takes keys off the queue and, for each, plans against the cache and recor
 pods it is about to create in that cache *before* any API call. The next deployment is
 planned only after that, so it sees those GPUs as held even though the watch has not
 echoed the new pods yet. The API writes then run concurrently (``--concurrency``),
-at most one batch per deployment at a time. If a write fails, the recorded pods are
+at most one batch per deployment at a time (in its order: :meth:`ApiWrites.apply`). If a write fails, the recorded pods are
 dropped from the cache and the deployment is reconciled again with backoff — unless the API
 server refused the object for good (422, 400, 403): then status and an Event say so, and nothing
 is retried until the spec changes (or a resync period passes). After a
@@ -287,26 +287,7 @@ class Reconciler:
         body = self.cache.deployments.get(key) or {}
         try:
             async with self.semaphore:
-                # a spec the API server would refuse must not take down a serving pod: check the
-                # replacements of the Ready pods about to be deleted first (a dry run)
-                if actions.step is not None and actions.step.trial:
-                    await asyncio.gather(*(self.writes.trial(obj) for obj in actions.step.trial))
-                # deletes first (a replaced pod must be gone before its successor exists), then
-                # every create and the status patch at once: they do not depend on each other
-                results = await asyncio.gather(
-                    *(self.writes.delete(obj, grace, logger) for obj, grace in actions.delete),
-                    return_exceptions=True,
-                )
-                failed = [
-                    (obj, r) for (obj, _), r in zip(actions.delete, results, strict=True) if r is not None
-                ]
-                if failed:
-                    actions.delete = [(obj, None) for obj, _ in failed]  # done ones stay marked
-                    raise failed[0][1]
-                writes = [self.writes.create(obj, logger) for obj in actions.create]
-                if actions.status is not None:
-                    writes.append(self.writes.patch_status(key, body, actions.status))
-                await asyncio.gather(*writes)
+                await self.writes.apply(key, body, actions, logger)
             for event in actions.events:  # news for people: off the critical path
                 self._spawn(self.writes.post_event(body, event))
         except Rejected as exc:  # permanent: say so, and do not try again until the spec changes

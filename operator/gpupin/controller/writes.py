@@ -27,6 +27,7 @@ from gpupin import constants
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import Actions, EventSpec
 from gpupin.controller.podstate import is_terminating
+from gpupin.controller.rollout import create_stages
 from gpupin.controller.status import failed_status
 from gpupin.controller.store import Key, Store
 from gpupin.kube import ApiError, Kube
@@ -165,6 +166,38 @@ class ApiWrites:
         """Let the threads go; calls not started yet are dropped."""
         for pool in (self._writes, self._events):
             pool.shutdown(wait=False, cancel_futures=True)
+
+    async def apply(self, key: Key, body: dict[str, Any], actions: Actions, logger: Any) -> None:
+        """One reconcile's writes, in their order. A spec the API server would refuse must not take
+        down a serving pod: the replacements of the Ready pods about to be deleted are tried first
+        (dry runs). Then the deletes (a replaced pod must be gone before its successor exists); then
+        the creates, group after group (:func:`~gpupin.controller.rollout.create_stages`), with the
+        status patch beside them. Raises :class:`Rejected` or :class:`ApiError` (the first failure;
+        ``actions.delete`` is left with the deletes that failed, the done ones stay marked)."""
+        if actions.step is not None and actions.step.trial:
+            await asyncio.gather(*(self.trial(obj) for obj in actions.step.trial))
+        results = await asyncio.gather(
+            *(self.delete(obj, grace, logger) for obj, grace in actions.delete), return_exceptions=True
+        )
+        failed = [(obj, r) for (obj, _), r in zip(actions.delete, results, strict=True) if r is not None]
+        if failed:
+            actions.delete = [(obj, None) for obj, _ in failed]
+            raise failed[0][1]
+        status = actions.status
+        patch = asyncio.ensure_future(self.patch_status(key, body, status)) if status is not None else None
+        failure: Exception | None = None
+        try:
+            for stage in create_stages(actions.create):
+                await asyncio.gather(*(self.create(obj, logger) for obj in stage))
+        except Exception as exc:  # the status patch is awaited all the same (its outcome is news too)
+            failure = exc
+        if patch is not None:
+            try:
+                await patch
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     async def delete(self, obj: dict[str, Any], grace: int | None, logger: Any) -> None:
         await self._call(self._writes, self.kube.delete, obj, grace)
