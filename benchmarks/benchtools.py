@@ -304,6 +304,28 @@ def writes_text(found: dict[str, float]) -> str:
     )
 
 
+def pod_create_seconds(cluster: Cluster) -> tuple[float, float]:
+    """(seconds, count) the API server has spent so far serving pod creates (``POST pods``, no
+    subresource), from its own request-duration histogram: two readings give the mean server-side
+    time of the creates between them."""
+    total = {"_sum": 0.0, "_count": 0.0}
+    for suffix in total:
+        for labels, value in _apiserver_samples(cluster, "apiserver_request_duration_seconds" + suffix):
+            if (labels.get("verb"), labels.get("resource"), labels.get("subresource", "")) == (
+                "POST",
+                "pods",
+                "",
+            ):
+                total[suffix] += value
+    return total["_sum"], total["_count"]
+
+
+def mean_ms(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Mean milliseconds per request between two :func:`pod_create_seconds` readings."""
+    count = after[1] - before[1]
+    return (after[0] - before[0]) / count * 1e3 if count else float("nan")
+
+
 def apiserver_durations(cluster: Cluster, top: int = 10) -> list[str]:
     """The API server's mean time per write request so far, slowest in total first."""
     sums: Counter[str] = Counter()

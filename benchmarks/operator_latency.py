@@ -12,8 +12,10 @@ Each operator is warmed up with one CR first. CRs are then created one after ano
 apart; a watch on pods (and, for gpupin, on LLMDeployments) timestamps when each CR's pod exists
 and its status is written. Prints p50/p99 latency and their ratio to the floor, the operators' CPU
 seconds over the paced run and the control plane's (kwokctl's processes), API writes per CR as the
-API server counts them (both operators alike) and RSS; then, for gpupin, ``kubectl apply`` of 1, 10
-and 100 LLMDeployments at once, timed until every pod is Running, and its writes per reconcile.
+API server counts them (both operators alike), the API server's own mean time per pod create
+(from its request-duration histogram: how much of the latency is the server's, loaded by the
+writes around it) and RSS; then, for gpupin, ``kubectl apply`` of 1, 10 and 100 LLMDeployments
+at once, timed until every pod is Running, and its writes per reconcile.
 
 ``--before=DIR``: first run gpupin from the checkout DIR (e.g. a worktree of main) the same way,
 in its own namespaces, for a before/after in one run; ``--interval=SECONDS`` between creates
@@ -45,9 +47,11 @@ from benchtools import (
     clear,
     cluster_cpu,
     cpu_text,
+    mean_ms,
     metric,
     per_cr,
     percentiles,
+    pod_create_seconds,
     proc_stats,
     start_floor,
     start_gpupin,
@@ -90,9 +94,10 @@ def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
         wait_for(lambda: "warm-up" in watch.seen, timeout=120, what="the floor's warm-up pod")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, "bench.gpupin.dev", "floors"), cluster_cpu(cluster)
-        every0 = all_writes(cluster)
+        every0, served0 = all_writes(cluster), pod_create_seconds(cluster)
         created = _paced(cluster, FLOOR_PATH, count, body)
         wait_for(lambda: len(watch.seen) > count, timeout=120, what="the floor's pods")
+        served = mean_ms(served0, pod_create_seconds(cluster))
         time.sleep(1.0)  # kopf's own writes after the handler
         cpu, rss = proc_stats(process.pid)
         control = cpu_text(control0, cluster_cpu(cluster))
@@ -110,6 +115,7 @@ def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
         "writes": writes,
         "control": control,
         "every": every,
+        "pod_create_ms": served,
     }
 
 
@@ -150,13 +156,14 @@ def _run_gpupin(
         )
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, constants.GROUP, constants.PLURAL), cluster_cpu(cluster)
-        every0 = all_writes(cluster)
+        every0, served0 = all_writes(cluster), pod_create_seconds(cluster)
         created = _paced(cluster, path, count, body)
         wait_for(
             lambda: len(pods.seen) > count and len(statuses.seen) > count,
             timeout=180,
             what="gpupin's pods and statuses",
         )
+        served = mean_ms(served0, pod_create_seconds(cluster))
         time.sleep(1.0)  # Events are posted after the writes they tell of
         cpu, _ = proc_stats(process.pid)
         control = cpu_text(control0, cluster_cpu(cluster))
@@ -195,6 +202,7 @@ def _run_gpupin(
         "writes": writes,
         "control": control,
         "every": every,
+        "pod_create_ms": served,
         "reconciles": reconciles,
         "requests_per_reconcile": (requests - reads) / max(reconciles, 1),
         "startup_reads": reads,
@@ -265,6 +273,7 @@ def main(argv: list[str]) -> int:
                 f"control plane {floor['control']}"
             )
             print(f"  every write the API server served, all clients: {floor['every']}")
+            print(f"  the API server's own time per pod create: {floor['pod_create_ms']:.1f} ms")
             for namespace, source in [*([("before", before)] if before else []), ("bench", None)]:
                 gpupin = _run_gpupin(cluster, count, workdir, "--verbose" in argv, namespace, source)
                 name = f"gpupin {source}" if source else "gpupin"
@@ -275,6 +284,10 @@ def main(argv: list[str]) -> int:
                     f"{gpupin['cpu_s']:.1f} CPU-s, {writes_text(gpupin['writes'])}; control plane {gpupin['control']}"
                 )
                 print(f"  every write the API server served, all clients: {gpupin['every']}")
+                print(
+                    f"  the API server's own time per pod create: {gpupin['pod_create_ms']:.1f} ms "
+                    f"(the floor's: {floor['pod_create_ms']:.1f} ms)"
+                )
                 print(
                     f"  ratio {name} / floor: p50 {gpupin['p50_ms'] / floor['p50_ms']:.2f}, "
                     f"p99 {gpupin['p99_ms'] / floor['p99_ms']:.2f}"

@@ -16,6 +16,7 @@ only queues a key; the reconcile reads the cache, so triggers can be many and ch
 from __future__ import annotations
 
 import asyncio
+import gc
 from functools import partial
 from typing import Any
 
@@ -93,6 +94,12 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     await _initial_lists(kube, STATE.cache)
     reconciler.nodes.changed(False)  # problems found at start are news to this process
     reconciler.enqueue_all()
+    # What the imports and the first lists made lives as long as the process: out of the
+    # collector's sight, a full collection scans only what came since. Measured in a paced run
+    # of 200 CRs (`make bench-operator`): six full collections of 50–130 ms each before, every
+    # reconcile in flight stalled behind them; 16–55 ms after.
+    gc.collect()
+    gc.freeze()
     reconciler.ready.set()
     STATE.tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(reconciler.resync())]
     if config.relist_seconds > 0:
