@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from gpupin.inventory import GPU, NodeInventory  # noqa: E402
+from gpupin.kube import ApiError  # noqa: E402
 
 from kwok import Cluster, wait_for  # noqa: E402
 
@@ -50,6 +51,8 @@ SERVICE_RANGE = "kube-apiserver=service-cluster-ip-range=10.0.0.0/16"
 """kwokctl's ``--extra-args`` for 65,534 Service IPs: its default (the API server's 10.0.0.0/24) holds
 253 Services, and each LLMDeployment has one (a create past that fails with 500, retried)."""
 FLOOR_PATH = "/apis/bench.gpupin.dev/v1/namespaces/floor/floors"
+SERVING_FLOOR = "floor-svc"
+"""The namespace of the second floor: CRs with ``spec.service: true`` (a pod, a Service, a status)."""
 OPERATOR_WRITES = {("POST", "", "pods", ""), ("POST", "", "services", ""), ("POST", "", "events", "")}
 """(verb, group, resource, subresource) of the writes an operator makes besides those to its CRs."""
 
@@ -113,14 +116,18 @@ def add_nodes(cluster: Cluster, count: int, prefix: str = "bench") -> None:
     wait_for(untainted, timeout=600, interval=1.0, what="every node untainted")
 
 
-def start_floor(cluster: Cluster, log: Path) -> subprocess.Popen[bytes]:
-    """The floor operator (benchmarks/floor_operator.py) on its CRD, in namespace ``floor``."""
-    cluster.kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", FLOOR_CRD)
+def start_floor(cluster: Cluster, log: Path, namespace: str = "floor") -> subprocess.Popen[bytes]:
+    """The floor operator (benchmarks/floor_operator.py) on its CRD, serving ``namespace``."""
+    try:
+        cluster.kube.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", FLOOR_CRD)
+    except ApiError as exc:
+        if exc.status != 409:  # the other floor made it
+            raise
     cluster.kubectl("wait", "--for=condition=Established", "crd/floors.bench.gpupin.dev", "--timeout=60s")
-    cluster.create_namespace("floor")
+    cluster.create_namespace(namespace)
     return start(
         cluster,
-        [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "floor",
+        [sys.executable, "-m", "kopf", "run", "--standalone", "-n", namespace,
          str(REPO / "benchmarks" / "floor_operator.py")],
         log,
     )  # fmt: skip

@@ -5,6 +5,8 @@ Starts a kwokctl cluster (the binaries of ``make cluster-tools``) with NODES KWO
 server's 10.0.0.0/24, holds only 253 Services), then, in the same run and on the same cluster:
 
 1. the floor: the minimal kopf operator of benchmarks/floor_operator.py, one owned pod per CR;
+   then the serving floor, the same operator writing a pod, a Service and a status per CR (what
+   any operator serving a model must), timed until every pod and status is seen;
 2. gpupin: ``gpupin operator``, COUNT LLMDeployments (vLLM, one GPU each: a pod and a Service).
 
 Each serves its own namespace. Each is warmed up with one CR first (start-up and the first plan
@@ -37,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from benchtools import (
-    FLOOR_PATH,
     SERVICE_RANGE,
+    SERVING_FLOOR,
     PodWatch,
     add_nodes,
     all_writes,
@@ -85,24 +87,41 @@ def _burst(
     return started
 
 
-def _run_floor(cluster: Cluster, count: int, threads: int, workdir: Path) -> dict[str, Any]:
-    process = start_floor(cluster, workdir / "floor.log")
+def _run_floor(
+    cluster: Cluster, count: int, threads: int, workdir: Path, serving: bool = False
+) -> dict[str, Any]:
+    """The bare floor, or (``serving``) the serving floor: a pod, a Service and a status per CR,
+    timed until every pod and (serving) every status is seen."""
+    namespace = SERVING_FLOOR if serving else "floor"
+    path = f"/apis/bench.gpupin.dev/v1/namespaces/{namespace}/floors"
+    process = start_floor(cluster, workdir / f"{namespace}.log", namespace)
 
     def body(name: str) -> dict[str, Any]:
-        return {"apiVersion": "bench.gpupin.dev/v1", "kind": "Floor", "metadata": {"name": name}}
+        return {
+            "apiVersion": "bench.gpupin.dev/v1",
+            "kind": "Floor",
+            "metadata": {"name": name},
+            "spec": {"service": serving},
+        }
 
     pods = PodWatch(
-        cluster, "/api/v1/namespaces/floor/pods", lambda o: o["metadata"]["name"].removesuffix("-pod")
+        cluster, f"/api/v1/namespaces/{namespace}/pods", lambda o: o["metadata"]["name"].removesuffix("-pod")
     )
+    statuses = PodWatch(
+        cluster, path, lambda o: o["metadata"]["name"] if (o.get("status") or {}).get("create_pod") else None
+    )
+    seen = [pods.seen, statuses.seen] if serving else [pods.seen]
     try:
-        cluster.kube.request("POST", FLOOR_PATH, body("warm-up"))
-        wait_for(lambda: "warm-up" in pods.seen, timeout=120, what="the floor's warm-up pod")
+        cluster.kube.request("POST", path, body("warm-up"))
+        wait_for(lambda: all("warm-up" in s for s in seen), timeout=120, what="the floor's warm-up")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, "bench.gpupin.dev", "floors"), cluster_cpu(cluster)
         every0 = all_writes(cluster)
-        started = _burst(cluster, count, threads, FLOOR_PATH, body)
-        wait_for(lambda: len(pods.seen) > count, timeout=900, interval=0.05, what="the floor's pods")
-        pods_s = max(pods.seen.values()) - started
+        started = _burst(cluster, count, threads, path, body)
+        wait_for(
+            lambda: all(len(s) > count for s in seen), timeout=900, interval=0.05, what="the floor's pods"
+        )
+        pods_s = max(max(s.values()) for s in seen) - started
         control = cpu_text(control0, cluster_cpu(cluster))
         time.sleep(1.0)  # kopf's own writes after the handler
         cpu, peak = proc_stats(process.pid)
@@ -111,6 +130,7 @@ def _run_floor(cluster: Cluster, count: int, threads: int, workdir: Path) -> dic
     finally:
         stop(process)
         pods.stop()
+        statuses.stop()
     return {
         "pods_s": pods_s,
         "rss_mib": peak,
@@ -119,6 +139,16 @@ def _run_floor(cluster: Cluster, count: int, threads: int, workdir: Path) -> dic
         "control": control,
         "every": every,
     }
+
+
+def _written(obj: dict[str, Any]) -> str | None:
+    """The CR's name once a status is written for its generation (Ready or not)."""
+    status = obj.get("status") or {}
+    return (
+        obj["metadata"]["name"]
+        if status.get("observedGeneration") == obj["metadata"].get("generation")
+        else None
+    )
 
 
 def _current(obj: dict[str, Any]) -> str | None:
@@ -158,6 +188,7 @@ def _run_gpupin(
         lambda o: (o["metadata"].get("labels") or {}).get(constants.DEPLOYMENT_LABEL),
     )
     statuses = PodWatch(cluster, path, _current)
+    written = PodWatch(cluster, path, _written)
     count = args.count
     try:
         wait_for(_serving, timeout=120, what="gpupin's /metrics")
@@ -172,6 +203,7 @@ def _run_gpupin(
         pods_s = max(pods.seen.values()) - started
         wait_for(lambda: len(statuses.seen) > count, timeout=900, interval=0.05, what="gpupin's statuses")
         status_s = max(statuses.seen.values()) - started
+        first_status_s = max(written.seen.values()) - started
         control = cpu_text(control0, cluster_cpu(cluster))
         time.sleep(1.0)  # Events are posted after the writes they tell of
         cpu, peak = proc_stats(process.pid)
@@ -193,10 +225,12 @@ def _run_gpupin(
         stop(process)
         pods.stop()
         statuses.stop()
+        written.stop()
     reconciles = metric(metrics, "gpupin_reconciles_total") - metric(metrics0, "gpupin_reconciles_total")
     return {
         "pods_s": pods_s,
         "status_s": status_s,
+        "first_status_s": first_status_s,
         "rss_mib": peak,
         "cpu_s": cpu - cpu0,
         "writes": writes,
@@ -254,6 +288,17 @@ def main(argv: list[str]) -> int:
                     f"{floor['cpu_s']:.1f} CPU-s, {writes_text(floor['writes'])}; control plane {floor['control']}"
                 )
                 print(f"  every write the API server served, all clients: {floor['every']}")
+            serving = (
+                None if args.skip_floor else _run_floor(cluster, count, args.threads, workdir, serving=True)
+            )
+            if serving:
+                print(
+                    f"serving floor (kopf: a pod, a Service, a status per CR): every pod and status in "
+                    f"{serving['pods_s']:.1f} s ({count / serving['pods_s']:.1f} CR/s), peak RSS "
+                    f"{serving['rss_mib']:.0f} MiB, {serving['cpu_s']:.1f} CPU-s, {writes_text(serving['writes'])}; "
+                    f"control plane {serving['control']}"
+                )
+                print(f"  every write the API server served, all clients: {serving['every']}")
             phases = [("before", args.before)] if args.before else []
             for label, source in [*phases, ("burst", None)]:
                 gpupin = _run_gpupin(cluster, args, workdir, label, source)
@@ -270,6 +315,12 @@ def main(argv: list[str]) -> int:
                     print(
                         f"  ratio {name} / floor: all pods {gpupin['pods_s'] / floor['pods_s']:.2f}, "
                         f"every status current {gpupin['status_s'] / floor['pods_s']:.2f}"
+                    )
+                if serving:
+                    print(
+                        f"  ratio {name} / serving floor: all pods and a status each "
+                        f"{max(gpupin['pods_s'], gpupin['first_status_s']) / serving['pods_s']:.2f}, "
+                        f"every status current {gpupin['status_s'] / serving['pods_s']:.2f}"
                     )
                 if source:
                     clear(cluster, [label])

@@ -4,7 +4,9 @@ Starts a kwokctl cluster (the binaries of ``make cluster-tools``) with 100 KWOK 
 8 GPUs each, then, in the same run and on the same cluster:
 
 1. the floor: a minimal kopf operator (benchmarks/floor_operator.py) that creates one
-   owned pod per CR of its own small CRD, serving one namespace;
+   owned pod per CR of its own small CRD, serving one namespace; then the serving floor, the same
+   operator writing what any operator serving a model must (a pod, a Service, one status patch),
+   timed until its pod and status are seen, in another namespace;
 2. gpupin: ``gpupin operator`` serving one namespace (and those of step 3), placing 200
    LLMDeployments (vLLM, one GPU each: a pod and a Service).
 
@@ -36,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from benchtools import (
-    FLOOR_PATH,
     SERVICE_RANGE,
+    SERVING_FLOOR,
     PodWatch,
     add_nodes,
     all_writes,
@@ -83,20 +85,32 @@ def _paced(cluster: Cluster, path: str, count: int, body: dict[str, object]) -> 
     return created
 
 
-def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
-    process = start_floor(cluster, workdir / "floor.log")
+def _run_floor(cluster: Cluster, count: int, workdir: Path, serving: bool = False) -> dict[str, Any]:
+    """The bare floor, or (``serving``) the second one: a pod, a Service and a status per CR,
+    timed until both the pod and the status are seen."""
+    namespace = SERVING_FLOOR if serving else "floor"
+    path = f"/apis/bench.gpupin.dev/v1/namespaces/{namespace}/floors"
+    process = start_floor(cluster, workdir / f"{namespace}.log", namespace)
     watch = PodWatch(
-        cluster, "/api/v1/namespaces/floor/pods", lambda o: o["metadata"]["name"].removesuffix("-pod")
+        cluster, f"/api/v1/namespaces/{namespace}/pods", lambda o: o["metadata"]["name"].removesuffix("-pod")
     )
-    body: dict[str, object] = {"apiVersion": "bench.gpupin.dev/v1", "kind": "Floor"}
+    statuses = PodWatch(
+        cluster, path, lambda o: o["metadata"]["name"] if (o.get("status") or {}).get("create_pod") else None
+    )
+    body: dict[str, object] = {
+        "apiVersion": "bench.gpupin.dev/v1",
+        "kind": "Floor",
+        "spec": {"service": serving},
+    }
+    seen = [watch.seen, statuses.seen] if serving else [watch.seen]
     try:
-        cluster.kube.request("POST", FLOOR_PATH, {**body, "metadata": {"name": "warm-up"}})
-        wait_for(lambda: "warm-up" in watch.seen, timeout=120, what="the floor's warm-up pod")
+        cluster.kube.request("POST", path, {**body, "metadata": {"name": "warm-up"}})
+        wait_for(lambda: all("warm-up" in s for s in seen), timeout=120, what="the floor's warm-up")
         cpu0, _ = proc_stats(process.pid)
         writes0, control0 = apiserver_writes(cluster, "bench.gpupin.dev", "floors"), cluster_cpu(cluster)
         every0, served0 = all_writes(cluster), pod_create_seconds(cluster)
-        created = _paced(cluster, FLOOR_PATH, count, body)
-        wait_for(lambda: len(watch.seen) > count, timeout=120, what="the floor's pods")
+        created = _paced(cluster, path, count, body)
+        wait_for(lambda: all(len(s) > count for s in seen), timeout=120, what="the floor's pods")
         served = mean_ms(served0, pod_create_seconds(cluster))
         time.sleep(1.0)  # kopf's own writes after the handler
         cpu, rss = proc_stats(process.pid)
@@ -106,7 +120,8 @@ def _run_floor(cluster: Cluster, count: int, workdir: Path) -> dict[str, Any]:
     finally:
         stop(process)
         watch.stop()
-    p50, p99 = percentiles([watch.seen[n] - t for n, t in created.items()])
+        statuses.stop()
+    p50, p99 = percentiles([max(s[n] for s in seen) - t for n, t in created.items()])
     return {
         "p50_ms": p50,
         "p99_ms": p99,
@@ -274,6 +289,14 @@ def main(argv: list[str]) -> int:
             )
             print(f"  every write the API server served, all clients: {floor['every']}")
             print(f"  the API server's own time per pod create: {floor['pod_create_ms']:.1f} ms")
+            serving = _run_floor(cluster, count, workdir, serving=True)
+            print(
+                f"serving floor (kopf: a pod, a Service, a status per CR; pod and status seen): "
+                f"p50 {serving['p50_ms']:.0f} ms, p99 {serving['p99_ms']:.0f} ms, RSS {serving['rss_mib']:.0f} MiB, "
+                f"{serving['cpu_s']:.1f} CPU-s, {writes_text(serving['writes'])}; control plane {serving['control']}"
+            )
+            print(f"  every write the API server served, all clients: {serving['every']}")
+            print(f"  the API server's own time per pod create: {serving['pod_create_ms']:.1f} ms")
             for namespace, source in [*([("before", before)] if before else []), ("bench", None)]:
                 gpupin = _run_gpupin(cluster, count, workdir, "--verbose" in argv, namespace, source)
                 name = f"gpupin {source}" if source else "gpupin"
@@ -290,7 +313,8 @@ def main(argv: list[str]) -> int:
                 )
                 print(
                     f"  ratio {name} / floor: p50 {gpupin['p50_ms'] / floor['p50_ms']:.2f}, "
-                    f"p99 {gpupin['p99_ms'] / floor['p99_ms']:.2f}"
+                    f"p99 {gpupin['p99_ms'] / floor['p99_ms']:.2f}; / serving floor: "
+                    f"p50 {gpupin['p50_ms'] / serving['p50_ms']:.2f}, p99 {gpupin['p99_ms'] / serving['p99_ms']:.2f}"
                 )
                 print(
                     "  kubectl apply of N LLMDeployments → all pods Running: "
