@@ -6,8 +6,9 @@ call, and ``json.dump`` writes once per token (millions for a thousand nodes). W
 ``json.dumps(indent=2)``: with an indent, the standard library encodes in Python; :func:`json_text`
 uses orjson, a well-kept C encoder, for the same layout (``make bench-cli`` measures both). Why not ``yaml.safe_dump_all``: PyYAML's Python emitter takes some 30 times
 as long as libyaml's, and it writes a mapping or list met twice as an anchor and an alias
-(``&id001`` / ``*id001``), which people then read in ``kubectl``; :func:`yaml_text` hands
-libyaml's emitter the events of plain data directly, each object spelled out where it appears.
+(``&id001`` / ``*id001``), which people then read in ``kubectl``; :func:`yaml_text`
+(:mod:`gpupin.yamltext`) writes libyaml's text of the same data, each object spelled out where
+it appears.
 The table renders no manifests: it does not show them.
 """
 
@@ -20,31 +21,16 @@ from collections.abc import Sequence
 from typing import Any, Literal, TextIO
 
 import orjson
-import yaml
-from yaml.events import (
-    DocumentEndEvent,
-    DocumentStartEvent,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-    StreamStartEvent,
-)
-from yaml.nodes import ScalarNode
-from yaml.representer import SafeRepresenter
-from yaml.resolver import Resolver
 
 from gpupin.api.v1alpha1 import LLMDeployment
 from gpupin.inventory import short_name
 from gpupin.placement import Plan
 from gpupin.quantity import format_gib
 from gpupin.render import RenderConfig, render
+from gpupin.yamltext import YAML_WIDTH, yaml_text
 
 Output = Literal["table", "json", "yaml"]
-YAML_WIDTH = 1000
-"""Line width of ``-o yaml`` (long values stay on one line where YAML allows)."""
+__all__ = ["YAML_WIDTH", "json_text", "plan_json", "print_table", "write_plan", "yaml_text"]
 
 
 def write_plan(
@@ -138,96 +124,3 @@ def json_text(data: Any) -> str:
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
     except TypeError:  # orjson.JSONEncodeError is one
         return json.dumps(data, indent=2, ensure_ascii=False)
-
-
-class _Unsupported(Exception):
-    """Data the fast writers leave to the standard library's (or PyYAML's) own."""
-
-
-_STR, _INT, _BOOL, _NULL, _FLOAT, _MAP, _SEQ = (
-    f"tag:yaml.org,2002:{kind}" for kind in ("str", "int", "bool", "null", "float", "map", "seq")
-)
-
-
-def yaml_text(documents: Sequence[Any]) -> str:
-    """``yaml.safe_dump_all(documents, sort_keys=False, width=YAML_WIDTH)`` as libyaml's emitter
-    writes it, and without anchors: a list or mapping that appears twice is written out twice.
-    Plain data (mappings with scalar keys, lists, str, int, float, bool, None) is handed to the
-    emitter as events; anything else goes through PyYAML's representer, which writes or refuses it
-    as ``safe_dump`` does."""
-    stream = io.StringIO()
-    if yaml.__with_libyaml__:  # pragma: no branch - the wheels ship libyaml
-        try:
-            _emit_all(documents, stream)
-            return stream.getvalue()
-        except (_Unsupported, TypeError):
-            stream = io.StringIO()
-    yaml.dump_all(documents, stream, Dumper=_NoAliasDumper, sort_keys=False, width=YAML_WIDTH)
-    return stream.getvalue()
-
-
-def _emit_all(documents: Sequence[Any], stream: io.StringIO) -> None:
-    """The events PyYAML's safe representer and serializer would make, straight to libyaml."""
-    from yaml._yaml import CEmitter
-
-    emit = CEmitter(stream, width=YAML_WIDTH).emit
-    resolve: Any = Resolver().resolve  # untyped in the stubs
-    scalars: dict[tuple[type, Any], ScalarEvent] = {}  # (type, value) -> its event, made once
-    map_start, map_end = MappingStartEvent(None, _MAP, True, flow_style=False), MappingEndEvent()
-    seq_start, seq_end = SequenceStartEvent(None, _SEQ, True, flow_style=False), SequenceEndEvent()
-
-    def scalar(value: Any) -> ScalarEvent:
-        kind = type(value)
-        if kind is str:
-            tag, text = _STR, value
-        elif kind is bool:
-            tag, text = _BOOL, "true" if value else "false"
-        elif kind is int:
-            tag, text = _INT, str(value)
-        elif value is None:
-            tag, text = _NULL, "null"
-        elif kind is float:  # not kept: 0.0 and -0.0 are one key
-            text = SafeRepresenter().represent_float(value).value
-            plain = resolve(ScalarNode, text, (True, False)) == _FLOAT
-            return ScalarEvent(None, _FLOAT, (plain, False), text)
-        else:
-            raise _Unsupported
-        implicit = (resolve(ScalarNode, text, (True, False)) == tag, tag == _STR)
-        event = scalars[(kind, value)] = ScalarEvent(None, tag, implicit, text)
-        return event
-
-    def node(value: Any) -> None:
-        kind = type(value)
-        if kind is dict:
-            emit(map_start)
-            for key, item in value.items():
-                emit(scalars.get((type(key), key)) or scalar(key))
-                if type(item) is dict or type(item) is list:
-                    node(item)
-                else:
-                    emit(scalars.get((type(item), item)) or scalar(item))
-            emit(map_end)
-        elif kind is list:
-            emit(seq_start)
-            for item in value:
-                if type(item) is dict or type(item) is list:
-                    node(item)
-                else:
-                    emit(scalars.get((type(item), item)) or scalar(item))
-            emit(seq_end)
-        else:
-            emit(scalars.get((kind, value)) or scalar(value))
-
-    emit(StreamStartEvent())
-    for document in documents:
-        emit(DocumentStartEvent(explicit=False))
-        node(document)
-        emit(DocumentEndEvent(explicit=False))
-    emit(StreamEndEvent())
-
-
-class _NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """PyYAML's safe dumper (libyaml's where there is one) that writes every object out in full."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True

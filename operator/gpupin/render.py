@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.engines import ENGINES, Engine, EngineRegistry
@@ -84,24 +86,64 @@ def render(
     objects.extend(engine.services(deployment, labels, selector(deployment)))
     if config.network_policy == "namespace":
         objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces))
-    return [with_spec_hash(obj) for obj in objects]
+    plain = _plain_free_form(deployment.spec)
+    return [with_spec_hash(obj, plain) for obj in objects]
 
 
-def spec_hash(obj: dict[str, Any]) -> str:
+def spec_hash(obj: dict[str, Any], plain: bool = False) -> str:
     """A short hash of everything in the object but the hash label itself: sha256 of its JSON (keys
-    sorted, no spaces), the first 12 hex digits. The object is not copied (only the mappings on the
-    way to the label are), so hashing costs one encoding of it."""
+    sorted, no spaces, ``json.dumps``'s text with its ASCII escapes), the first 12 hex digits. The
+    object is not copied (only the mappings on the way to the label are), so hashing costs one
+    encoding of it.
+
+    ``plain``: the caller knows the object holds only dict (str keys), list, str, int, bool and None
+    (no float: orjson and ``json.dumps`` write some floats differently; nothing orjson encodes and
+    ``json.dumps`` refuses, such as a date). orjson (some ten times faster) then encodes it, and its
+    text is used when it is provably ``json.dumps``'s: all ASCII and without DEL (``json.dumps``
+    escapes DEL and every non-ASCII character; control characters both escape alike, and both
+    sort keys by code point). Otherwise, and for an integer beyond 64 bits, ``json.dumps`` encodes
+    it. A hash must never change: a changed hash replaces every running pod on upgrade."""
     metadata = obj.get("metadata")
     labels = metadata.get("labels") if isinstance(metadata, dict) else None
     if isinstance(labels, dict) and constants.SPEC_HASH_LABEL in labels:
         labels = {k: v for k, v in labels.items() if k != constants.SPEC_HASH_LABEL}
         obj = {**obj, "metadata": {**metadata, "labels": labels}}  # type: ignore[dict-item]
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+    text = b""
+    if plain:
+        try:
+            text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson.JSONEncodeError is one: an integer beyond 64 bits
+            text = b""
+        if not text.isascii() or b"\x7f" in text:
+            text = b""
+    if not text:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(text).hexdigest()[:12]
 
 
-def with_spec_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    obj["metadata"].setdefault("labels", {})[constants.SPEC_HASH_LABEL] = spec_hash(obj)
+def with_spec_hash(obj: dict[str, Any], plain: bool = False) -> dict[str, Any]:
+    """``obj`` with its spec-hash label set (``plain``: see :func:`spec_hash`)."""
+    obj["metadata"].setdefault("labels", {})[constants.SPEC_HASH_LABEL] = spec_hash(obj, plain)
     return obj
+
+
+def _plain_free_form(spec: LLMDeploymentSpec) -> bool:
+    """Do the parts of the spec that are passed into the objects as written (tolerations, env
+    ``valueFrom``) hold only dict, list, str, int, bool and None? Every other rendered value is
+    gpupin's own: str, int, bool, None (``tests/test_render_hash.py`` holds render to that)."""
+    stack: list[Any] = [*spec.tolerations, *(e.value_from for e in spec.env if e.value_from is not None)]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            if any(type(key) is not str for key in value):
+                return False
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is not str and kind is not int and kind is not bool and value is not None:
+            return False
+    return True
 
 
 def common_labels(deployment: LLMDeployment, engine: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ The three programs:
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Sequence
@@ -141,6 +142,13 @@ def pull_script(models: Sequence[str], port: int) -> str:
 
     A model already in the cache is kept when the registry cannot be reached (an offline cluster
     with a pre-filled volume), with a warning."""
+    return _pull_script(tuple(models), port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pull_script(models: tuple[str, ...], port: int) -> str:
+    """The text of :func:`pull_script`, made once per set of arguments (every pod of the same models
+    has the same script)."""
     return (
         _header(port, models, 0)
         + r"""ollama serve >/tmp/pull-server.log 2>&1 &
@@ -177,6 +185,13 @@ def preload_script(models: Sequence[str], port: int) -> str:
     and keeps the memory the planner budgeted. One process for the life of the container. Each
     model's lines in :data:`PRELOAD_LOG`: ``NAME loading``, then ``NAME loaded`` or
     ``NAME failed: ERROR``; ``NAME reloading`` when it left memory."""
+    return _preload_script(tuple(models), port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _preload_script(models: tuple[str, ...], port: int) -> str:
+    """The text of :func:`preload_script`, made once per set of arguments (every pod of the same models
+    has the same script)."""
     body = (
         _header(port, models, 0)
         + r"""load() {  # load model $1 (spec name) without generating; logs as $2 (/api/ps name)
@@ -231,6 +246,13 @@ def readiness_script(models: Sequence[str], port: int, require_gpu: bool) -> str
     (``size_vram == size``); otherwise print one line ``gpupin: not serving: NAME: REASON; …``
     and exit 1. Each request gives up after 3 s, within the probe's timeout. (Ollama lists a
     model in /api/ps while its weights still load: the hook's "loaded" says the load finished.)"""
+    return _readiness_script(tuple(models), port, require_gpu)
+
+
+@functools.lru_cache(maxsize=4096)
+def _readiness_script(models: tuple[str, ...], port: int, require_gpu: bool) -> str:
+    """The text of :func:`readiness_script`, made once per set of arguments (every pod of the same models
+    has the same script)."""
     head, tail = READINESS_PREFIX.split(" ", 1)
     return (
         _header(port, models, 3)
