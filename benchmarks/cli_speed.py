@@ -21,7 +21,8 @@ Then, in the same run:
 - writing the output alone, each way: ``-o json``'s indented text against ``json.dumps`` with and
   without an indent, and ``-o yaml``'s.
 
-Each figure is the median of ``--runs`` runs (default 3). The machine's other work moves the
+Each figure is the median of ``--runs`` runs (default 3), taken in rounds (the floor, then each
+output) so that a drift in the machine's speed moves the floor and the rest alike. The machine's other work moves the
 figures; the floor, measured in the same run, is what the ratios are against.
 
 Run: ``make bench-cli`` (or ``python benchmarks/cli_speed.py [--runs N] [--nodes N] [--deployments N]``).
@@ -243,7 +244,14 @@ def main(argv: list[str]) -> int:
             f"{args.runs} runs each, medians"
         )
 
-        floors = [floor([inventory, deployments]) for _ in range(args.runs)]
+        # Round after round (the floor, then each output), so that a machine whose speed drifts (a
+        # shared VM) moves the floor and what is measured against it alike.
+        floors: list[tuple[float, float]] = []
+        runs: dict[str, list[tuple[float, float, int]]] = {output: [] for output in FORMATS}
+        for _ in range(args.runs):
+            floors.append(floor([inventory, deployments]))
+            for output in FORMATS:
+                runs[output].append(subprocess_run(plan_args(deployments, inventory, output)))
         floor_wall = statistics.median(w for w, _ in floors)
         floor_cpu = statistics.median(c for _, c in floors)
         print()
@@ -251,10 +259,9 @@ def main(argv: list[str]) -> int:
         print("|---|---:|---:|---:|---:|---:|")
         print(f"| floor: libyaml parses both files | {floor_wall:.2f} | {floor_cpu:.2f} | 1.0× | 1.0× | |")
         for output in FORMATS:
-            runs = [subprocess_run(plan_args(deployments, inventory, output)) for _ in range(args.runs)]
-            wall = statistics.median(w for w, _, _ in runs)
-            cpu = statistics.median(c for _, c, _ in runs)
-            codes = sorted({c for _, _, c in runs})
+            wall = statistics.median(w for w, _, _ in runs[output])
+            cpu = statistics.median(c for _, c, _ in runs[output])
+            codes = sorted({c for _, _, c in runs[output]})
             print(
                 f"| `gpupin plan -o {output}` | {wall:.2f} | {cpu:.2f} | {wall / floor_wall:.1f}× | "
                 f"{cpu / floor_cpu:.1f}× | {','.join(map(str, codes))} |",

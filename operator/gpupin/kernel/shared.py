@@ -186,7 +186,10 @@ class SharedPlacer:
 
     def _open_to_us(self, slot: Slot) -> bool:
         """May this deployment's models go on the GPU, as far as namespaces go?"""
-        return self.ctx.share_across_namespaces or not self._other_namespaces(slot)
+        if self.ctx.share_across_namespaces:
+            return True
+        own = self.ctx.namespace
+        return all(namespace_of(owner) == own for owner in slot.holders)  # asked for most GPUs tried
 
     def _largest_eligible(self) -> int:
         return self.filter.largest_eligible()
