@@ -13,7 +13,7 @@ Then, in the same run:
   subprocess (``python -m gpupin``, interpreter start-up and imports included), with
   ``PYTHONUNBUFFERED=1`` as the project's image sets it and stdout to /dev/null: wall seconds,
   and CPU seconds (user + system, from ``getrusage(RUSAGE_CHILDREN)``), and each one's ratio to
-  the floor's;
+  the floor's (the median of each round's ratio to that round's floor);
 - where the time goes, in-process (``gpupin.cli.main`` with stdout an unbuffered /dev/null like
   the subprocess's): YAML parsing (``gpupin.safeyaml.load_all``), validating the parsed data into
   deployments and an inventory, planning (``Planner.plan``), rendering manifests (``render``),
@@ -262,9 +262,13 @@ def main(argv: list[str]) -> int:
             wall = statistics.median(w for w, _, _ in runs[output])
             cpu = statistics.median(c for _, c, _ in runs[output])
             codes = sorted({c for _, _, c in runs[output]})
+            # each round's ratio to that round's floor, the median of those: a pair measured
+            # minutes apart on a drifting machine says less than one measured together
+            wall_ratio = statistics.median(r[0] / f[0] for r, f in zip(runs[output], floors, strict=True))
+            cpu_ratio = statistics.median(r[1] / f[1] for r, f in zip(runs[output], floors, strict=True))
             print(
-                f"| `gpupin plan -o {output}` | {wall:.2f} | {cpu:.2f} | {wall / floor_wall:.1f}× | "
-                f"{cpu / floor_cpu:.1f}× | {','.join(map(str, codes))} |",
+                f"| `gpupin plan -o {output}` | {wall:.2f} | {cpu:.2f} | {wall_ratio:.1f}× | "
+                f"{cpu_ratio:.1f}× | {','.join(map(str, codes))} |",
                 flush=True,
             )
 
