@@ -5,7 +5,9 @@ The server gets exactly the env a Kubernetes pod would render (``OLLAMA_HOST=0.0
 interface, because each server lives in namespaces of its own, made with ``unshare`` (root only):
 
 - a network namespace with only ``lo`` (up): ``0.0.0.0:11434`` is this server's alone, nothing
-  outside can reach it and it reaches nothing (``ollama pull`` fails at once, as offline);
+  outside can reach it and it reaches nothing (``ollama pull`` fails at once, as offline) —
+  unless ``host_network``: then the server shares the host's loopback on a port of its own, for
+  a test whose client reaches several servers, as the router reaches pods;
 - a PID namespace: the command is PID 1, like a container's, and everything it started dies
   with it;
 - a private mount namespace whose root is a fresh tmpfs holding a recursive bind of each
@@ -183,10 +185,11 @@ def write_tiny_gguf(
 _LAUNCHER = r"""
 import fcntl, json, os, socket, struct, subprocess, sys
 spec = json.loads(sys.argv[1])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
-fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))  # SIOCSIFFLAGS |= IFF_UP
-s.close()
+if not spec["host_network"]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flags = struct.unpack("16sh22x", fcntl.ioctl(s, 0x8913, struct.pack("16sh22x", b"lo", 0)))[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sh22x", b"lo", flags | 1))  # SIOCSIFFLAGS |= IFF_UP
+    s.close()
 def mount(*args):
     subprocess.run(["mount", *args], check=True)
 root = spec["root"]
@@ -309,6 +312,7 @@ class OllamaServer:
         command: Sequence[str] = ("ollama", "serve"),
         models_dir: Path | None = None,
         security: Mapping[str, Any] | None = None,
+        host_network: bool = False,
     ) -> None:
         found = binary or ollama_binary()
         if found is None:
@@ -318,6 +322,9 @@ class OllamaServer:
         self.binary = found
         self.env: dict[str, str] = {"PATH": f"{ENGINE_DIR}:{DEFAULT_PATH}", "HOME": "/root", **env}
         self.command = list(command)
+        self.host_network = host_network
+        """Share the host's network namespace (set ``OLLAMA_HOST`` to ``127.0.0.1:PORT`` then): for a
+        test whose client reaches several servers, as pods reach each other (the router's)."""
         self.state_dir = Path(tempfile.mkdtemp(prefix="gpupin-ollama-"))
         self.tmp_dir = self.state_dir / "tmp"
         """Host folder behind the container's /tmp."""
@@ -381,10 +388,12 @@ class OllamaServer:
             "argv": self.command,
             "env": self.env,
             "user": self.user,
+            "host_network": self.host_network,
         }
+        unshare = [a for a in _UNSHARE if not (self.host_network and a == "--net")]
         with self._log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [*_UNSHARE, "--", sys.executable, "-I", "-c", _LAUNCHER, json.dumps(spec)],
+                [*unshare, "--", sys.executable, "-I", "-c", _LAUNCHER, json.dumps(spec)],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -37,7 +37,7 @@ EXIT_REFUSED = 1
 EXIT_INVALID = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
-_DAEMONS = ("operator", "agent")
+_DAEMONS = ("operator", "agent", "router")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,6 +184,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
     agent.set_defaults(run=_agent)
+
+    router = sub.add_parser(
+        "router",
+        help="serve one endpoint for an LLMDeployment's models, routed by the request's model name",
+        description="Forward each request to a ready server of the model its body names; listings "
+        "answer the union. Every flag has an environment variable.",
+    )
+    from gpupin.router import main as router_main
+
+    router_main.add_arguments(router)
+    router.set_defaults(run=router_main.run)
 
     inventory = sub.add_parser("inventory", help="print this node's GPUs as gpupin sees them")
     _source_arguments(inventory)
