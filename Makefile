@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 GPUPIN := $(BIN)/gpupin
 
-.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-cli bench-packing bench-operator bench-burst demo cluster-up cluster-down cluster-tools engines constraints clean
+.PHONY: help venv test lint typecheck unit kind generate manifests examples bench bench-cli bench-packing bench-operator bench-burst bench-router demo cluster-up cluster-down cluster-tools engines constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-packing: $(STAMP) ## gpupin plan against an exact solver (OR-Tools CP-SAT)
 
 bench-operator: $(STAMP) cluster-tools ## operator latency vs a bare kopf operator on a real API server (~2 min)
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_latency.py
+
+bench-router: $(STAMP) ## what `gpupin router` adds to a request, against a real Ollama server on loopback (~1 min)
+	GPUPIN_ENGINES_BIN="$$(hack/build-engines.sh)" $(BIN)/python benchmarks/router_overhead.py $(ARGS)
 
 bench-burst: $(STAMP) cluster-tools ## 1,000 CRs at once from 16 clients on 1,000 nodes, gpupin vs bare kopf (~3 min; ARGS="COUNT NODES THREADS")
 	GPUPIN_TOOLS_BIN="$$(hack/build-cluster-tools.sh)" $(BIN)/python benchmarks/operator_burst.py $(ARGS)

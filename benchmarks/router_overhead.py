@@ -1,0 +1,173 @@
+"""Router benchmark: what ``gpupin router`` adds to a request, against calling the server directly.
+
+Loopback only, bounded (about a minute). A real Ollama server (built for CPU by
+``hack/build-engines.sh``, tiny random-weight models: tests/ollama_server.py) listens on the
+host's loopback; ``gpupin router`` runs as its own process in front of it, as in a pod. In the
+same run, alternating request by request (so a drift in the machine's speed moves both alike):
+
+1. ``/api/embed`` of a tiny embedding model, one request at a time: latency direct and through
+   the router, p50 and p99, and what the router adds;
+2. ``/api/generate`` streamed (8 tokens), one at a time: time to the first chunk (TTFT) and to
+   the last, direct and routed;
+3. 64 streams at once, direct then routed (each a burst of its own): TTFT p50 and p99.
+
+Prints the figures and the added milliseconds beside the direct floor. Goal: ≤ 1 ms added at
+p50. Run: ``make bench-router`` (or ``python benchmarks/router_overhead.py [--requests N]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered) * 1e3, ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1e3
+
+
+async def _embed(session: aiohttp.ClientSession, base: str) -> float:
+    started = time.perf_counter()
+    async with session.post(f"{base}/api/embed", json={"model": "embed:1b", "input": "hello"}) as answer:
+        await answer.read()
+        assert answer.status == 200, answer.status
+    return time.perf_counter() - started
+
+
+async def _stream(session: aiohttp.ClientSession, base: str) -> tuple[float, float]:
+    """(seconds to the first chunk, seconds to the end) of a streamed generation."""
+    body = {"model": "chat:1b", "prompt": "hello", "options": {"num_predict": 8, "temperature": 0}}
+    started = time.perf_counter()
+    first = 0.0
+    async with session.post(f"{base}/api/generate", json=body) as answer:
+        assert answer.status == 200, answer.status
+        async for _ in answer.content.iter_any():
+            first = first or time.perf_counter() - started
+    return first, time.perf_counter() - started
+
+
+async def _alternating(
+    count: int, call: Callable[[str], Awaitable[object]], direct: str, routed: str
+) -> dict[str, list[object]]:
+    results: dict[str, list[object]] = {"direct": [], "routed": []}
+    for i in range(count):
+        order = (
+            [("direct", direct), ("routed", routed)] if i % 2 else [("routed", routed), ("direct", direct)]
+        )
+        for name, base in order:
+            results[name].append(await call(base))
+    return results
+
+
+async def measure(direct: str, routed: str, requests: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        for base in (direct, routed):  # warm: models loaded, connections open
+            await _embed(session, base)
+            await _stream(session, base)
+        embeds = await _alternating(requests, lambda b: _embed(session, b), direct, routed)
+        streams = await _alternating(requests // 3, lambda b: _stream(session, b), direct, routed)
+    rows = []
+    d50, d99 = _ms([float(v) for v in embeds["direct"]])  # type: ignore[arg-type]
+    r50, r99 = _ms([float(v) for v in embeds["routed"]])  # type: ignore[arg-type]
+    rows.append(("/api/embed, one at a time", d50, d99, r50, r99))
+    for index, label in ((0, "stream TTFT, one at a time"), (1, "stream to the end, one at a time")):
+        d50, d99 = _ms([s[index] for s in streams["direct"]])  # type: ignore[index]
+        r50, r99 = _ms([s[index] for s in streams["routed"]])  # type: ignore[index]
+        rows.append((label, d50, d99, r50, r99))
+    for label, base in (("direct", direct), ("routed", routed)):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            burst = await asyncio.gather(*(_stream(session, base) for _ in range(64)))
+        if label == "direct":
+            d50, d99 = _ms([b[0] for b in burst])
+        else:
+            r50, r99 = _ms([b[0] for b in burst])
+    rows.append(("stream TTFT, 64 at once", d50, d99, r50, r99))
+    print("| | direct p50 | direct p99 | routed p50 | routed p99 | added p50 | added p99 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, d50, d99, r50, r99 in rows:
+        print(f"| {label} | {d50:.2f} ms | {d99:.2f} ms | {r50:.2f} ms | {r99:.2f} ms | "
+              f"**{r50 - d50:+.2f} ms** | {r99 - d99:+.2f} ms |")  # fmt: skip
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests", type=int, default=300, help="requests per way for the one-at-a-time rows"
+    )
+    args = parser.parse_args(argv)
+    if ollama_binary() is None:
+        print(
+            "router benchmark: $GPUPIN_ENGINES_BIN is unset (make bench-router builds Ollama)",
+            file=sys.stderr,
+        )
+        return 2
+    problem = isolation_problem()
+    if problem:
+        print(f"router benchmark: {problem}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="gpupin-router-bench-") as tmp:
+        folder = Path(tmp)
+        port = _free_port()
+        server = OllamaServer({"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": "/models",
+                               "OLLAMA_KEEP_ALIVE": "10m", "OLLAMA_NUM_PARALLEL": "4"}, host_network=True)  # fmt: skip
+        router: subprocess.Popen[bytes] | None = None
+        try:
+            server.start()
+            server.wait_until_up(60)
+            for name, embedding in (("chat:1b", False), ("embed:1b", True)):
+                write_tiny_gguf(folder / f"{name[:-3]}.gguf", embedding=embedding)
+                server.create_model(name, folder / f"{name[:-3]}.gguf")
+            routes = folder / "routes.yaml"
+            routes.write_text(json.dumps({"engine": "ollama", "backends": [
+                {"address": f"127.0.0.1:{port}", "models": ["chat:1b", "embed:1b"]}]}))  # fmt: skip
+            router_port, management = _free_port(), _free_port()
+            router = subprocess.Popen(
+                [sys.executable, "-m", "gpupin", "router", "--routes", str(routes), "--port", str(router_port),
+                 "--management-port", str(management), "--log-level", "WARNING"],
+                env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+            )  # fmt: skip
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", router_port), timeout=1):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            print(f"router benchmark — loopback, real Ollama (tiny models, CPU), {os.cpu_count()} CPUs; "
+                  f"{args.requests} requests per way, alternating")  # fmt: skip
+            asyncio.run(measure(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{router_port}", args.requests))
+        finally:
+            if router is not None:
+                router.terminate()
+                router.wait(10)
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
