@@ -150,6 +150,11 @@ def up() -> Cluster:
             f"operator.pinning={pinning}",
             "--set",
             "operator.replicas=0",
+            # the agents run here as local processes, with ServiceAccount tokens bound to no pod on
+            # a node: the chart's admission policy (an agent writes only its own Node) would refuse
+            # every write; in a cluster the kubelet binds each agent's token to its node
+            "--set",
+            "agent.restrictNodeWrites=false",
             "--wait",
             "--timeout",
             "2m",
@@ -205,6 +210,8 @@ def up() -> Cluster:
             "9801",
             "--log-format",
             "json",
+            "--router-image",  # KWOK runs no container: the router's objects are made, not run
+            "gpupin.local/gpupin:demo",
         ],
         operator_config,
     )
@@ -267,11 +274,17 @@ def demo() -> None:
     print(subprocess.run([*kubectl, "get", "llmd", "-o", "wide"], capture_output=True, text=True).stdout)
     print("Pods and the GPU each is pinned to:")
     for pod in cluster.pods("default"):
+        if constants.PLACEMENT_ANNOTATION not in (pod["metadata"].get("annotations") or {}):
+            continue  # the router's pod
         placement = json.loads(pod["metadata"]["annotations"][constants.PLACEMENT_ANNOTATION])
         gpus = ", ".join(f"GPU {g['index']} {g['name']} ({g['uuid']})" for g in placement["gpus"])
         print(
             f"  {pod['metadata']['name']} on {pod['spec']['nodeName']}: {gpus} ← {', '.join(placement['models'])}"
         )
+    print("\nOne endpoint per deployment (OLLAMA_HOST=assistant:11434 reaches all three models; the router")
+    print("routes by the request's model to the model's own Service):")
+    print(subprocess.run([*kubectl, "get", "svc", "-l", "app.kubernetes.io/managed-by=gpupin"],
+                         capture_output=True, text=True).stdout)  # fmt: skip
     refused = cluster.deployment("default", "chat-tp2")["status"]
     print(
         f"\nchat-tp2 (tensor parallel over the workstation's two cards) refused: {refused['reason']}\n"

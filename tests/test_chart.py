@@ -94,7 +94,9 @@ def test_default_install() -> None:
     docs = render()
     roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(docs, "ClusterRole")}
     assert roles["gpupin-operator"] == rbac.CLUSTER_RULES, "the chart uses the operator's one list of rules"
-    assert roles["gpupin-operator-workloads"] == rbac.NAMESPACED_RULES
+    assert roles["gpupin-operator-workloads"] == [*rbac.NAMESPACED_RULES, *rbac.ROUTER_RULES], (
+        "routers by default"
+    )
     bindings = {b["metadata"]["name"]: b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
     assert bindings["gpupin-operator-workloads"] == "gpupin-operator-workloads", "every namespace served"
     assert not by_kind(docs, "RoleBinding") and not by_kind(docs, "Role")
@@ -109,6 +111,9 @@ def test_default_install() -> None:
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GPUPIN_RELIST_SECONDS"] == "300"
+    assert env["GPUPIN_ROUTER_IMAGE"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"], (
+        "routers run the operator's own image"
+    )
     (daemonset,) = by_kind(docs, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
@@ -169,9 +174,31 @@ def test_non_default_values(tmp_path: Path) -> None:
         r["metadata"]["name"]: r["rules"]
         for r in by_kind(render("operator.networkPolicy.mode=namespace"), "ClusterRole")
     }
-    assert netpol["gpupin-operator-workloads"] == [*rbac.NAMESPACED_RULES, *rbac.NETWORK_POLICY_RULES], (
-        "NetworkPolicy rights only where the operator makes them"
+    assert netpol["gpupin-operator-workloads"] == [
+        *rbac.NAMESPACED_RULES,
+        *rbac.NETWORK_POLICY_RULES,
+        *rbac.ROUTER_RULES,
+    ], "NetworkPolicy rights only where the operator makes them"
+    unrouted = render("operator.router.enabled=false")
+    assert {r["metadata"]["name"]: r["rules"] for r in by_kind(unrouted, "ClusterRole")}[
+        "gpupin-operator-workloads"
+    ] == rbac.NAMESPACED_RULES, "no rights on configmaps or deployments without routers"
+    operator_env = {
+        e["name"]: e.get("value")
+        for e in by_kind(unrouted, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert operator_env["GPUPIN_ROUTER_IMAGE"] == ""
+    gateway = render("operator.gateway=infra/llm-gateway")
+    assert {r["metadata"]["name"]: r["rules"] for r in by_kind(gateway, "ClusterRole")}[
+        "gpupin-operator-workloads"
+    ] == [*rbac.NAMESPACED_RULES, *rbac.ROUTER_RULES, *rbac.GATEWAY_RULES], (
+        "HTTPRoute rights only with a Gateway"
     )
+    gateway_env = {
+        e["name"]: e.get("value")
+        for e in by_kind(gateway, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert gateway_env["GPUPIN_GATEWAY"] == "infra/llm-gateway"
     assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
     assert not by_kind(render("agent.enabled=false"), "DaemonSet")
 
@@ -194,6 +221,7 @@ def test_non_default_values(tmp_path: Path) -> None:
         ),
         (["operator.defaultCacheSize=100Mi"], "operator/defaultCacheSize"),
         (["operator.networkPolicy.clientNamespaceLabels=bad label!!"], "clientNamespaceLabels"),
+        (["operator.gateway=Infra/gw"], "operator/gateway"),
     ],
 )
 def test_contradictory_values_fail_with_a_message(sets: list[str], fragment: str) -> None:
@@ -283,7 +311,7 @@ def test_plain_manifests_install_the_same_thing(cluster: Cluster) -> None:
             deployment["spec"]["replicas"] == 1
             and daemonset["spec"]["template"]["spec"]["serviceAccountName"] == "gpupin-agent"
         )
-        assert role["rules"] == rbac.NAMESPACED_RULES
+        assert role["rules"] == [*rbac.NAMESPACED_RULES, *rbac.ROUTER_RULES]
         cluster.get("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/gpupin-agent-own-node")
     finally:
         for kind, name in (

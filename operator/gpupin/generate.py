@@ -45,6 +45,8 @@ def operator_rules() -> str:
         "namespaced": rbac.NAMESPACED_RULES,
         "events": rbac.EVENT_RULES,
         "networkPolicies": rbac.NETWORK_POLICY_RULES,
+        "routers": rbac.ROUTER_RULES,
+        "gateways": rbac.GATEWAY_RULES,
     }
     return HEADER + yaml.safe_dump(rules, sort_keys=False)
 

@@ -22,10 +22,12 @@ from kubernetes.config.config_exception import ConfigException
 
 from gpupin.constants import KUBELET_READINESS_FAILED
 
-CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events"}
+CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events", "ConfigMap": "configmaps"}
 GROUP_KINDS = {
     "ResourceClaimTemplate": ("resource.k8s.io/v1", "resourceclaimtemplates"),
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies"),
+    "Deployment": ("apps/v1", "deployments"),
+    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproutes"),
 }
 
 

@@ -31,9 +31,11 @@ from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.engines import ENGINES, Engine, EngineRegistry
 from gpupin.engines.base import container_env
+from gpupin.httproute import http_route
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
 from gpupin.quantity import GiB
+from gpupin.routerobjects import ROUTER_LABEL, ROUTER_PORT, router_objects
 
 NetworkPolicyMode = Literal["none", "namespace"]
 NETWORK_POLICY_MODES: tuple[NetworkPolicyMode, ...] = ("none", "namespace")
@@ -63,6 +65,12 @@ class RenderConfig:
     network_policy_namespaces: tuple[tuple[str, str | None], ...] = ()
     """Client namespaces admitted besides the deployment's own, by label: (key, value), or (key,
     None) for "has the label"; empty: none."""
+    router_image: str = ""
+    """gpupin's own image: each Ollama deployment gets one endpoint, ``gpupin router`` in front of
+    its per-model Services (:mod:`gpupin.routerobjects`); empty: no router."""
+    gateway: tuple[str, str] | None = None
+    """(namespace, name) of a Gateway: each Ollama deployment gets an HTTPRoute attached to it that
+    routes by model (:mod:`gpupin.httproute`); namespace "" for the deployment's own; None: none."""
 
     def image(self, engine: Engine) -> str:
         return dict(self.images).get(engine.name) or engine.default_image
@@ -84,8 +92,17 @@ def render(
         objects.extend(mode.objects(deployment.metadata.namespace, placement, dict(labels)))
         objects.append(render_pod(deployment, placement, config, engine, mode, sizes))
     objects.extend(engine.services(deployment, labels, selector(deployment)))
+    routed = bool(config.router_image) and engine.name == "ollama"
+    if routed:
+        objects.extend(router_objects(deployment, labels, engine.port, config.router_image))
+    if config.gateway is not None and engine.name == "ollama":
+        objects.append(http_route(deployment, labels, engine.port, config.gateway))
     if config.network_policy == "namespace":
         objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces))
+        if routed:  # the router exposes the servers: it admits the same clients
+            router_pods = {ROUTER_LABEL: naming.label_value(deployment.metadata.name)}
+            objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces,
+                                          (router_pods, ROUTER_PORT)))  # fmt: skip
     plain = _plain_free_form(deployment.spec)
     return [with_spec_hash(obj, plain) for obj in objects]
 
@@ -287,11 +304,13 @@ def network_policy(
     engine: Engine,
     labels: dict[str, str],
     client_namespaces: tuple[tuple[str, str | None], ...] = (),
+    guarded: tuple[dict[str, str], int] | None = None,
 ) -> dict[str, Any]:
     """The deployment's NetworkPolicy: its pods take connections on the engine's port only from pods
     of its own namespace (and of namespaces with the ``client_namespaces`` labels); nothing else
     reaches them. Egress is left open (models are pulled from registries). Enforced only where the
-    cluster's network plugin implements NetworkPolicy."""
+    cluster's network plugin implements NetworkPolicy. ``guarded``: (pod labels, port) of other
+    pods to guard so instead (its router's)."""
     peers: list[dict[str, Any]] = [{"podSelector": {}}]  # every pod of the policy's own namespace
     if client_namespaces:
         match: dict[str, Any] = {}
@@ -302,10 +321,11 @@ def network_policy(
         if exists:
             match["matchExpressions"] = exists
         peers.append({"namespaceSelector": match})
+    pods, port = guarded or (selector(deployment), engine.port)
     spec = {
-        "podSelector": {"matchLabels": selector(deployment)},
+        "podSelector": {"matchLabels": pods},
         "policyTypes": ["Ingress"],
-        "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": engine.port}]}],
+        "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": port}]}],
     }
     return {
         "apiVersion": "networking.k8s.io/v1",

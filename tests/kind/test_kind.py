@@ -428,7 +428,7 @@ def _ask(kind: Kind, name: str) -> dict[str, Any]:
     """Ask both models through their Services, from a pod in the cluster (cluster DNS and
     kube-proxy in the path): /api/generate and /api/embed. The answers, parsed."""
     services = {
-        s["metadata"]["annotations"].get("gpupin.dev/model"): s["metadata"]["name"]
+        (s["metadata"].get("annotations") or {}).get("gpupin.dev/model"): s["metadata"]["name"]
         for s in kind.cluster.get(f"/api/v1/namespaces/{SERVE}/services")["items"]
     }
     program = f"""
@@ -446,7 +446,13 @@ def post(url, body):
 generated = post("http://{services["gpupin-tiny"]}:11434/api/generate",
                  {{"model": "gpupin-tiny", "prompt": "hello", "stream": False, "options": {{"num_predict": 4}}}})
 embedded = post("http://{services["gpupin-tiny-embed"]}:11434/api/embed", {{"model": "gpupin-tiny-embed", "input": "hello"}})
-print(json.dumps({{"generate": generated, "embed": embedded}}))
+# the deployment's one endpoint: the router's Service, named after it, routing by the model named
+routed = post("http://tiny:11434/api/generate",
+              {{"model": "gpupin-tiny", "prompt": "hello", "stream": False, "options": {{"num_predict": 4}}}})
+routed_embed = post("http://tiny:11434/v1/embeddings", {{"model": "gpupin-tiny-embed", "input": "hello"}})
+tags = json.load(urllib.request.urlopen("http://tiny:11434/api/tags", timeout=60))
+print(json.dumps({{"generate": generated, "embed": embedded, "routed": routed, "routed_embed": routed_embed,
+                  "tags": tags}}))
 """
     log = kind.run_pod(
         SERVE,
@@ -529,6 +535,12 @@ def test_a_real_ollama_pod_serves_through_its_services(kind: Kind) -> None:
     assert answers["generate"]["eval_count"] >= 1
     (vector,) = answers["embed"]["embeddings"]
     assert len(vector) > 0 and any(vector)
+    assert answers["routed"]["done"] and answers["routed"]["model"] == "gpupin-tiny", answers["routed"]
+    assert answers["routed_embed"]["data"][0]["object"] == "embedding", answers["routed_embed"]
+    assert sorted(m["name"] for m in answers["tags"]["models"]) == [
+        "gpupin-tiny-embed:latest",
+        "gpupin-tiny:latest",
+    ]
     print(f"tiny: Ready {seconds:.1f} s after kubectl apply")
 
 

@@ -13,6 +13,7 @@ import argparse
 import os
 from typing import Any
 
+from gpupin.httproute import parse_gateway
 from gpupin.policy import Policy
 from gpupin.quantity import parse_bytes
 from gpupin.render import NETWORK_POLICY_MODES, RenderConfig, parse_namespace_selector
@@ -30,6 +31,8 @@ ENV = {
     "default_cache_size": "GPUPIN_DEFAULT_CACHE_SIZE",
     "network_policy": "GPUPIN_NETWORK_POLICY",
     "network_policy_namespaces": "GPUPIN_NETWORK_POLICY_NAMESPACES",
+    "router_image": "GPUPIN_ROUTER_IMAGE",
+    "gateway": "GPUPIN_GATEWAY",
 }
 
 _SWITCHES = {  # flag → (setting, default, what it allows): booleans whose env twin reads true/false
@@ -116,6 +119,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "key=value or key, comma-separated (ANDed), e.g. kubernetes.io/metadata.name=ingress-nginx "
         f"(env {ENV['network_policy_namespaces']}; default none)",
     )
+    parser.add_argument(
+        "--router-image",
+        default=env.get(ENV["router_image"], ""),
+        metavar="IMAGE",
+        help="gpupin's own image: each Ollama deployment then gets one endpoint, a Service named after it "
+        "in front of a `gpupin router` Deployment that routes by the request's model (needs RBAC on "
+        f"configmaps and deployments); empty: none (env {ENV['router_image']}; the chart sets it)",
+    )
+    parser.add_argument(
+        "--gateway",
+        default=env.get(ENV["gateway"], ""),
+        metavar="NAMESPACE/NAME",
+        help="a Gateway API Gateway (NAME alone: in each deployment's namespace): each Ollama deployment then "
+        "gets an HTTPRoute attached to it, one rule per model on the X-Gateway-Model-Name header that the "
+        "Inference Extension's body-based router sets (needs RBAC on httproutes); empty: none "
+        f"(env {ENV['gateway']})",
+    )
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,4 +167,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     settings["network_policy"] = args.network_policy
     settings["network_policy_namespaces"] = parse_namespace_selector(args.network_policy_namespaces)
+    image = str(getattr(args, "router_image", "") or "").strip()
+    if any(c.isspace() for c in image):
+        raise ValueError(f"--router-image {image!r}: expected an image reference without spaces")
+    settings["router_image"] = image
+    settings["gateway"] = parse_gateway(str(getattr(args, "gateway", "") or ""))
     return settings

@@ -51,6 +51,12 @@ class ClusterCache:
         self.services = Store()
         self.claim_templates = Store()
         self.network_policies = Store()
+        self.config_maps = Store()
+        """The routers' routes (ConfigMaps gpupin made)."""
+        self.workloads = Store()
+        """The routers' Deployments (apps/v1)."""
+        self.http_routes = Store()
+        """The deployments' HTTPRoutes (with ``--gateway``)."""
         self.book = NodeBook()
         """Every node's GPU facts over time (set ``book.grace_seconds`` from the configuration)."""
         self.raw_nodes: dict[str, dict[str, Any]] = {}

@@ -72,6 +72,10 @@ class OperatorConfig:
     """sizeLimit of the model cache emptyDir when spec.storage.size is unset: auto, none or a quantity."""
     network_policy: NetworkPolicyMode = _DEFAULTS.network_policy
     network_policy_namespaces: tuple[tuple[str, str | None], ...] = ()
+    router_image: str = ""
+    """gpupin's own image for the per-deployment router (:mod:`gpupin.routerobjects`); empty: none."""
+    gateway: tuple[str, str] | None = None
+    """(namespace, name) of the Gateway the deployments' HTTPRoutes attach to; None: no HTTPRoute."""
 
     @property
     def render(self) -> RenderConfig:
@@ -83,6 +87,8 @@ class OperatorConfig:
             default_cache_size=self.default_cache_size,
             network_policy=self.network_policy,
             network_policy_namespaces=self.network_policy_namespaces,
+            router_image=self.router_image,
+            gateway=self.gateway,
         )
 
     @property

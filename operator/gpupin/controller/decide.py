@@ -140,6 +140,7 @@ def decide(
     gpu_aliases: Mapping[str, str] | None = None,
     frozen_gpus: Collection[str] = (),
     network_policies: Sequence[dict[str, Any]] = (),
+    routers: Sequence[dict[str, Any]] = (),
 ) -> Actions:
     """Everything one reconcile writes. ``invalid`` (with no plan) reports a spec that did not parse;
     ``now`` stamps the conditions that change; ``probe_output`` maps a pod's name to its latest
@@ -151,7 +152,8 @@ def decide(
     ``actions.stale_nodes`` and Degraded say so); ``gpu_aliases``: a UUID pods were placed with →
     the UUID the node reports for that GPU now; ``frozen_gpus``: GPUs a healthy report left out,
     within their grace period (their pods are neither replaced nor joined); ``network_policies``:
-    the deployment's NetworkPolicies (like ``services`` and ``claim_templates``)."""
+    the deployment's NetworkPolicies (like ``services`` and ``claim_templates``); ``routers``: its
+    router's ConfigMap and Deployment."""
     actions = Actions()
     notes = node_notes or {}
     node_names = {n.name for n in inventory.nodes}
@@ -197,6 +199,7 @@ def decide(
             frozen={*notes, *frozen_gpus},
             aliases=gpu_aliases,
             network_policies=network_policies,
+            routers=routers,
         )
         if rejected is None:
             actions.create, actions.waiting = step.create, step.waiting

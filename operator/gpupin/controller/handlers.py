@@ -24,7 +24,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import kopftuning, metrics, netpolicies
+from gpupin.controller import kopftuning, metrics, netpolicies, routerwatch
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -78,6 +78,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "services"] = MANAGED
     settings.watching.label_selectors["resource.k8s.io", "resourceclaimtemplates"] = MANAGED
     netpolicies.watch(config, settings, _child_event("network_policies", "NetworkPolicy"))
+    routerwatch.watch(config, settings, _child_event)
     settings.watching.server_timeout = 300
     # Serving named namespaces: watch exactly those, without listing Namespaces (kopf's namespace
     # scanning needs cluster-wide rights the chart does not grant, and only matters for globs).
@@ -137,6 +138,9 @@ def _listers() -> list[Lister]:
                 partial(_child_seen, "network_policies", "NetworkPolicy"),
             )
         )
+    for store, kind, group, version, plural in routerwatch.kinds(STATE.config):
+        api = f"{group}/{version}" if group else version
+        listers.append((store, kind, api, plural, True, partial(_child_seen, store, kind)))
     if STATE.config is not None and STATE.config.pinning == "dra":
         listers.append(
             (

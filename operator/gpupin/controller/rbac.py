@@ -11,7 +11,9 @@ Why each rule is there:
 - Events: created, to tell users what happened; listed (by pod uid, server-side), to read why
   a running pod is not Ready — the kubelet reports a failing readiness probe only as an Event;
 - CustomResourceDefinitions: read only, kopf discovers resources through them;
-- NetworkPolicies: watched, created and deleted like Services — only with ``--network-policy``.
+- NetworkPolicies: watched, created and deleted like Services — only with ``--network-policy``;
+- ConfigMaps and Deployments: the routers' (:mod:`gpupin.routerobjects`), watched, created and
+  deleted like Services — only with ``--router-image``; HTTPRoutes likewise, only with ``--gateway``.
 
 Which rules are namespaced: an operator that serves every namespace gets all of them cluster-wide
 (:data:`RULES`); one that serves only some (``--namespace``) gets :data:`CLUSTER_RULES` cluster-wide,
@@ -70,6 +72,22 @@ NETWORK_POLICY_RULES: list[dict[str, Any]] = [
 ]
 """Where the operator makes NetworkPolicies (``--network-policy`` not ``none``), beside
 :data:`NAMESPACED_RULES`: an operator that makes none asks for none."""
+
+ROUTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*WATCH, "create", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*WATCH, "create", "delete"]},
+]
+"""Where the operator makes routers (``--router-image``): their routes (ConfigMaps) and
+Deployments, label-selected like Services, beside :data:`NAMESPACED_RULES`."""
+
+GATEWAY_RULES: list[dict[str, Any]] = [
+    {
+        "apiGroups": ["gateway.networking.k8s.io"],
+        "resources": ["httproutes"],
+        "verbs": [*WATCH, "create", "delete"],
+    },
+]
+"""Where the operator makes HTTPRoutes (``--gateway``), beside :data:`NAMESPACED_RULES`."""
 
 RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES]
 """Everything, for an operator that serves every namespace (one ClusterRole)."""

@@ -109,14 +109,16 @@ def converge(
     frozen: Collection[str] = (),
     aliases: Mapping[str, str] | None = None,
     network_policies: Sequence[Obj] = (),
+    routers: Sequence[Obj] = (),
 ) -> Step:
     """The creates and deletes that move the children towards ``desired`` (one step).
 
     ``frozen``: node names and GPU UUIDs whose inventory cannot be trusted now; a pod there is
     neither replaced nor joined (finished pods excepted). ``aliases``: a UUID pods were placed with
-    → the UUID the node reports for that GPU now (GPUs first known from GFD labels)."""
+    → the UUID the node reports for that GPU now (GPUs first known from GFD labels). ``routers``:
+    the router's ConfigMap and Deployment (:mod:`gpupin.routerobjects`)."""
     step = Step()
-    _converge_others(step, desired, [*services, *claim_templates, *network_policies])
+    _converge_others(step, desired, [*services, *claim_templates, *network_policies, *routers])
     renamed = aliases or {}
 
     def gpus(obj: Obj) -> set[str]:
@@ -203,9 +205,18 @@ def converge(
     return step
 
 
-CREATE_ORDER = {"ResourceClaimTemplate": 0, "NetworkPolicy": 0, "Pod": 1, "Service": 2}
+CREATE_ORDER = {
+    "ResourceClaimTemplate": 0,
+    "NetworkPolicy": 0,
+    "Pod": 1,
+    "ConfigMap": 1,
+    "Service": 2,
+    "Deployment": 2,
+    "HTTPRoute": 2,
+}
 """Claim templates before their pods, and the NetworkPolicy (a new pod never starts unguarded);
-Services last (they route to pods, and a pod and its status are what a user waits for)."""
+Services last (they route to pods, and a pod and its status are what a user waits for); the
+router's routes before its Deployment (its pods mount them)."""
 
 
 def create_stages(objects: list[Obj]) -> list[list[Obj]]:

@@ -183,6 +183,11 @@ class Reconciler:
             services=self.cache.services.owned_by(body),
             claim_templates=self.cache.claim_templates.owned_by(body),
             network_policies=self.cache.network_policies.owned_by(body),
+            routers=[
+                *self.cache.config_maps.owned_by(body),
+                *self.cache.workloads.owned_by(body),
+                *self.cache.http_routes.owned_by(body),
+            ],
             inventory=inventory,
             render_config=self.config.render,
             now=datetime.now(UTC),

@@ -234,6 +234,9 @@ class ApiWrites:
             "Service": self.cache.services,
             "ResourceClaimTemplate": self.cache.claim_templates,
             "NetworkPolicy": self.cache.network_policies,
+            "ConfigMap": self.cache.config_maps,
+            "Deployment": self.cache.workloads,
+            "HTTPRoute": self.cache.http_routes,
         }[obj["kind"]]
 
     async def post_event(self, body: dict[str, Any], event: EventSpec) -> None:

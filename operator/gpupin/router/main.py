@@ -75,7 +75,11 @@ async def serve(router: Router, follower: RoutesFollower, port: int, management_
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runners = [web.AppRunner(router.app()), web.AppRunner(router.management_app(), access_log=None)]
+    # no access log: a line per request would cost more than the routing (metrics count them)
+    runners = [
+        web.AppRunner(router.app(), access_log=None),
+        web.AppRunner(router.management_app(), access_log=None),
+    ]
     for runner, listen in zip(runners, (port, management_port), strict=True):
         await runner.setup()
         await web.TCPSite(runner, "0.0.0.0", listen).start()

@@ -1,0 +1,149 @@
+"""The objects that give an Ollama LLMDeployment one endpoint: ``gpupin router`` in front of its
+per-model Services. Pure: dicts out.
+
+For deployment ``assistant`` (namespace ``apps``) serving ``qwen2.5:14b`` and ``nomic-embed-text``:
+
+- Service ``assistant`` (named after the deployment, as a vLLM deployment's one Service is), port
+  11434 — a client that used ``OLLAMA_HOST=assistant:11434`` with any of the model names keeps
+  working;
+- Deployment ``assistant-router`` (gpupin's own image, ``gpupin router``), one replica, small
+  requests, probes on its management port; its pods carry none of the labels that mark gpupin's
+  engine pods, so neither the operator nor the per-model Services mistake them for servers;
+- ConfigMap ``assistant-router``: the routes — each model to its per-model Service
+  (``assistant-qwen2-5-14b.apps.svc:11434``). Those Services follow placements and readiness
+  themselves (their EndpointSlices), so the routes change only when the spec's models do, and
+  the router reads the file again when the kubelet updates it (no restart).
+
+One router per LLMDeployment, not one per namespace: it is owned by its LLMDeployment and goes
+with it (the garbage collector), a deployment's router failing or being restarted touches no
+other deployment, and its name, routes and metrics are that deployment's alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpupin import naming
+from gpupin.api.v1alpha1 import LLMDeployment
+
+ROUTER_LABEL = "gpupin.dev/router"
+"""Label of a router's pods: the deployment they route for (label value)."""
+ROUTER_PORT = 8080
+"""Port of the engine's API in the router's pod (the Service maps the engine's port to it)."""
+MANAGEMENT_PORT = 9090
+"""Port of the router's /healthz, /readyz and /metrics."""
+ROUTES_PATH = "/etc/gpupin/routes"
+ROUTES_FILE = "routes.yaml"
+
+
+def router_name(deployment: str) -> str:
+    """``assistant-router``: the router's Deployment and ConfigMap (a hash of the deployment's name
+    replaces its end when the whole would not be a DNS label)."""
+    candidate = f"{deployment}-router"
+    if naming.dns_label(candidate) == candidate:
+        return candidate
+    return f"{naming.dns_label(deployment, naming.MAX_NAME - 14)}-{naming.short_hash(deployment)}-router"
+
+
+def routes_document(deployment: LLMDeployment, port: int) -> dict[str, Any]:
+    """The routes file (see :mod:`gpupin.router.source`): each model to its per-model Service."""
+    names = naming.model_service_names(deployment.metadata.name, [m.name for m in deployment.spec.models])
+    namespace = deployment.metadata.namespace
+    return {
+        "engine": "ollama",
+        "backends": [
+            {"address": f"{service}.{namespace}.svc:{port}", "models": [model], "pod": service}
+            for model, service in names.items()
+        ],
+    }
+
+
+def router_objects(
+    deployment: LLMDeployment, labels: dict[str, str], port: int, image: str
+) -> list[dict[str, Any]]:
+    """The router's Service, ConfigMap and Deployment for ``deployment`` (``labels``: those of every
+    object gpupin makes for it; ``port``: the engine's; ``image``: gpupin's own)."""
+    name = router_name(deployment.metadata.name)
+    namespace = deployment.metadata.namespace
+    pod_labels = {
+        "app.kubernetes.io/name": "gpupin-router",
+        "app.kubernetes.io/instance": naming.label_value(deployment.metadata.name),
+        "app.kubernetes.io/component": "router",
+        ROUTER_LABEL: naming.label_value(deployment.metadata.name),
+    }
+    selector = {ROUTER_LABEL: pod_labels[ROUTER_LABEL]}
+
+    def meta(name: str) -> dict[str, Any]:  # each object its own labels: the spec hash goes there
+        return {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**labels, "app.kubernetes.io/component": "router"},
+        }
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(naming.deployment_service_name(deployment.metadata.name)),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(name),
+        "data": {ROUTES_FILE: json.dumps(routes_document(deployment, port), indent=2) + "\n"},
+    }
+    probe = {"httpGet": {"path": "/readyz", "port": "management"}, "periodSeconds": 5}
+    container = {
+        "name": "router",
+        "image": image,
+        "args": [
+            "router",
+            "--routes",
+            f"{ROUTES_PATH}/{ROUTES_FILE}",
+            "--port",
+            str(ROUTER_PORT),
+            "--management-port",
+            str(MANAGEMENT_PORT),
+        ],
+        "ports": [
+            {"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
+            {"name": "management", "containerPort": MANAGEMENT_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": probe,
+        "livenessProbe": {
+            **probe,
+            "httpGet": {"path": "/healthz", "port": "management"},
+            "periodSeconds": 10,
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "routes", "mountPath": ROUTES_PATH, "readOnly": True}],
+    }
+    router = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(name),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "automountServiceAccountToken": False,  # it reads a file and calls Services
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                    "volumes": [{"name": "routes", "configMap": {"name": name}}],
+                },
+            },
+        },
+    }
+    return [service, config_map, router]
