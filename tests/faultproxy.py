@@ -269,7 +269,7 @@ class FaultProxy:
             if request.method == "GET" and not watch:
                 self.lists.append(request.path)
             response = web.StreamResponse(status=upstream.status)
-            for name in ("Content-Type",):
+            for name in ("Content-Type", "Content-Encoding"):  # the bytes pass as they came (gzip too)
                 if name in upstream.headers:
                     response.headers[name] = upstream.headers[name]
             await response.prepare(request)

@@ -354,3 +354,29 @@ def test_an_object_of_another_owner_under_a_planned_name_is_waited_for_or_named(
     cache.services.upsert(earlier)
     actions = Actions(create=[{"kind": "Service", "metadata": {"name": "chat", "namespace": "ns"}}])
     assert namesakes(body, actions, lambda _obj: cache.services) is None and actions.waiting
+
+
+def test_a_router_object_whose_name_is_taken_is_left_out_not_the_plan() -> None:
+    """The router's Service is named after the deployment: another deployment's per-model Service
+    can have that name (``chat`` serving ``bot`` owns ``chat-bot``). Then only the endpoint is not
+    made: the deployment's pods are still planned, and nothing waits for a name that stays taken."""
+    from gpupin.controller.decide import Actions
+    from gpupin.controller.writes import namesakes
+
+    cache = ClusterCache()
+    body = {"metadata": {"name": "chat-bot", "namespace": "ns", "uid": "uid-now"}}
+    other = {
+        "kind": "Service",
+        "metadata": {"name": "chat-bot", "namespace": "ns", "uid": "s1", "resourceVersion": "5",
+                     "ownerReferences": [{"kind": "LLMDeployment", "name": "chat", "uid": "uid-chat"}]},
+    }  # fmt: skip
+    cache.services.upsert(other)
+    router = {"kind": "Service", "metadata": {"name": "chat-bot", "namespace": "ns",
+                                               "labels": {"app.kubernetes.io/component": "router"}}}  # fmt: skip
+    pod = {"kind": "Pod", "metadata": {"name": "chat-bot-abc123", "namespace": "ns"}}
+    actions = Actions(create=[pod, router])
+    assert (
+        namesakes(body, actions, lambda obj: cache.services if obj["kind"] == "Service" else cache.pods)
+        is None
+    )
+    assert actions.create == [pod] and not actions.waiting

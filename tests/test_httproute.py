@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpupin.httproute import MODEL_HEADER, http_route, parse_gateway
+from gpupin.httproute import MODEL_HEADER, http_route, http_routes, parse_gateway
 
 from helpers import deployment, models
 
@@ -57,3 +57,16 @@ def test_the_gateway_flag(text: str, parsed: tuple[str, str] | None) -> None:
 def test_a_bad_gateway_flag_says_which_part(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         parse_gateway(text)
+
+
+def test_latest_is_matched_without_its_tag_too() -> None:
+    item = deployment("a", engine="ollama", models=models("llama3.2:latest"))
+    (rule,) = http_route(item, {}, 11434, ("", "gw"))["spec"]["rules"]
+    assert [m["headers"][0]["value"] for m in rule["matches"]] == ["llama3.2:latest", "llama3.2"]
+
+
+def test_more_models_than_a_route_holds_get_a_second_route() -> None:
+    item = deployment("big", engine="ollama", models=models(*(f"m{i}:1b" for i in range(20))))
+    first, second = http_routes(item, {}, 11434, ("", "gw"))
+    assert (first["metadata"]["name"], second["metadata"]["name"]) == ("big", "big-2")
+    assert (len(first["spec"]["rules"]), len(second["spec"]["rules"])) == (16, 4)

@@ -61,6 +61,10 @@ def test_an_ollama_deployment_gets_an_http_route_the_api_server_accepts(env: Env
         env.apply("assistant", engine="ollama",
                   models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}, {"name": "nomic-embed-text"}])  # fmt: skip
         route = wait_for(lambda: _route(env, "assistant"), what="the HTTPRoute")
+        wait_for(  # the route and the Services are made in one stage
+            lambda: len(env.cluster.get(f"/api/v1/namespaces/{env.namespace}/services")["items"]) == 3,
+            what="the models' Services",
+        )
         uid = env.cluster.deployment(env.namespace, "assistant")["metadata"]["uid"]
         assert [(r["kind"], r["uid"]) for r in route["metadata"]["ownerReferences"]] == [
             (constants.KIND, uid)
@@ -91,3 +95,7 @@ def test_an_ollama_deployment_gets_an_http_route_the_api_server_accepts(env: Env
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
     finally:
         revoke(env.cluster, name)
+        for plural in CRDS:  # the cluster is shared: other tests list CRDs (kopf) through a proxy
+            env.cluster.kubectl(
+                "delete", "crd", f"{plural}.gateway.networking.k8s.io", "--wait=false", check=False
+            )

@@ -133,5 +133,8 @@ def test_an_operator_without_a_router_image_makes_none(env: Env) -> None:
     env.operator()
     env.apply("assistant", engine="ollama", models=[{"name": "llama3.1:8b"}])
     wait_for(env.placed("assistant"), what="Placed=True")
+    # Services come in the last stage of the writes: once the model's exists, the router's would
+    wait_for(lambda: _get(env, f"/api/v1/namespaces/{env.namespace}/services/assistant-llama3-1-8b"),
+             what="the model's Service")  # fmt: skip
     service, routes, router = _router(env, "assistant")
     assert service is None and routes is None and router is None

@@ -31,7 +31,7 @@ from gpupin import constants, naming, pinning
 from gpupin.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec
 from gpupin.engines import ENGINES, Engine, EngineRegistry
 from gpupin.engines.base import container_env
-from gpupin.httproute import http_route
+from gpupin.httproute import http_routes
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
 from gpupin.quantity import GiB
@@ -96,7 +96,7 @@ def render(
     if routed:
         objects.extend(router_objects(deployment, labels, engine.port, config.router_image))
     if config.gateway is not None and engine.name == "ollama":
-        objects.append(http_route(deployment, labels, engine.port, config.gateway))
+        objects.extend(http_routes(deployment, labels, engine.port, config.gateway))
     if config.network_policy == "namespace":
         objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces))
         if routed:  # the router exposes the servers: it admits the same clients

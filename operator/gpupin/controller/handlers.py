@@ -71,7 +71,7 @@ def _served(namespace: str | None) -> bool:
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    config = STATE.config = STATE.config or from_environment()
+    config = STATE.config = await routerwatch.usable(STATE.config or from_environment())
     settings.posting.level = 40  # kopf's own Events only for errors; gpupin posts its own
     kopftuning.listen_only(settings)
     settings.watching.label_selectors["v1", "pods"] = MANAGED

@@ -7,12 +7,18 @@ makes none needs no RBAC on them. The objects themselves are rendered by
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from typing import Any
 
 import kopf
+import structlog
 
 from gpupin import constants
 from gpupin.controller.config import OperatorConfig
+from gpupin.kube import ApiError, Kube
+
+log = structlog.get_logger("gpupin.operator")
 
 MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
 Kind = tuple[str, str, str, str, str]
@@ -32,6 +38,25 @@ def kinds(config: OperatorConfig | None) -> list[Kind]:
     if config is None:
         return []
     return [*(ROUTER_KINDS if config.router_image else ()), *(GATEWAY_KINDS if config.gateway else ())]
+
+
+async def usable(config: OperatorConfig) -> OperatorConfig:
+    """``config``, less ``--gateway`` when the cluster does not serve the Gateway API (its CRDs not
+    installed): an error in the log says so once, and every deployment is served without an
+    HTTPRoute, instead of each list failing and each route refused (install them and restart)."""
+    if config.gateway is None:
+        return config
+    try:
+        await asyncio.to_thread(Kube().request, "GET", "/apis/gateway.networking.k8s.io/v1")
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+        log.error(
+            "--gateway is set but this cluster does not serve the Gateway API (gateway.networking.k8s.io/v1): "
+            "install its CRDs and restart the operator; no HTTPRoute is made until then"
+        )
+        return dataclasses.replace(config, gateway=None)
+    return config
 
 
 def watch(config: OperatorConfig, settings: kopf.OperatorSettings, handler_for: Any) -> None:

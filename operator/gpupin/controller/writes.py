@@ -124,7 +124,17 @@ def namesakes(
     be made, in words: creating it would fail with 409 for ever."""
     meta = body["metadata"]
     waiting = []
+    skipped = []
     for obj in actions.create:
+        if (obj["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "router":
+            found = store_of(obj).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
+            if found is not None and not any(
+                r.get("uid") == meta.get("uid") for r in found["metadata"].get("ownerReferences") or []
+            ):  # the endpoint is an extra: its name taken (another deployment's Service) costs only it
+                log.warning("The deployment's endpoint is not made: its name is taken",
+                            kind=obj["kind"], object=obj["metadata"]["name"], deployment=meta.get("name"))  # fmt: skip
+                skipped.append(obj)
+            continue
         found = store_of(obj).get((obj["metadata"].get("namespace") or "", obj["metadata"]["name"]))
         if found is None or found["metadata"].get("resourceVersion") == "0":
             continue
@@ -138,9 +148,9 @@ def namesakes(
             f"{obj['kind']} {obj['metadata']['name']} exists and is not this deployment's: delete it, or "
             "rename the deployment"
         )
-    if waiting:
-        actions.create = [o for o in actions.create if o not in waiting]
-        actions.waiting = True
+    if waiting or skipped:
+        actions.create = [o for o in actions.create if o not in waiting and o not in skipped]
+        actions.waiting = actions.waiting or bool(waiting)
     return None
 
 

@@ -77,7 +77,8 @@ async def serve(router: Router, follower: RoutesFollower, port: int, management_
         loop.add_signal_handler(signum, stop.set)
     # no access log: a line per request would cost more than the routing (metrics count them)
     runners = [
-        web.AppRunner(router.app(), access_log=None),
+        # a client that goes away cancels its request upstream too (Ollama then stops generating)
+        web.AppRunner(router.app(), access_log=None, handler_cancellation=True),
         web.AppRunner(router.management_app(), access_log=None),
     ]
     for runner, listen in zip(runners, (port, management_port), strict=True):

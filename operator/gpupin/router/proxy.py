@@ -49,6 +49,13 @@ HOP_BY_HOP = frozenset(
 RETRY_STATUSES = frozenset({503})
 """Answers that mean "not this server, not now" (Ollama's queue is full): tried elsewhere."""
 
+LISTING_TIMEOUT = aiohttp.ClientTimeout(total=10)
+"""A listing or version asked of every server: one that does not answer within this is left out."""
+
+TRIES_PER_ADDRESS = 2
+"""Attempts per address for one request: a Service's address reaches another pod on a new
+connection (kube-proxy), so a Service is tried twice before it counts as failed."""
+
 
 class Router:
     """Forwards requests by model (see the module docstring). ``connect_timeout``: seconds to
@@ -101,7 +108,10 @@ class Router:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout, sock_read=None)
         # bytes pass as they come: no decompression (Content-Encoding goes through with them)
         self.session = aiohttp.ClientSession(
-            timeout=timeout, auto_decompress=False, connector=aiohttp.TCPConnector(limit=0)
+            timeout=timeout,
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=0),
+            skip_auto_headers=("Accept-Encoding",),  # only what the client asked for
         )
 
     async def _close(self, _: web.Application) -> None:
@@ -130,31 +140,32 @@ class Router:
         return await self._any(request, table)
 
     async def _routed(self, request: web.Request, table: RouteTable, body: bytes) -> web.StreamResponse:
-        tried: list[str] = []
+        attempts: list[str] = []
         failure = ""
         api = ROUTED[request.path]
         while True:
             started = time.perf_counter()
+            tried = [a for a in set(attempts) if attempts.count(a) >= TRIES_PER_ADDRESS]
             try:
                 model, backend = table.route(request.path, body, self.in_flight, tried)
             except RouteError as exc:
                 status, answer = exc.status, exc.body
-                if tried:  # every server of the model failed before answering
-                    status = 502
-                    answer = error_body(
-                        table.engine, api, f"{json.dumps(exc.body)}; last failure: {failure}", 502
-                    )
+                if attempts:  # every server of the model failed before answering: unavailable
+                    status = 503
+                    message = f"every server of the model failed before answering; the last: {failure}"
+                    answer = error_body(table.engine, api, message, 503)
                 self.requests.labels(model="", code=str(status)).inc()
-                return web.json_response(answer, status=status)
-            if tried:
+                retry = {"Retry-After": "1"} if status == 503 else None
+                return web.json_response(answer, status=status, headers=retry)
+            if attempts:
                 self.retries.labels(model=model).inc()
             self.in_flight[backend.address] += 1
             try:
                 response = await self._forward(request, backend, body, model, started)
             except _Unanswered as exc:
-                tried.append(backend.address)
+                attempts.append(backend.address)
                 failure = f"{backend.pod or backend.address}: {exc}"
-                log.warning("Server failed before answering; trying another", model=model, server=failure)
+                log.warning("Server failed before answering; trying again", model=model, server=failure)
                 continue
             finally:
                 self.in_flight[backend.address] -= 1
@@ -162,7 +173,13 @@ class Router:
             return response
 
     async def _forward(
-        self, request: web.Request, backend: Backend, body: bytes | None, model: str, started: float
+        self,
+        request: web.Request,
+        backend: Backend,
+        body: bytes | None,
+        model: str,
+        started: float,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> web.StreamResponse:
         """Send the request to ``backend`` and stream its answer back. Raises :class:`_Unanswered`
         when it fails before its answer's first byte reached the client."""
@@ -170,7 +187,9 @@ class Router:
         url = f"http://{backend.address}{request.rel_url}"
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
-            upstream = await self.session.request(request.method, url, data=body, headers=headers)
+            upstream = await self.session.request(
+                request.method, url, data=body, headers=headers, timeout=timeout or self.session.timeout
+            )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Unanswered(f"{type(exc).__name__}: {exc}") from exc
         async with upstream:
@@ -186,11 +205,17 @@ class Router:
                 "Transfer-Encoding", ""
             ):
                 response.content_length = upstream.content_length
-            await response.prepare(request)
             try:
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # after bytes went out
+            except ConnectionResetError:  # the client went away: nothing more to send, no one to tell
+                return response
+            except (
+                TimeoutError,
+                aiohttp.ClientError,
+                OSError,
+            ) as exc:  # the server failed after bytes went out
                 log.warning(
                     "Server failed while answering", model=model, server=backend.address, error=str(exc)
                 )
@@ -212,7 +237,7 @@ class Router:
 
     async def _get_json(self, url: str) -> Any:
         assert self.session is not None
-        async with self.session.get(url) as answer:
+        async with self.session.get(url, timeout=LISTING_TIMEOUT) as answer:
             answer.raise_for_status()
             return json.loads(await answer.read())
 
@@ -221,7 +246,7 @@ class Router:
         failures = []
         for backend in table.ready():
             try:
-                return await self._forward(request, backend, None, "", time.perf_counter())
+                return await self._forward(request, backend, None, "", time.perf_counter(), LISTING_TIMEOUT)
             except _Unanswered as exc:
                 failures.append(f"{backend.pod or backend.address}: {exc}")
         api = api_of(request.path)

@@ -12,7 +12,8 @@ Shapes:
   when placements change (the edge swaps the reference: requests in flight keep theirs).
 
 Model names are matched as the engine matches them: Ollama's short form (``llama3.2`` is
-``llama3.2:latest``, ``registry.ollama.ai/library/`` left out, case kept; see
+``llama3.2:latest``, ``registry.ollama.ai/library/`` left out, case ignored as Ollama's
+``model.Name`` ignores it; see
 :func:`gpupin.engines.ollama_scripts.ollama_names`), vLLM's ``--served-model-name`` exactly.
 """
 
@@ -96,7 +97,7 @@ class RouteTable:
 
     def key(self, model: str) -> str:
         """The name a request's ``model`` is matched by."""
-        return ollama_names([model])[0] if self.engine == "ollama" else model
+        return ollama_names([model])[0].casefold() if self.engine == "ollama" else model
 
     @property
     def models(self) -> list[str]:
@@ -172,8 +173,8 @@ def error_body(engine: str, api: Api, message: str, status: int) -> dict[str, An
     )
     if engine == "vllm":
         return {"object": "error", "message": message, "type": kind, "param": None, "code": status}
-    return {"error": {"message": message, "type": "invalid_request_error" if status < 500 else "api_error",
-                      "param": None, "code": None}}  # fmt: skip
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
 def merge_listing(path: str, table: RouteTable, answers: Sequence[Any]) -> dict[str, Any]:
