@@ -35,7 +35,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf  # noqa: E402
+from ollama_server import OllamaServer, engine_problem, write_tiny_gguf  # noqa: E402
 
 
 def _free_port() -> int:
@@ -118,13 +118,7 @@ def main(argv: list[str]) -> int:
         "--requests", type=int, default=300, help="requests per way for the one-at-a-time rows"
     )
     args = parser.parse_args(argv)
-    if ollama_binary() is None:
-        print(
-            "router benchmark: $GPUPIN_ENGINES_BIN is unset (make bench-router builds Ollama)",
-            file=sys.stderr,
-        )
-        return 2
-    problem = isolation_problem()
+    problem = engine_problem()
     if problem:
         print(f"router benchmark: {problem}", file=sys.stderr)
         return 2

@@ -80,6 +80,13 @@ def ollama_binary() -> Path | None:
 
 
 @functools.cache
+def engine_problem() -> str | None:
+    """Why the real Ollama server cannot run here (its build not given, or no isolation), or None."""
+    if ollama_binary() is None:
+        return f"${ENGINES_BIN_ENV} is unset: `make test` builds the real Ollama (hack/build-engines.sh)"
+    return isolation_problem()
+
+
 def isolation_problem() -> str | None:
     """Why :class:`OllamaServer` cannot isolate a server here, or None when it can."""
     if os.geteuid() != 0:

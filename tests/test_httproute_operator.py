@@ -99,3 +99,26 @@ def test_an_ollama_deployment_gets_an_http_route_the_api_server_accepts(env: Env
             env.cluster.kubectl(
                 "delete", "crd", f"{plural}.gateway.networking.k8s.io", "--wait=false", check=False
             )
+
+
+def test_without_the_gateway_api_the_deployments_are_served_and_the_log_says_why(env: Env) -> None:
+    """``--gateway`` on a cluster without the Gateway API's CRDs: one error at start, no HTTPRoute,
+    and every deployment placed as without the flag (not a crash loop, not a refusal)."""
+    for plural in CRDS:
+        env.cluster.kubectl(
+            "delete", "crd", f"{plural}.gateway.networking.k8s.io", "--ignore-not-found", check=False
+        )
+    wait_for(
+        lambda: (
+            env.cluster.kubectl("get", "crd", "httproutes.gateway.networking.k8s.io", check=False).returncode
+            != 0
+        ),
+        timeout=60,
+        what="no HTTPRoute CRD",
+    )
+    env.node("workstation", RTX_4070, RTX_2060)
+    operator = env.operator("--gateway", "infra/llm-gateway")
+    env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}])
+    wait_for(env.placed("assistant"), what="Placed=True")
+    wait_for(lambda: len(env.pods()) == 1, what="the pod")
+    assert "does not serve the Gateway API" in operator.log.read_text(), operator.tail()

@@ -44,7 +44,7 @@ from gpupin.planner import plan
 from gpupin.render import RenderConfig, render
 
 from helpers import A10, A100_80, deployment, inventory, models, node, workstation
-from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf
+from ollama_server import OllamaServer, engine_problem, write_tiny_gguf
 
 EMBEDDING_MODELS = {"nomic-embed-text"}
 SEED = deployment(
@@ -57,11 +57,7 @@ LOAD_TIMEOUT = 90.0
 
 @pytest.fixture(scope="module", autouse=True)
 def _engine() -> None:
-    if ollama_binary() is None:
-        pytest.skip(
-            "$GPUPIN_ENGINES_BIN is unset: `make test` builds the real Ollama (hack/build-engines.sh)"
-        )
-    problem = isolation_problem()
+    problem = engine_problem()
     if problem:
         pytest.skip(problem)
 

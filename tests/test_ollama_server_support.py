@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ollama_server import EngineUnavailable, OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf
+from ollama_server import EngineUnavailable, OllamaServer, engine_problem, write_tiny_gguf
 
 POD_ENV = {"OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_MODELS": "/models", "OLLAMA_KEEP_ALIVE": "-1"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaServer]:
-    if ollama_binary() is None:
-        pytest.skip("$GPUPIN_ENGINES_BIN is unset: run `hack/build-engines.sh` and export its output")
-    problem = isolation_problem()
+    problem = engine_problem()
     if problem:
         pytest.skip(problem)
     folder = tmp_path_factory.mktemp("gguf")

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from gpupin.router.proxy import Router
 from gpupin.router.table import Backend, RouteTable
 
-from ollama_server import OllamaServer, isolation_problem, ollama_binary, write_tiny_gguf
+from ollama_server import OllamaServer, engine_problem, write_tiny_gguf
 
 Servers = dict[str, OllamaServer]
 Routed = tuple[Router, TestServer, aiohttp.ClientSession]
@@ -53,11 +53,7 @@ def _server(models: dict[str, bool], folder: Path) -> OllamaServer:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, OllamaServer]]:
-    if ollama_binary() is None:
-        pytest.skip(
-            "$GPUPIN_ENGINES_BIN is unset: `make test` builds the real Ollama (hack/build-engines.sh)"
-        )
-    problem = isolation_problem()
+    problem = engine_problem()
     if problem:
         pytest.skip(problem)
     folder = tmp_path_factory.mktemp("router-gguf")
