@@ -93,6 +93,7 @@ def test_an_ollama_deployment_gets_an_http_route_the_api_server_accepts(env: Env
         )
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
+        operator.stop()  # before its rights go
     finally:
         revoke(env.cluster, name)
         for plural in CRDS:  # the cluster is shared: other tests list CRDs (kopf) through a proxy

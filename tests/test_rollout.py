@@ -372,3 +372,34 @@ def test_a_changed_network_policy_is_created_before_the_old_one_goes() -> None:
     both = [policy("chat-gpupin-a"), policy("chat-gpupin-b")]
     second = converge([policy("chat-gpupin-b")], [], [], [], [], DEFAULT_POLICY, network_policies=both)
     assert second.create == [] and second.delete == [(policy("chat-gpupin-a"), None)]
+
+
+def test_router_objects_are_written_over_in_place_services_are_made_again() -> None:
+    """A changed router Deployment, routes ConfigMap or HTTPRoute is replaced in place (the
+    Deployment controller then rolls the router's pod: the endpoint is never without one); a
+    changed Service is deleted and made again, as before; one whose create is in flight is left."""
+
+    def obj(kind: str, name: str, spec_hash: str, resource_version: str = "7") -> dict[str, Any]:
+        labels = {constants.SPEC_HASH_LABEL: spec_hash}
+        return {
+            "kind": kind,
+            "metadata": {"name": name, "labels": labels, "resourceVersion": resource_version},
+        }
+
+    desired = [
+        obj("Deployment", "a-router", "new"),
+        obj("ConfigMap", "a-router", "new"),
+        obj("Service", "a", "new"),
+    ]
+    for item in desired:
+        del item["metadata"]["resourceVersion"]
+    existing = [
+        obj("Deployment", "a-router", "old"),
+        obj("ConfigMap", "a-router", "old", "0"),
+        obj("Service", "a", "old"),
+    ]
+    step = converge(desired, [], [], [existing[2]], [], DEFAULT_POLICY, routers=existing[:2])
+    assert [(o["kind"], o["metadata"]["resourceVersion"]) for o in step.replace] == [("Deployment", "7")]
+    assert step.replace[0]["metadata"]["labels"][constants.SPEC_HASH_LABEL] == "new"
+    assert [(o["kind"], o["metadata"]["name"]) for o, _ in step.delete] == [("Service", "a")]
+    assert step.create == [] and step.waiting, "the Service is made again once the old one is gone"

@@ -116,7 +116,26 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
             ),
             what="the routes without nomic-embed-text",
         )
-        assert _router(env, "assistant")[2]["metadata"]["uid"] == router["metadata"]["uid"]
+        _, new_routes, same_router = _router(env, "assistant")
+        assert same_router["metadata"]["uid"] == router["metadata"]["uid"]
+        assert new_routes["metadata"]["uid"] == routes["metadata"]["uid"], "the routes are written in place"
+
+        # a new gpupin image (an upgrade): the router's Deployment is updated in place, so the
+        # Deployment controller rolls its pod (maxUnavailable 0) instead of the endpoint going away
+        operator.stop()
+        operator = env.operator("--router-image", f"{IMAGE}-next", kubeconfig=kubeconfig)
+        upgraded = wait_for(
+            lambda: (
+                (d := _router(env, "assistant")[2]) is not None
+                and d["spec"]["template"]["spec"]["containers"][0]["image"] == f"{IMAGE}-next"
+                and d
+            ),
+            what="the router's Deployment on the new image",
+        )
+        assert upgraded["metadata"]["uid"] == router["metadata"]["uid"]
+        wait_for(
+            lambda: '"event": "Replaced Deployment in place"' in operator.log.read_text(), what="the log"
+        )
 
         env.delete("assistant")
         wait_for(
@@ -124,6 +143,7 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
         )
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
+        operator.stop()  # before its rights go
     finally:
         revoke(env.cluster, name)
 

@@ -157,6 +157,12 @@ class Kube:
         )
         return result
 
+    def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT the object over its namesake; ``metadata.resourceVersion`` (required) makes it
+        conditional: 409 when the object changed since."""
+        result: dict[str, Any] = self.request("PUT", ref_of(obj).path(), obj)
+        return result
+
     def delete(self, obj: dict[str, Any], grace_period_seconds: int | None = None) -> None:
         """Delete by name, preconditioned on the uid we saw, so a namesake created since is safe."""
         body: dict[str, Any] = {

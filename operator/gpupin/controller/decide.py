@@ -56,6 +56,8 @@ class EventSpec:
 class Actions:
     create: list[dict[str, Any]] = field(default_factory=list)
     delete: list[tuple[dict[str, Any], int | None]] = field(default_factory=list)
+    replace: list[dict[str, Any]] = field(default_factory=list)
+    """Children written over in place (with the resourceVersion they replace)."""
     """(object, grace period): 0 for pods whose node is gone (no kubelet will ever confirm)."""
     status: dict[str, Any] | None = None
     """The full status to write, or None when it is unchanged."""
@@ -203,6 +205,7 @@ def decide(
         )
         if rejected is None:
             actions.create, actions.waiting = step.create, step.waiting
+            actions.replace = step.replace
             actions.delete.extend(step.delete)
             _child_events(actions, plan, step)
         else:  # the API server refused what this plan makes: write nothing more, try nothing

@@ -13,7 +13,8 @@ Why each rule is there:
 - CustomResourceDefinitions: read only, kopf discovers resources through them;
 - NetworkPolicies: watched, created and deleted like Services — only with ``--network-policy``;
 - ConfigMaps and Deployments: the routers' (:mod:`gpupin.routerobjects`), watched, created and
-  deleted like Services — only with ``--router-image``; HTTPRoutes likewise, only with ``--gateway``.
+  deleted like Services and updated in place (a new image rolls the router's pod) — only with
+  ``--router-image``; HTTPRoutes likewise, only with ``--gateway``.
 
 Which rules are namespaced: an operator that serves every namespace gets all of them cluster-wide
 (:data:`RULES`); one that serves only some (``--namespace``) gets :data:`CLUSTER_RULES` cluster-wide,
@@ -74,17 +75,17 @@ NETWORK_POLICY_RULES: list[dict[str, Any]] = [
 :data:`NAMESPACED_RULES`: an operator that makes none asks for none."""
 
 ROUTER_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*WATCH, "create", "delete"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*WATCH, "create", "delete"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": [*WATCH, "create", "update", "delete"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": [*WATCH, "create", "update", "delete"]},
 ]
 """Where the operator makes routers (``--router-image``): their routes (ConfigMaps) and
-Deployments, label-selected like Services, beside :data:`NAMESPACED_RULES`."""
+Deployments, label-selected like Services and updated in place, beside :data:`NAMESPACED_RULES`."""
 
 GATEWAY_RULES: list[dict[str, Any]] = [
     {
         "apiGroups": ["gateway.networking.k8s.io"],
         "resources": ["httproutes"],
-        "verbs": [*WATCH, "create", "delete"],
+        "verbs": [*WATCH, "create", "update", "delete"],
     },
 ]
 """Where the operator makes HTTPRoutes (``--gateway``), beside :data:`NAMESPACED_RULES`."""

@@ -54,6 +54,9 @@ class Step:
 
     create: list[Obj] = field(default_factory=list)
     delete: list[tuple[Obj, int | None]] = field(default_factory=list)
+    replace: list[Obj] = field(default_factory=list)
+    """Objects written over their namesakes in place (:data:`IN_PLACE`), each with the
+    resourceVersion of the one it replaces."""
     waiting: bool = False
     """A planned object waits for an old one to go: reconcile again when it is gone."""
     target: int = 0
@@ -228,6 +231,12 @@ def create_stages(objects: list[Obj]) -> list[list[Obj]]:
     return [stages[rank] for rank in sorted(stages)]
 
 
+IN_PLACE = frozenset({"Deployment", "ConfigMap", "HTTPRoute"})
+"""Kinds whose changed objects are written over in place, not deleted and made again: the router's
+Deployment rolls its pod (an endpoint never without one), its routes and an HTTPRoute change
+under the clients that use them."""
+
+
 def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> None:
     """Services, claim templates and NetworkPolicies (``children``: the deployment's): replaced when
     their hash changed (recreated once the old one is gone), deleted when the plan has no place for
@@ -238,6 +247,13 @@ def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> Non
     successor_missing = any(k[0] == "NetworkPolicy" and k not in existing for k in wanted)
     for key, obj in existing.items():
         target = wanted.get(key)
+        if target is not None and key[0] in IN_PLACE and spec_hash_of(target) != spec_hash_of(obj):
+            resource_version = obj["metadata"].get("resourceVersion")
+            if resource_version and resource_version != "0":  # not one whose create is in flight
+                step.replace.append(
+                    {**target, "metadata": {**target["metadata"], "resourceVersion": resource_version}}
+                )
+            continue
         if target is None or spec_hash_of(target) != spec_hash_of(obj):
             if key[0] == "NetworkPolicy" and successor_missing:
                 step.waiting = True  # deleted once its successor exists
@@ -245,7 +261,7 @@ def _converge_others(step: Step, desired: list[Obj], children: list[Obj]) -> Non
             step.delete.append((obj, None))
     for key, obj in wanted.items():
         if key in existing:
-            if spec_hash_of(existing[key]) != spec_hash_of(obj):
+            if key[0] not in IN_PLACE and spec_hash_of(existing[key]) != spec_hash_of(obj):
                 step.waiting = True  # recreated once the old one is gone
             continue
         step.create.append(obj)

@@ -233,7 +233,7 @@ class Reconciler:
             self.writes.store(obj).mark_deleting(obj)
         self._resync_holds(key)  # what it holds now: its pods, the ones about to be created included
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        if not (actions.create or actions.delete or actions.status or actions.events):
+        if not (actions.create or actions.delete or actions.replace or actions.status or actions.events):
             self._done(key, actions)
             metrics.RECONCILES.labels(result="unchanged").inc()
             return None

@@ -199,6 +199,7 @@ class ApiWrites:
         try:
             for stage in create_stages(actions.create):
                 await asyncio.gather(*(self.create(obj, logger) for obj in stage))
+            await asyncio.gather(*(self.replace(obj, logger) for obj in actions.replace))
         except Exception as exc:  # the status patch is awaited all the same (its outcome is news too)
             failure = exc
         if patch is not None:
@@ -220,6 +221,14 @@ class ApiWrites:
             raise Rejected.of(obj, exc) or exc from exc
         self.store(obj).upsert(created)
         logger.info(f"Created {obj['kind']}", object=obj["metadata"]["name"])
+
+    async def replace(self, obj: dict[str, Any], logger: Any) -> None:
+        try:
+            replaced = await self._call(self._writes, self.kube.replace, obj)
+        except ApiError as exc:
+            raise Rejected.of(obj, exc) or exc from exc
+        self.store(obj).upsert(replaced)
+        logger.info(f"Replaced {obj['kind']} in place", object=obj["metadata"]["name"])
 
     async def trial(self, obj: dict[str, Any]) -> None:
         """Create ``obj`` as a server-side dry run (under a generated name: its namesake may still
