@@ -233,7 +233,7 @@ def create_stages(objects: list[Obj]) -> list[list[Obj]]:
 
 IN_PLACE = frozenset({"Deployment", "ConfigMap", "HTTPRoute"})
 """Kinds whose changed objects are written over in place, not deleted and made again: the router's
-Deployment rolls its pod (an endpoint never without one), its routes and an HTTPRoute change
+Deployment rolls its pod (``maxUnavailable: 0``), its routes and an HTTPRoute change
 under the clients that use them."""
 
 

@@ -215,20 +215,22 @@ class ApiWrites:
         logger.info(f"Deleted {obj['kind']}", object=obj["metadata"]["name"])
 
     async def create(self, obj: dict[str, Any], logger: Any) -> None:
-        try:
-            created = await self._call(self._writes, self.kube.create, obj)
-        except ApiError as exc:
-            raise Rejected.of(obj, exc) or exc from exc
-        self.store(obj).upsert(created)
-        logger.info(f"Created {obj['kind']}", object=obj["metadata"]["name"])
+        await self._store_write(self.kube.create, obj, logger, "Created {}")
 
     async def replace(self, obj: dict[str, Any], logger: Any) -> None:
+        await self._store_write(self.kube.replace, obj, logger, "Replaced {} in place")
+
+    async def _store_write(
+        self, call: Callable[[dict[str, Any]], dict[str, Any]], obj: dict[str, Any], logger: Any, done: str
+    ) -> None:
+        """``call(obj)`` (a create or a replace); the cache takes the API server's answer. Raises
+        :class:`Rejected` for a refusal retrying will not fix, else the :class:`ApiError`."""
         try:
-            replaced = await self._call(self._writes, self.kube.replace, obj)
+            written = await self._call(self._writes, call, obj)
         except ApiError as exc:
             raise Rejected.of(obj, exc) or exc from exc
-        self.store(obj).upsert(replaced)
-        logger.info(f"Replaced {obj['kind']} in place", object=obj["metadata"]["name"])
+        self.store(obj).upsert(written)
+        logger.info(done.format(obj["kind"]), object=obj["metadata"]["name"])
 
     async def trial(self, obj: dict[str, Any]) -> None:
         """Create ``obj`` as a server-side dry run (under a generated name: its namesake may still

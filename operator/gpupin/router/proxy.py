@@ -30,6 +30,7 @@ from prometheus_client import Counter as Metric
 from gpupin.router.table import (
     LISTINGS,
     ROUTED,
+    Api,
     Backend,
     RouteError,
     RouteTable,
@@ -132,17 +133,18 @@ class Router:
         if path in ROUTED:
             if request.method != "POST":
                 return web.json_response(error_body(table.engine, api, "method not allowed", 405), status=405)
-            return await self._routed(request, table, await request.read())
+            return await self._routed(request, table, await request.read(), api)
         if request.method not in ("GET", "HEAD"):
             return web.json_response(error_body(table.engine, api, "method not allowed", 405), status=405)
         if path in LISTINGS:
             return await self._listing(request, table)
         return await self._any(request, table)
 
-    async def _routed(self, request: web.Request, table: RouteTable, body: bytes) -> web.StreamResponse:
+    async def _routed(
+        self, request: web.Request, table: RouteTable, body: bytes, api: Api
+    ) -> web.StreamResponse:
         attempts: list[str] = []
         failure = ""
-        api = ROUTED[request.path]
         while True:
             started = time.perf_counter()
             tried = [a for a in set(attempts) if attempts.count(a) >= TRIES_PER_ADDRESS]

@@ -28,17 +28,11 @@ from gpupin.engines.ollama_scripts import ollama_names
 
 Api = Literal["ollama", "openai"]
 
-ROUTED: Mapping[str, Api] = {
-    "/api/chat": "ollama",
-    "/api/generate": "ollama",
-    "/api/embed": "ollama",
-    "/api/embeddings": "ollama",
-    "/api/show": "ollama",
-    "/v1/chat/completions": "openai",
-    "/v1/completions": "openai",
-    "/v1/embeddings": "openai",
-}
-"""POST paths routed by the ``model`` field of their JSON body, and whose error shape they use."""
+ROUTED = frozenset(
+    {"/api/chat", "/api/generate", "/api/embed", "/api/embeddings", "/api/show",
+     "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+)  # fmt: skip
+"""POST paths routed by the ``model`` field of their JSON body (their API: :func:`api_of`)."""
 
 LISTINGS: Mapping[str, str] = {"/api/tags": "models", "/api/ps": "models", "/v1/models": "data"}
 """GET paths answered with the union of every ready backend's answer: path → the list's key."""
@@ -47,7 +41,7 @@ ANY_BACKEND = frozenset({"/", "/api/version"})
 """GET paths any ready backend answers alike."""
 
 ENGINE_PATHS: Mapping[str, frozenset[str]] = {
-    "ollama": frozenset(ROUTED) | frozenset(LISTINGS) | ANY_BACKEND,
+    "ollama": ROUTED | frozenset(LISTINGS) | ANY_BACKEND,
     "vllm": frozenset(p for p in ROUTED if p.startswith("/v1/")) | {"/v1/models", "/version"},
 }
 """What the router serves per engine (vLLM has no Ollama API; its version is at ``/version``)."""
@@ -127,7 +121,7 @@ class RouteTable:
         earliest in the table on a tie. Raises :class:`RouteError`: 400 without a model, 404 for a
         model no backend serves (the body lists those served), 503 when none of its backends is
         ready (or all were tried)."""
-        api = ROUTED[path]
+        api = api_of(path)
         model = model_of(body, path)
         if model is None:
             raise RouteError(400, error_body(self.engine, api, 'missing the "model" field (a string)', 400))
