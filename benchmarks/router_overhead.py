@@ -9,10 +9,12 @@ same run, alternating request by request (so a drift in the machine's speed move
    the router, p50 and p99, and what the router adds;
 2. ``/api/generate`` streamed (8 tokens), one at a time: time to the first chunk (TTFT) and to
    the last, direct and routed;
-3. 64 streams at once, direct then routed (each a burst of its own): TTFT p50 and p99.
+3. 64 streams at once, bursts alternating direct and routed (``--bursts``, 5 each): TTFT p50
+   and p99 over every burst's streams.
 
-Prints the figures and the added milliseconds beside the direct floor. Goal: ≤ 1 ms added at
-p50. Run: ``make bench-router`` (or ``python benchmarks/router_overhead.py [--requests N]``).
+Prints the figures and the added milliseconds beside the direct floor, and the router process's
+own CPU time per request (user + system, from /proc: what sizes its pod's CPU request). Goal:
+≤ 1 ms added at p50. Run: ``make bench-router`` (or ``python benchmarks/router_overhead.py [--requests N]``).
 """
 
 from __future__ import annotations
@@ -82,7 +84,14 @@ async def _alternating(
     return results
 
 
-async def measure(direct: str, routed: str, requests: int) -> None:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(direct: str, routed: str, requests: int, bursts: int, router_pid: int) -> None:
+    cpu_before = _cpu_seconds(router_pid)
     async with aiohttp.ClientSession() as session:
         for base in (direct, routed):  # warm: models loaded, connections open
             await _embed(session, base)
@@ -97,19 +106,29 @@ async def measure(direct: str, routed: str, requests: int) -> None:
         d50, d99 = _ms([s[index] for s in streams["direct"]])  # type: ignore[index]
         r50, r99 = _ms([s[index] for s in streams["routed"]])  # type: ignore[index]
         rows.append((label, d50, d99, r50, r99))
-    for label, base in (("direct", direct), ("routed", routed)):
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            burst = await asyncio.gather(*(_stream(session, base) for _ in range(64)))
-        if label == "direct":
-            d50, d99 = _ms([b[0] for b in burst])
-        else:
-            r50, r99 = _ms([b[0] for b in burst])
-    rows.append(("stream TTFT, 64 at once", d50, d99, r50, r99))
+    one_by_one = requests + 2 * (requests // 3) + 2  # routed requests so far, warm-up included
+    cpu_one_by_one = _cpu_seconds(router_pid) - cpu_before
+    ttft: dict[str, list[float]] = {"direct": [], "routed": []}
+    cpu_before = _cpu_seconds(router_pid)
+    for i in range(bursts):
+        for label in ("direct", "routed") if i % 2 else ("routed", "direct"):
+            base = direct if label == "direct" else routed
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+                burst = await asyncio.gather(*(_stream(session, base) for _ in range(64)))
+            ttft[label] += [b[0] for b in burst]
+    cpu_bursts = _cpu_seconds(router_pid) - cpu_before
+    d50, d99 = _ms(ttft["direct"])
+    r50, r99 = _ms(ttft["routed"])
+    rows.append((f"stream TTFT, 64 at once ({bursts} bursts)", d50, d99, r50, r99))
     print("| | direct p50 | direct p99 | routed p50 | routed p99 | added p50 | added p99 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, d50, d99, r50, r99 in rows:
         print(f"| {label} | {d50:.2f} ms | {d99:.2f} ms | {r50:.2f} ms | {r99:.2f} ms | "
               f"**{r50 - d50:+.2f} ms** | {r99 - d99:+.2f} ms |")  # fmt: skip
+    print(
+        f"router CPU per request: {cpu_one_by_one / one_by_one * 1e3:.2f} ms one at a time, "
+        f"{cpu_bursts / (64 * bursts) * 1e3:.2f} ms per stream in the bursts (8 tokens each)"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -117,6 +136,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--requests", type=int, default=300, help="requests per way for the one-at-a-time rows"
     )
+    parser.add_argument("--bursts", type=int, default=5, help="bursts of 64 streams per way")
     args = parser.parse_args(argv)
     problem = engine_problem()
     if problem:
@@ -154,7 +174,8 @@ def main(argv: list[str]) -> int:
                     time.sleep(0.1)
             print(f"router benchmark — loopback, real Ollama (tiny models, CPU), {os.cpu_count()} CPUs; "
                   f"{args.requests} requests per way, alternating")  # fmt: skip
-            asyncio.run(measure(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{router_port}", args.requests))
+            asyncio.run(measure(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{router_port}",
+                                args.requests, args.bursts, router.pid))  # fmt: skip
         finally:
             if router is not None:
                 router.terminate()

@@ -328,3 +328,26 @@ def test_plain_manifests_install_the_same_thing(cluster: Cluster) -> None:
         cluster.kubectl(
             "delete", "namespace", "gpupin-system", "--wait=false", "--ignore-not-found", check=False
         )
+
+
+def test_router_pod_values_reach_every_router_pod(tmp_path: Path) -> None:
+    """operator.router's scheduling, pull secrets and resources go to the operator as one JSON
+    value that it reads back as they were given; by default it names none and the router keeps
+    its own requests."""
+    from gpupin.routerobjects import RouterPod, parse_router_pod
+
+    def router_pod(docs: list[dict[str, Any]]) -> RouterPod:
+        container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        return parse_router_pod({e["name"]: e.get("value") for e in container["env"]}["GPUPIN_ROUTER_POD"])
+
+    assert router_pod(render()) == RouterPod()
+    router = {
+        "nodeSelector": {"node-role/cpu": "true"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],
+        "priorityClassName": "llm-endpoints",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "resources": {"requests": {"cpu": "250m", "memory": "96Mi"}, "limits": {"memory": "512Mi"}},
+    }
+    given = router_pod(render(values={"operator": {"router": router}}, tmp=tmp_path))
+    assert given.pod_spec() == {k: v for k, v in router.items() if k != "resources"}
+    assert given.resources is not None and given.resources.model_dump() == router["resources"]

@@ -168,6 +168,13 @@ def test_relist_seconds(
             "gpupin: --network-policy-namespaces: label kubernetes.io/metadata.name named twice; the labels are "
             "ANDed (a namespace must carry all of them), so a namespace cannot match two values of one key",
         ),
+        (
+            "router_pod",
+            '{"tolerations": [{"key": "gpu", "effect": "Never"}]}',
+            "gpupin: --router-pod: tolerations.0.effect: Input should be 'NoSchedule', 'PreferNoSchedule' or "
+            "'NoExecute' (expected a JSON object with nodeSelector, tolerations, imagePullSecrets, "
+            "priorityClassName, resources)",
+        ),
     ],
 )
 def test_a_bad_setting_in_the_environment_is_a_one_line_error(

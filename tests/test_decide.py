@@ -375,3 +375,52 @@ def test_a_tightened_policy_refuses_the_spec_and_keeps_what_serves() -> None:
     assert [(e.type, e.reason) for e in refused.events] == [("Warning", reasons.POLICY_REFUSED)]
     again = reconcile({**body, "status": refused.status}, children, tightened)
     assert (again.create, again.delete, again.status, again.events) == ([], [], None, [])
+
+
+def test_a_routed_deployment_reports_its_endpoint_and_whether_its_router_answers() -> None:
+    """With a router, status.endpoint names the one address and EndpointReady follows the
+    router's Deployment: False while it is made or has no ready pod (with the Deployment's own
+    words and where to look), True once a pod is ready. A vLLM deployment has neither."""
+    from gpupin.api.v1alpha1 import LLMDeployment
+
+    cluster = inventory(node("w", RTX_4070, RTX_2060))
+    config = RenderConfig(router_image="ghcr.io/example/gpupin:1", require_gpu=False)
+
+    def status(spec: dict[str, Any], routers: list[dict[str, Any]]) -> dict[str, Any]:
+        body = _body(spec)
+        deployment = LLMDeployment.model_validate(body)
+        plan = Planner(cluster).plan(deployment)
+        actions = decide(body, deployment, None, plan, [], [], [], cluster, config, NOW, routers=routers)
+        return actions.status
+
+    ollama = {"engine": "ollama", "models": [{"name": "llama3.1:8b"}, {"name": "nomic-embed-text"}]}
+    made = status(ollama, [])
+    assert made["endpoint"] == "chat.default.svc:11434"
+    endpoint = condition(made, reasons.ENDPOINT_READY)
+    assert endpoint is not None and (endpoint["status"], endpoint["reason"]) == (
+        "False",
+        reasons.ROUTER_NOT_READY,
+    )
+    assert "router Deployment chat-router is being created" in endpoint["message"]
+
+    router = {"kind": "Deployment", "metadata": {"name": "chat-router", "namespace": "default"}, "status": {
+        "conditions": [{"type": "Available", "status": "False", "message": "Deployment does not have minimum availability."}],
+    }}  # fmt: skip
+    waiting = condition(status(ollama, [router]), reasons.ENDPOINT_READY)
+    assert waiting is not None and waiting["status"] == "False"
+    assert "no ready pod (Deployment does not have minimum availability.)" in waiting["message"]
+    assert "kubectl -n default describe deployment chat-router" in waiting["message"]
+    other = {
+        **router,
+        "metadata": {"name": "another-router", "namespace": "default"},
+        "status": {"readyReplicas": 1},
+    }
+    assert condition(status(ollama, [other]), reasons.ENDPOINT_READY)["status"] == "False", (
+        "its own router only"
+    )
+
+    ready = condition(status(ollama, [{**router, "status": {"readyReplicas": 1}}]), reasons.ENDPOINT_READY)
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", reasons.ROUTER_READY)
+
+    vllm = status({"engine": "vllm", "models": [{"name": "Qwen/Qwen2.5-0.5B-Instruct"}]}, [])
+    assert "endpoint" not in vllm and condition(vllm, reasons.ENDPOINT_READY) is None

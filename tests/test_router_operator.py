@@ -49,8 +49,13 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
     grant(env.cluster, env.namespace, "gpupin", name, [*rbac.RULES, *rbac.ROUTER_RULES])
     try:
         kubeconfig = token_kubeconfig(env.cluster, env.namespace, "gpupin", env.tmp / "sa.kubeconfig")
-        env.node("workstation", RTX_4070, RTX_2060)
-        operator = env.operator("--router-image", IMAGE, kubeconfig=kubeconfig)
+        workstation = env.node("workstation", RTX_4070, RTX_2060).name
+        # router pods only on nodes labelled for them: none is, so the endpoint waits and says why
+        role = f"gpupin.test/router-{env.suffix}"
+        router_pod = json.dumps(
+            {"nodeSelector": {role: "yes"}, "tolerations": [{"key": "x", "operator": "Exists"}]}
+        )
+        operator = env.operator("--router-image", IMAGE, "--router-pod", router_pod, kubeconfig=kubeconfig)
         models = [{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}, {"name": "nomic-embed-text"}]
         env.apply("assistant", engine="ollama", models=models)
         service, routes, router = wait_for(
@@ -83,6 +88,31 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
             "--routes",
             "/etc/gpupin/routes/routes.yaml",
         ]
+        assert template["spec"]["nodeSelector"] == {role: "yes"}
+        assert template["spec"]["tolerations"] == [{"key": "x", "operator": "Exists"}]
+        waiting = wait_for(
+            lambda: (
+                (c := env.cluster.condition(env.namespace, "assistant", "EndpointReady"))
+                and c["status"] == "False"
+                and "no ready pod" in c["message"]
+                and c
+            ),
+            what="EndpointReady=False while the router's pod cannot be scheduled",
+        )
+        assert waiting["reason"] == "RouterNotReady"
+        assert "describe deployment assistant-router" in waiting["message"], waiting
+        env.cluster.kubectl("label", "node", workstation, f"{role}=yes")
+        routed = wait_for(
+            lambda: (
+                (c := env.cluster.condition(env.namespace, "assistant", "EndpointReady"))
+                and c["status"] == "True"
+                and c
+            ),
+            what="EndpointReady=True once the router's pod is ready",
+        )
+        assert routed["reason"] == "RouterReady"
+        address = f"assistant.{env.namespace}.svc:11434"
+        assert env.cluster.deployment(env.namespace, "assistant")["status"]["endpoint"] == address
         labels = template["metadata"]["labels"]
         assert constants.MANAGED_BY_LABEL not in labels and constants.DEPLOYMENT_LABEL not in labels, (
             "the router's pods must not pass for the deployment's servers"
@@ -123,7 +153,9 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
         # a new gpupin image (an upgrade): the router's Deployment is updated in place, so the
         # Deployment controller rolls its pod (maxUnavailable 0) instead of the endpoint going away
         operator.stop()
-        operator = env.operator("--router-image", f"{IMAGE}-next", kubeconfig=kubeconfig)
+        operator = env.operator(
+            "--router-image", f"{IMAGE}-next", "--router-pod", router_pod, kubeconfig=kubeconfig
+        )
         upgraded = wait_for(
             lambda: (
                 (d := _router(env, "assistant")[2]) is not None

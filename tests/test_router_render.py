@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from gpupin import constants
 from gpupin.planner import plan
 from gpupin.render import RenderConfig, render
@@ -91,3 +93,56 @@ def test_router_names_are_dns_labels() -> None:
     for name in ("assistant", "a" * 63, "a" * 56, "chat.v2"):
         assert is_dns_1035_label(router_name(name)) and len(router_name(name)) <= 63
     assert router_name("a" * 63) != router_name("a" * 62)
+
+
+def test_the_operators_router_pod_settings_reach_the_router_deployment() -> None:
+    """--router-pod's scheduling, pull secrets and resources are the router pod's; without them it
+    asks for 50m CPU and 64Mi and names no node."""
+    from gpupin.routerobjects import parse_router_pod
+
+    plain = _router_parts(_objects())["Deployment"]["spec"]["template"]["spec"]
+    assert "nodeSelector" not in plain and "tolerations" not in plain and "imagePullSecrets" not in plain
+    assert plain["containers"][0]["resources"]["requests"] == {"cpu": "50m", "memory": "64Mi"}
+    settings = parse_router_pod(
+        json.dumps({
+            "nodeSelector": {"pool": "cpu"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "imagePullSecrets": [{"name": "regcred"}],
+            "priorityClassName": "endpoints",
+            "resources": {"requests": {"cpu": "200m"}},
+        })
+    )  # fmt: skip
+    config = RenderConfig(router_image=ROUTED.router_image, router_pod=settings)
+    deployment = _router_parts(_objects(config))["Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"pool": "cpu"}
+    assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["priorityClassName"] == "endpoints"
+    assert spec["containers"][0]["resources"] == {"requests": {"cpu": "200m"}}
+    plain_hash = _router_parts(_objects())["Deployment"]["metadata"]["labels"]
+    assert deployment["metadata"]["labels"] != plain_hash, "a change of settings rolls the router"
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ('{"nodeselector": {}}', "nodeselector: Extra inputs are not permitted"),
+        ('{"tolerations": [{"effect": "Never"}]}', "tolerations.0.effect: Input should be 'NoSchedule'"),
+        (
+            '{"resources": {"requests": {"cpu": "lots"}}}',
+            "resources.requests.cpu: 'lots' is not a Kubernetes quantity",
+        ),
+        ('{"resources": {"requests": {"nvidia.com/gpu": "1"}}}', "Input should be 'cpu' or 'memory'"),
+        ('{"imagePullSecrets": ["regcred"]}', "imagePullSecrets.0: Input should be an object"),
+        ('{"priorityClassName": "High"}', "'High' is not an object name"),
+        ("[]", "the value: Input should be an object"),
+        ("{", "the value: Invalid JSON"),
+    ],
+)
+def test_bad_router_pod_settings_name_the_field(given: str, says: str) -> None:
+    from gpupin.routerobjects import parse_router_pod
+
+    with pytest.raises(ValueError) as caught:
+        parse_router_pod(given)
+    assert str(caught.value).startswith("--router-pod: ") and says in str(caught.value), caught.value

@@ -10,6 +10,9 @@ from typing import Final
 PLACED: Final = "Placed"
 READY: Final = "Ready"
 DEGRADED: Final = "Degraded"
+ENDPOINT_READY: Final = "EndpointReady"
+"""Only for a deployment with a router (Ollama, the operator's --router-image): its one endpoint
+answers (the router's Deployment has a ready pod)."""
 
 # Placed=True
 PLACED_OK: Final = "Placed"
@@ -95,3 +98,8 @@ REFUSALS: Final = frozenset(
     }
 )
 WARNINGS: Final = frozenset({MIXED_GPUS_ALLOWED, DTYPE_FALLBACK})
+
+# EndpointReady
+ROUTER_READY: Final = "RouterReady"
+ROUTER_NOT_READY: Final = "RouterNotReady"
+"""The router's Deployment has no ready pod yet (starting, image not pulled, unschedulable)."""

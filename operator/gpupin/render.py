@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
@@ -35,7 +35,7 @@ from gpupin.httproute import http_routes
 from gpupin.pinning import PinningMode, PinningModeName
 from gpupin.placement import Placement, Plan
 from gpupin.quantity import GiB
-from gpupin.routerobjects import ROUTER_LABEL, ROUTER_PORT, router_objects
+from gpupin.routerobjects import ROUTER_LABEL, ROUTER_PORT, RouterPod, router_objects
 
 NetworkPolicyMode = Literal["none", "namespace"]
 NETWORK_POLICY_MODES: tuple[NetworkPolicyMode, ...] = ("none", "namespace")
@@ -68,12 +68,21 @@ class RenderConfig:
     router_image: str = ""
     """gpupin's own image: each Ollama deployment gets one endpoint, ``gpupin router`` in front of
     its per-model Services (:mod:`gpupin.routerobjects`); empty: no router."""
+    router_pod: RouterPod = field(default_factory=RouterPod)
+    """Scheduling, pull secrets and resources of every router pod."""
     gateway: tuple[str, str] | None = None
     """(namespace, name) of a Gateway: each Ollama deployment gets an HTTPRoute attached to it that
     routes by model (:mod:`gpupin.httproute`); namespace "" for the deployment's own; None: none."""
 
     def image(self, engine: Engine) -> str:
         return dict(self.images).get(engine.name) or engine.default_image
+
+
+def routed(config: RenderConfig, engine: str) -> bool:
+    """Whether a deployment of ``engine`` gets a router (one endpoint for its models): Ollama's,
+    where the operator has a router image. A vLLM deployment's one Service already serves its
+    whole model set."""
+    return bool(config.router_image) and engine == "ollama"
 
 
 def render(
@@ -92,14 +101,15 @@ def render(
         objects.extend(mode.objects(deployment.metadata.namespace, placement, dict(labels)))
         objects.append(render_pod(deployment, placement, config, engine, mode, sizes))
     objects.extend(engine.services(deployment, labels, selector(deployment)))
-    routed = bool(config.router_image) and engine.name == "ollama"
-    if routed:
-        objects.extend(router_objects(deployment, labels, engine.port, config.router_image))
+    if routed(config, engine.name):
+        objects.extend(
+            router_objects(deployment, labels, engine.port, config.router_image, config.router_pod)
+        )
     if config.gateway is not None and engine.name == "ollama":
         objects.extend(http_routes(deployment, labels, engine.port, config.gateway))
     if config.network_policy == "namespace":
         objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces))
-        if routed:  # the router exposes the servers: it admits the same clients
+        if routed(config, engine.name):  # the router exposes the servers: it admits the same clients
             router_pods = {ROUTER_LABEL: naming.label_value(deployment.metadata.name)}
             objects.append(network_policy(deployment, engine, labels, config.network_policy_namespaces,
                                           (router_pods, ROUTER_PORT)))  # fmt: skip

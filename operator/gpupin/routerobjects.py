@@ -22,10 +22,15 @@ other deployment, and its name, routes and metrics are that deployment's alone.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from gpupin import naming
-from gpupin.api.v1alpha1 import LLMDeployment
+from gpupin.api.v1alpha1 import OBJECT_NAME_PATTERN, LLMDeployment
+from gpupin.quantity import QUANTITY_PATTERN
 
 ROUTER_LABEL = "gpupin.dev/router"
 """Label of a router's pods: the deployment they route for (label value)."""
@@ -37,6 +42,90 @@ ROUTES_PATH = "/etc/gpupin/routes"
 ROUTES_FILE = "routes.yaml"
 
 
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+"""The router container's resources unless :attr:`RouterPod.resources` says otherwise: about
+1 ms of CPU per request on a 2-vCPU VM (``make bench-router``), so 50m is ~50 requests a second
+at its request; no CPU limit, so a burst takes what the node has free."""
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Toleration(_Settings):
+    """A pod toleration (core/v1 Toleration)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+def _object_name(text: str) -> str:
+    if len(text) > 253 or not re.fullmatch(OBJECT_NAME_PATTERN, text):
+        raise ValueError(f"{text!r} is not an object name (lower-case letters, digits, '-' and '.')")
+    return text
+
+
+def _quantity(text: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, text):
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (such as 100m, 0.5, 128Mi)")
+    return text
+
+
+ObjectName = Annotated[str, AfterValidator(_object_name)]
+Quantity = Annotated[str, AfterValidator(_quantity)]
+
+
+class PullSecret(_Settings):
+    name: ObjectName
+
+
+class Resources(_Settings):
+    requests: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
+    limits: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
+
+
+class RouterPod(_Settings):
+    """Where every router pod runs and what it may pull: operator-wide, from ``--router-pod``
+    (JSON; the chart's ``operator.router`` values). Pull secrets are looked up in each
+    LLMDeployment's own namespace (a pod can use no other), so they must exist there."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    image_pull_secrets: tuple[PullSecret, ...] = ()
+    priority_class_name: ObjectName | None = None
+    resources: Resources | None = None
+    """None: :data:`DEFAULT_RESOURCES`."""
+
+    def pod_spec(self) -> dict[str, Any]:
+        """The fields this sets in the router's pod spec (camelCase, none when unset)."""
+        fields = self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"resources"})
+        return {k: v for k, v in fields.items() if v}
+
+
+def parse_router_pod(text: str) -> RouterPod:
+    """``--router-pod``'s JSON object (empty: no settings). Raises ValueError naming the field and
+    what it allows."""
+    if not text.strip():
+        return RouterPod()
+    try:
+        return RouterPod.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'the value'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ValueError(
+            f"--router-pod: {problems} (expected a JSON object with nodeSelector, tolerations, "
+            "imagePullSecrets, priorityClassName, resources)"
+        ) from None
+
+
 def router_name(deployment: str) -> str:
     """``assistant-router``: the router's Deployment and ConfigMap (a hash of the deployment's name
     replaces its end when the whole would not be a DNS label)."""
@@ -44,6 +133,12 @@ def router_name(deployment: str) -> str:
     if naming.dns_label(candidate) == candidate:
         return candidate
     return f"{naming.dns_label(deployment, naming.MAX_NAME - 14)}-{naming.short_hash(deployment)}-router"
+
+
+def endpoint_address(deployment: LLMDeployment, port: int) -> str:
+    """``assistant.apps.svc:11434``: where clients in the cluster call every model of ``deployment``."""
+    service = naming.deployment_service_name(deployment.metadata.name)
+    return f"{service}.{deployment.metadata.namespace}.svc:{port}"
 
 
 def routes_document(deployment: LLMDeployment, port: int) -> dict[str, Any]:
@@ -60,10 +155,16 @@ def routes_document(deployment: LLMDeployment, port: int) -> dict[str, Any]:
 
 
 def router_objects(
-    deployment: LLMDeployment, labels: dict[str, str], port: int, image: str
+    deployment: LLMDeployment,
+    labels: dict[str, str],
+    port: int,
+    image: str,
+    settings: RouterPod | None = None,
 ) -> list[dict[str, Any]]:
     """The router's Service, ConfigMap and Deployment for ``deployment`` (``labels``: those of every
-    object gpupin makes for it; ``port``: the engine's; ``image``: gpupin's own)."""
+    object gpupin makes for it; ``port``: the engine's; ``image``: gpupin's own; ``settings``:
+    the operator's scheduling, pull secrets and resources for every router pod)."""
+    settings = settings or RouterPod()
     name = router_name(deployment.metadata.name)
     namespace = deployment.metadata.namespace
     pod_labels = {
@@ -119,7 +220,11 @@ def router_objects(
             "httpGet": {"path": "/healthz", "port": "management"},
             "periodSeconds": 10,
         },
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "resources": (
+            settings.resources.model_dump(mode="json", exclude_defaults=True)
+            if settings.resources
+            else {k: dict(v) for k, v in DEFAULT_RESOURCES.items()}
+        ),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -142,6 +247,7 @@ def router_objects(
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
                     "volumes": [{"name": "routes", "configMap": {"name": name}}],
+                    **settings.pod_spec(),
                 },
             },
         },

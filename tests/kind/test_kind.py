@@ -530,6 +530,14 @@ def test_a_real_ollama_pod_serves_through_its_services(kind: Kind) -> None:
         "exec", "-n", SERVE, name, "-c", "ollama", "--", "cat", "/tmp/gpupin-preload.log"
     ).stdout
     assert "gpupin-tiny:latest loaded" in hook and "gpupin-tiny-embed:latest loaded" in hook, hook
+    endpoint = wait_for(  # the real router's pod answers its readiness probe
+        lambda: (c := kind.cluster.condition(SERVE, "tiny", "EndpointReady")) and c["status"] == "True" and c,
+        timeout=120,
+        interval=0.5,
+        what="tiny EndpointReady",
+    )
+    assert endpoint["reason"] == "RouterReady", endpoint
+    assert kind.cluster.deployment(SERVE, "tiny")["status"]["endpoint"] == f"tiny.{SERVE}.svc:11434"
     answers = _ask(kind, "ask-1")
     assert answers["generate"]["done"] and answers["generate"]["model"] == "gpupin-tiny", answers
     assert answers["generate"]["eval_count"] >= 1

@@ -63,6 +63,13 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
+        "name": "Endpoint",
+        "type": "string",
+        "jsonPath": ".status.endpoint",
+        "priority": 1,
+        "description": "The address that serves every model by name",
+    },
+    {
         "name": "Message",
         "type": "string",
         "jsonPath": ".status.message",

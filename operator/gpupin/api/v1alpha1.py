@@ -330,6 +330,9 @@ class LLMDeploymentStatus(ApiModel):
     """The Placed condition's reason."""
     message: str | None = None
     """What happened and, when something is wrong, what to do about it."""
+    endpoint: str | None = None
+    """The one address that serves every model of the deployment by name (its router's Service,
+    ``name.namespace.svc:port``); absent without a router (vLLM: the deployment's Service)."""
     replicas: int | None = None
     """Replicas placed (for the scale subresource)."""
     selector: str | None = None

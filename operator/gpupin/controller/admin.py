@@ -17,6 +17,7 @@ from gpupin.httproute import parse_gateway
 from gpupin.policy import Policy
 from gpupin.quantity import parse_bytes
 from gpupin.render import NETWORK_POLICY_MODES, RenderConfig, parse_namespace_selector
+from gpupin.routerobjects import parse_router_pod
 
 _DEFAULTS = RenderConfig()
 
@@ -33,6 +34,7 @@ ENV = {
     "network_policy_namespaces": "GPUPIN_NETWORK_POLICY_NAMESPACES",
     "router_image": "GPUPIN_ROUTER_IMAGE",
     "gateway": "GPUPIN_GATEWAY",
+    "router_pod": "GPUPIN_ROUTER_POD",
 }
 
 _SWITCHES = {  # flag → (setting, default, what it allows): booleans whose env twin reads true/false
@@ -128,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"configmaps and deployments); empty: none (env {ENV['router_image']}; the chart sets it)",
     )
     parser.add_argument(
+        "--router-pod",
+        default=env.get(ENV["router_pod"], ""),
+        metavar="JSON",
+        help="every router pod's nodeSelector, tolerations, imagePullSecrets (which must exist in each "
+        "deployment's namespace), priorityClassName and resources, as a JSON object; empty: none, and "
+        f"requests of 50m CPU and 64Mi (env {ENV['router_pod']}; the chart sets it from operator.router)",
+    )
+    parser.add_argument(
         "--gateway",
         default=env.get(ENV["gateway"], ""),
         metavar="NAMESPACE/NAME",
@@ -171,5 +181,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     if any(c.isspace() for c in image):
         raise ValueError(f"--router-image {image!r}: expected an image reference without spaces")
     settings["router_image"] = image
+    settings["router_pod"] = parse_router_pod(str(getattr(args, "router_pod", "") or ""))
     settings["gateway"] = parse_gateway(str(getattr(args, "gateway", "") or ""))
     return settings

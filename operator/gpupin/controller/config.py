@@ -8,13 +8,14 @@ import pwd
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpupin.controller import admin
 from gpupin.engines import ENGINES
 from gpupin.pinning import PINNING_MODES, PinningModeName
 from gpupin.policy import Policy
 from gpupin.render import NetworkPolicyMode, RenderConfig
+from gpupin.routerobjects import RouterPod
 
 _DEFAULTS = RenderConfig()
 _OLLAMA_IMAGE = ENGINES.get("ollama").default_image
@@ -74,6 +75,8 @@ class OperatorConfig:
     network_policy_namespaces: tuple[tuple[str, str | None], ...] = ()
     router_image: str = ""
     """gpupin's own image for the per-deployment router (:mod:`gpupin.routerobjects`); empty: none."""
+    router_pod: RouterPod = field(default_factory=RouterPod)
+    """Scheduling, pull secrets and resources of every router pod (``--router-pod``)."""
     gateway: tuple[str, str] | None = None
     """(namespace, name) of the Gateway the deployments' HTTPRoutes attach to; None: no HTTPRoute."""
 
@@ -88,6 +91,7 @@ class OperatorConfig:
             network_policy=self.network_policy,
             network_policy_namespaces=self.network_policy_namespaces,
             router_image=self.router_image,
+            router_pod=self.router_pod,
             gateway=self.gateway,
         )
 

@@ -34,6 +34,7 @@ from gpupin.controller.rollout import DEFAULT_POLICY, RolloutPolicy, Step, conve
 from gpupin.controller.status import (
     DEGRADED_GPU_GONE,
     DEGRADED_UNVERIFIED,
+    Endpoint,
     build_status,
     condition,
     same_status,
@@ -41,7 +42,8 @@ from gpupin.controller.status import (
 from gpupin.engines import ENGINES, EngineRegistry, UnknownEngine
 from gpupin.inventory import Inventory, short_name
 from gpupin.placement import Placement, Plan
-from gpupin.render import RenderConfig, render
+from gpupin.render import RenderConfig, render, routed
+from gpupin.routerobjects import endpoint_address, router_name
 from gpupin.sizing import SizingError
 
 
@@ -228,6 +230,7 @@ def decide(
         step=step,
         rejected=rejected,
         notes=unverified,
+        endpoint=_endpoint(deployment, plan, render_config, routers, engines),
     )
     previous = body.get("status") or {}
     old_placed = condition(previous, reasons.PLACED)
@@ -253,6 +256,23 @@ def decide(
     if same_status(previous, actions.status):
         actions.status = None
     return actions
+
+
+def _endpoint(
+    deployment: LLMDeployment | None,
+    plan: Plan | None,
+    config: RenderConfig,
+    routers: Sequence[dict[str, Any]],
+    engines: EngineRegistry,
+) -> Endpoint | None:
+    """The router of a placed deployment that has one, and its Deployment as last seen."""
+    if deployment is None or plan is None or not plan.placed or not routed(config, plan.engine):
+        return None
+    name = router_name(deployment.metadata.name)
+    workload = next(
+        (o for o in routers if o.get("kind") == "Deployment" and o["metadata"]["name"] == name), None
+    )
+    return Endpoint(endpoint_address(deployment, engines.get(plan.engine).port), name, workload)
 
 
 def _estimates(deployment: LLMDeployment | None, engines: EngineRegistry) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """Pure: the LLMDeployment status a reconcile writes, built from the status model.
 
 Three conditions — Placed (the plan), Ready (the pods), Degraded (pods lost or unverifiable) —
-and the printer columns beside them. A condition keeps its ``lastTransitionTime`` while its status
+a fourth, EndpointReady, where a router serves the deployment, and the printer columns beside them. A condition keeps its ``lastTransitionTime`` while its status
 stays the same, whatever its reason and message do.
 """
 
@@ -98,6 +98,7 @@ def build_status(
     step: Step | None = None,
     rejected: str | None = None,
     notes: Sequence[str] = (),
+    endpoint: Endpoint | None = None,
 ) -> dict[str, Any]:
     """The whole status, as the JSON the API server stores (camelCase, no nulls).
 
@@ -105,7 +106,8 @@ def build_status(
     Ready counts the pods that serve it (and, during a rollout, the Ready pods of the earlier spec
     that serve the same models); Degraded is True only when something was lost or cannot be read
     (``lost``: pods deleted for a lost GPU; ``notes``: other problems of its pods, e.g. a node whose
-    inventory is stale)."""
+    inventory is stale); ``endpoint``: the router in front of its pods, when it has one (only a
+    placed deployment's is reported)."""
     previous = body.get("status") or {}
     generation = body["metadata"].get("generation")
     placed = plan is not None and plan.placed and rejected is None
@@ -133,6 +135,10 @@ def build_status(
             previous, live, ready, target, serving, reason, message, generation, now
         )
     degraded = _degraded(previous, placed, lost, notes, message, generation, now)
+    conditions = [placed_condition, ready_condition, degraded]
+    endpoint = endpoint if placed else None
+    if endpoint is not None:
+        conditions.append(_endpoint_ready(previous, endpoint, generation, now))
 
     placements: list[PlacementStatus] = []
     if placed and plan is not None and step is not None:
@@ -153,7 +159,7 @@ def build_status(
         model_list += f" (serving {', '.join(serving.other_models)})"
     status = LLMDeploymentStatus(
         observed_generation=generation,
-        conditions=[placed_condition, ready_condition, degraded],
+        conditions=conditions,
         placements=placements,
         sizing=[
             ModelSizingStatus(
@@ -171,10 +177,48 @@ def build_status(
         ready=f"{ready}/{target}",
         reason=reason,
         message=message,
+        endpoint=endpoint.address if endpoint else None,
         replicas=deployment.spec.replicas if placed and deployment else 0,
         selector=",".join(f"{k}={v}" for k, v in selector(deployment).items()) if deployment else None,
     )
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A deployment's router: the address its clients call (``assistant.apps.svc:11434``), its
+    Deployment's name and that Deployment as last seen (None: not created yet)."""
+
+    address: str
+    name: str
+    workload: dict[str, Any] | None
+
+
+def _endpoint_ready(
+    previous: dict[str, Any], endpoint: Endpoint, generation: int | None, now: datetime
+) -> Condition:
+    """True once the router's Deployment has a ready pod; False says why not, from the
+    Deployment's own conditions."""
+    workload = endpoint.workload or {}
+    status = workload.get("status") or {}
+    if int(status.get("readyReplicas") or 0) >= 1:
+        return _condition(
+            previous, reasons.ENDPOINT_READY, True, reasons.ROUTER_READY,
+            f"{endpoint.address} routes each request to the server of the model it names", generation, now,
+        )  # fmt: skip
+    if not workload:
+        why = f"router Deployment {endpoint.name} is being created"
+    else:
+        said = [c.get("message") for c in status.get("conditions") or [] if c.get("status") == "False"]
+        why = f"router Deployment {endpoint.name} has no ready pod" + (
+            f" ({'; '.join(m for m in said if m)})" if any(said) else ""
+        )
+        namespace = workload["metadata"].get("namespace", "")
+        why += f"; see kubectl -n {namespace} describe deployment {endpoint.name}, and its pods"
+    return _condition(
+        previous, reasons.ENDPOINT_READY, False, reasons.ROUTER_NOT_READY,
+        f"{endpoint.address} does not answer yet: {why}", generation, now,
+    )  # fmt: skip
 
 
 def _pods(count: int) -> str:
