@@ -360,6 +360,8 @@ class Env:
     ) -> Operator:
         """`gpupin operator` on the least-privilege ServiceAccount token unless told otherwise;
         ``environment``: more variables (the chart's GPUPIN_* settings)."""
+        if "--lease-namespace" not in args:  # each test's operators contend only with each other
+            args = ("--lease-namespace", self.namespace, *args)
         op = Operator(
             kubeconfig or self.cluster.operator_kubeconfig or self.cluster.kubeconfig,
             self.tmp / f"operator-{len(self.operators)}.log",

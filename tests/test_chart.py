@@ -99,7 +99,13 @@ def test_default_install() -> None:
     )
     bindings = {b["metadata"]["name"]: b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")}
     assert bindings["gpupin-operator-workloads"] == "gpupin-operator-workloads", "every namespace served"
-    assert not by_kind(docs, "RoleBinding") and not by_kind(docs, "Role")
+    (lease,) = by_kind(docs, "Role")  # the one namespaced grant: the operator's Lease, where it runs
+    assert (lease["metadata"]["namespace"], lease["rules"]) == ("gpupin-system", rbac.LEASE_RULES)
+    (lease_binding,) = by_kind(docs, "RoleBinding")
+    assert lease_binding["roleRef"]["name"] == lease["metadata"]["name"]
+    assert lease_binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "gpupin-operator", "namespace": "gpupin-system"}
+    ]
     assert roles["gpupin-agent"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
     (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
     assert policy["spec"]["matchConditions"][0]["expression"] == (
@@ -108,7 +114,11 @@ def test_default_install() -> None:
     (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
     (deployment,) = by_kind(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }, "the new pod waits for the Lease as a standby: one writer through a rolling update"
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["GPUPIN_RELIST_SECONDS"] == "300"
     assert env["GPUPIN_ROUTER_IMAGE"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"], (
@@ -161,8 +171,9 @@ def test_non_default_values(tmp_path: Path) -> None:
         ("team-a", "gpupin-operator-workloads"),
         ("team-b", "gpupin-operator-workloads"),
         ("default", "gpupin-operator-events"),
-    }, "pod rights only in the watched namespaces; Node Events in default"
-    (events,) = by_kind(docs, "Role")
+        ("gpupin-system", "gpupin-operator-lease"),
+    }, "pod rights only in the watched namespaces; Node Events in default; the Lease where it runs"
+    (events,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "gpupin-operator-events"]
     assert events["metadata"]["namespace"] == "default" and events["rules"] == rbac.EVENT_RULES
     assert roles["gpupin-operator"] == rbac.CLUSTER_RULES
     one = by_kind(render("operator.watchNamespaces=llm"), "Deployment")[0]
@@ -201,12 +212,15 @@ def test_non_default_values(tmp_path: Path) -> None:
     assert gateway_env["GPUPIN_GATEWAY"] == "infra/llm-gateway"
     assert not by_kind(render("crds.enabled=false"), "CustomResourceDefinition")
     assert not by_kind(render("agent.enabled=false"), "DaemonSet")
+    (standby,) = by_kind(render("operator.replicas=2"), "Deployment")
+    assert standby["spec"]["replicas"] == 2, "a warm standby"
 
 
 @pytest.mark.parametrize(
     ("sets", "fragment"),
     [
-        (["operator.replicas=2"], "operator/replicas"),
+        (["operator.replicas=3"], "operator/replicas"),
+        (["operator.leaseDurationSeconds=0"], "operator/leaseDurationSeconds"),
         (["operator.pinning=magic"], "operator/pinning"),
         (["agent.fakeInventory.enabled=true"], "needs agent.fakeInventory.inventory.nodes"),
         (["agent.enabled=false", "agent.fakeInventory.enabled=true"], "needs agent.enabled"),

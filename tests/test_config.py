@@ -168,6 +168,9 @@ def test_relist_seconds(
             "gpupin: --network-policy-namespaces: label kubernetes.io/metadata.name named twice; the labels are "
             "ANDed (a namespace must carry all of them), so a namespace cannot match two values of one key",
         ),
+        ("lease_duration_seconds", "0.5", "gpupin: --lease-duration must be at least 1 (seconds)"),
+        ("lease_namespace", "Ops_NS", "gpupin: --lease-namespace 'Ops_NS': not a namespace name"),
+        ("leader_election", "maybe", "gpupin: GPUPIN_LEADER_ELECTION='maybe': expected true or false"),
         (
             "router_pod",
             '{"tolerations": [{"key": "gpu", "effect": "Never"}]}',
@@ -263,3 +266,27 @@ def test_every_setting_has_its_environment_variable() -> None:
     fields = set(config.OperatorConfig.__dataclass_fields__)
     assert fields == set(config.ENV)
     assert all(v.startswith("GPUPIN_") or v == "HF_ENDPOINT" for v in config.ENV.values())
+
+
+def test_the_lease_is_held_where_the_operator_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On by default, in the pod's own namespace (the chart passes POD_NAMESPACE), else default;
+    flags over the environment."""
+    for name in ("leader_election", "lease_namespace", "lease_name", "lease_duration_seconds"):
+        monkeypatch.delenv(config.ENV[name], raising=False)
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    from gpupin.controller import lease
+
+    monkeypatch.setattr(lease, "SERVICE_ACCOUNT_NAMESPACE", "/nonexistent/namespace")  # CI may run in a pod
+    plain = _parse([])
+    assert (plain.leader_election, plain.lease_name, plain.lease_duration_seconds) == (
+        True,
+        "gpupin-operator",
+        15,
+    )
+    assert plain.lease_namespace == "default"
+    monkeypatch.setenv("POD_NAMESPACE", "gpupin-system")
+    assert _parse([]).lease_namespace == "gpupin-system"
+    given = _parse(["--lease-namespace", "ops", "--lease-duration", "30", "--no-leader-election"])
+    assert (given.lease_namespace, given.lease_duration_seconds, given.leader_election) == ("ops", 30, False)
+    monkeypatch.setenv(config.ENV["leader_election"], "false")
+    assert _parse([]).leader_election is False

@@ -317,6 +317,8 @@ def test_least_privilege_rbac_is_enough(env: Env) -> None:
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
         _assert_can_do_no_more_than(env, f"system:serviceaccount:{env.namespace}:gpupin", rbac.RULES)
+        operator.stop()  # before its rights go (it releases its Lease on the way out)
+        assert "Forbidden" not in operator.log.read_text(), operator.tail()
     finally:
         revoke(env.cluster, name)
 

@@ -141,5 +141,6 @@ def test_a_placed_deployment_gets_its_network_policy_and_it_goes_with_it(
         wait_for(lambda: not _network_policies(env), timeout=60, what="the NetworkPolicy gone with its owner")
         log = operator.log.read_text()
         assert '"status": 403' not in log and "Forbidden" not in log, operator.tail()
+        operator.stop()  # before its rights go (it releases its Lease on the way out)
     finally:
         revoke(env.cluster, name)

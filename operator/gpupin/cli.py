@@ -4,7 +4,8 @@
 placed, 1 any refused, 2 invalid input (one line on stderr naming the file and the field, and
 what is allowed), 3 gpupin itself failed: a bug, reported in one line; ``--debug`` (or
 ``GPUPIN_DEBUG=1``) shows its traceback. The long-running commands (``operator``, ``agent``)
-keep Python's traceback for their logs.
+keep Python's traceback for their logs; ``gpupin operator`` exits 4 when it lost its Lease (its
+pod restarts and waits as a standby).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import yaml
 
@@ -32,10 +33,15 @@ from gpupin.planner import Planner
 from gpupin.planoutput import write_plan
 from gpupin.render import RenderConfig
 
+if TYPE_CHECKING:
+    from gpupin.controller.config import OperatorConfig
+    from gpupin.controller.lease import LeaderLease
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_INVALID = 2
 EXIT_INTERNAL = 3
+EXIT_LEASE_LOST = 4
 EXIT_INTERRUPTED = 130
 _DAEMONS = ("operator", "agent", "router")
 
@@ -296,15 +302,58 @@ def _operator(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from None
     logs.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
-    handlers.configure(config)
-    kopf.run(
-        standalone=True,
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
-        identity=operator_config.operator_identity(),  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
-    )
+    identity = operator_config.operator_identity()
+    held = _hold_lease(config, identity) if config.leader_election else None
+    if held is False:
+        return EXIT_OK  # stopped while a standby
+    handlers.configure(config, may_write=held.holding if held else None)
+    try:
+        kopf.run(
+            standalone=True,  # kopf's own peering is not needed: the Lease makes one writer
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+            identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
+        )
+    finally:
+        if held:
+            held.release()
+    if held and held.lost.is_set():
+        print("gpupin operator: lost its Lease; stopped (a restart waits as a standby)", file=sys.stderr)
+        return EXIT_LEASE_LOST
     return EXIT_OK
+
+
+def _hold_lease(config: OperatorConfig, identity: str) -> LeaderLease | Literal[False]:
+    """Wait for the operator Lease (serving /healthz meanwhile): the held
+    :class:`~gpupin.controller.lease.LeaderLease`, renewed from now on, or False when SIGTERM or
+    SIGINT came first. Raises InputError when the API server refuses the Lease outright."""
+    import os
+    import signal
+    import threading
+
+    from gpupin.controller.lease import LeaderLease, LeaseLost, LeaseTiming, serve_standby_health
+    from gpupin.kube import Kube
+
+    lease = LeaderLease(
+        Kube(), config.lease_namespace, config.lease_name, identity,
+        LeaseTiming.scaled(config.lease_duration_seconds),
+    )  # fmt: skip
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop_health = serve_standby_health(config.health_port) if config.health_port else None
+    try:
+        if not lease.acquire(stop):
+            return False
+    except LeaseLost as exc:
+        raise InputError(str(exc)) from None
+    finally:
+        if stop_health:
+            stop_health()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    lease.keep(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))  # kopf stops as on SIGTERM
+    return lease
 
 
 def _crd(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ def operator_rules() -> str:
         "networkPolicies": rbac.NETWORK_POLICY_RULES,
         "routers": rbac.ROUTER_RULES,
         "gateways": rbac.GATEWAY_RULES,
+        "lease": rbac.LEASE_RULES,
     }
     return HEADER + yaml.safe_dump(rules, sort_keys=False)
 

@@ -107,9 +107,13 @@ class Kube:
         self,
         configuration: client.Configuration | None = None,
         on_request: Callable[[str, str], None] | None = None,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.configuration = configuration or load_configuration()
         self.on_request = on_request
+        self.may_write = may_write
+        """Asked before every request that is not a read: False refuses it (503 ``NotLeader``),
+        so an operator that lost its Lease writes nothing more (:mod:`gpupin.controller.lease`)."""
         self.api = client.ApiClient(self.configuration)
 
     def request(
@@ -130,6 +134,10 @@ class Kube:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[str(setting["key"]).title()] = str(setting["value"])
         resource = _resource(path)
+        if self.may_write is not None and method not in ("GET", "HEAD") and not self.may_write():
+            raise ApiError(
+                503, "NotLeader", "this operator no longer holds its Lease: it writes nothing more"
+            )
         if self.on_request is not None:
             self.on_request(method, resource)
         try:

@@ -56,8 +56,8 @@ or one comma-separated string ("llm, chat" in a values file); each must be a nam
 {{- fail (printf "operator.policy.allowedImages: %q is a registry host; write it with its slash (%s/) to allow its images" . .) -}}
 {{- end -}}
 {{- end -}}
-{{- if gt (int .Values.operator.replicas) 1 -}}
-{{- fail "operator.replicas must be 1: gpupin allocates GPUs in one operator process (a single writer); two would each believe a GPU free" -}}
+{{- if gt (int .Values.operator.replicas) 2 -}}
+{{- fail "operator.replicas must be 0, 1 or 2: one operator writes (it holds the Lease) and a second waits as a warm standby; more would only wait" -}}
 {{- end -}}
 {{- if and .Values.agent.fakeInventory.enabled (not .Values.agent.enabled) -}}
 {{- fail "agent.fakeInventory.enabled needs agent.enabled: the fake inventory is published by the agent" -}}

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gpupin.controller import admin
+from gpupin.controller import admin, lease
 from gpupin.engines import ENGINES
 from gpupin.pinning import PINNING_MODES, PinningModeName
 from gpupin.policy import Policy
@@ -48,6 +48,12 @@ class OperatorConfig:
     """Prometheus /metrics; 0 disables."""
     health_port: int = 8080
     """kopf's liveness endpoint /healthz; 0 disables."""
+    leader_election: bool = True
+    """Hold the Lease below before the first write (one writer at a time; see :mod:`gpupin.controller.lease`)."""
+    lease_namespace: str = "default"
+    lease_name: str = "gpupin-operator"
+    lease_duration_seconds: float = 15.0
+    """How long the Lease lasts unrenewed; the holder stops writing after 2/3 of it without a renewal."""
     concurrency: int = 8
     """API writes of different deployments in flight at once (allocation itself is serial)."""
     max_concurrent_rollouts: int = 4
@@ -121,6 +127,10 @@ ENV = {
     "gpu_loss_grace_seconds": "GPUPIN_GPU_LOSS_GRACE_SECONDS",
     "metrics_port": "GPUPIN_METRICS_PORT",
     "health_port": "GPUPIN_HEALTH_PORT",
+    "leader_election": "GPUPIN_LEADER_ELECTION",
+    "lease_namespace": "GPUPIN_LEASE_NAMESPACE",
+    "lease_name": "GPUPIN_LEASE_NAME",
+    "lease_duration_seconds": "GPUPIN_LEASE_DURATION",
     "concurrency": "GPUPIN_CONCURRENCY",
     "max_concurrent_rollouts": "GPUPIN_MAX_CONCURRENT_ROLLOUTS",
     "model_metadata": "GPUPIN_MODEL_METADATA",
@@ -250,6 +260,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Ollama registry (env {ENV['ollama_registry']}; default the public registry)",
     )
     admin.add_arguments(parser)
+    lease.add_arguments(parser, ENV)
 
 
 def from_arguments(args: argparse.Namespace) -> OperatorConfig:
@@ -292,6 +303,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
         gpu_loss_grace_seconds=args.gpu_loss_grace_seconds,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
+        **lease.settings(args),
         concurrency=args.concurrency,
         max_concurrent_rollouts=args.max_concurrent_rollouts,
         model_metadata=args.model_metadata,

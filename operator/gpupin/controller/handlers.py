@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -45,6 +46,7 @@ class _State:
         self.cache = ClusterCache()
         self.reconciler: Reconciler | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.may_write: Callable[[], bool] | None = None
         self.foreign_logged: set[str] = set()
         """uids of pods already logged as not gpupin's (bounded)."""
 
@@ -52,9 +54,10 @@ class _State:
 STATE = _State()
 
 
-def configure(config: OperatorConfig) -> None:
-    """Set the configuration before kopf starts (``gpupin operator`` does; ``kopf run`` reads the env)."""
+def configure(config: OperatorConfig, may_write: Callable[[], bool] | None = None) -> None:
+    """Before kopf starts: the configuration and the Lease's gate on every write (``kopf run``: env)."""
     STATE.config = config
+    STATE.may_write = may_write
 
 
 def _owner_key(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -90,7 +93,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()}, asyncio.get_running_loop()
     )
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
-    kube = Kube(on_request=metrics.count_request)
+    kube = Kube(on_request=metrics.count_request, may_write=STATE.may_write)
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
     await _initial_lists(kube, STATE.cache)
     reconciler.nodes.changed(False)  # problems found at start are news to this process

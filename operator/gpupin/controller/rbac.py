@@ -90,8 +90,14 @@ GATEWAY_RULES: list[dict[str, Any]] = [
 ]
 """Where the operator makes HTTPRoutes (``--gateway``), beside :data:`NAMESPACED_RULES`."""
 
-RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES]
-"""Everything, for an operator that serves every namespace (one ClusterRole)."""
+LEASE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+]
+"""The operator's Lease (:mod:`gpupin.controller.lease`), in its own namespace only (a Role)."""
+
+RULES: list[dict[str, Any]] = [*NAMESPACED_RULES, *CLUSTER_RULES, *LEASE_RULES]
+"""Everything, for an operator that serves every namespace (one ClusterRole; the chart grants the
+Lease rules by a Role in its own namespace instead)."""
 
 
 def cluster_role(name: str = "gpupin-operator", rules: list[dict[str, Any]] | None = None) -> dict[str, Any]:
