@@ -106,7 +106,7 @@ async def measure(direct: str, routed: str, requests: int, bursts: int, router_p
         d50, d99 = _ms([s[index] for s in streams["direct"]])  # type: ignore[index]
         r50, r99 = _ms([s[index] for s in streams["routed"]])  # type: ignore[index]
         rows.append((label, d50, d99, r50, r99))
-    one_by_one = requests + 2 * (requests // 3) + 2  # routed requests so far, warm-up included
+    one_by_one = requests + requests // 3 + 2  # routed requests so far, warm-up included
     cpu_one_by_one = _cpu_seconds(router_pid) - cpu_before
     ttft: dict[str, list[float]] = {"direct": [], "routed": []}
     cpu_before = _cpu_seconds(router_pid)

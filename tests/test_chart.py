@@ -355,6 +355,16 @@ def test_router_pod_values_reach_every_router_pod(tmp_path: Path) -> None:
         return parse_router_pod({e["name"]: e.get("value") for e in container["env"]}["GPUPIN_ROUTER_POD"])
 
     assert router_pod(render()) == RouterPod()
+    emptied = {"nodeSelector": None, "tolerations": None, "imagePullSecrets": None, "resources": None}
+    assert router_pod(render(values={"operator": {"router": emptied}}, tmp=tmp_path)) == RouterPod(), (
+        "values left empty (null in Helm) are no settings, not an operator that cannot start"
+    )
+    numbers = {"resources": {"requests": {"cpu": 1, "memory": "96Mi"}}}
+    given_numbers = router_pod(render(values={"operator": {"router": numbers}}, tmp=tmp_path))
+    assert given_numbers.resources is not None and given_numbers.resources.requests == {
+        "cpu": "1",
+        "memory": "96Mi",
+    }
     router = {
         "nodeSelector": {"node-role/cpu": "true"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"}],

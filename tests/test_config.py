@@ -174,8 +174,8 @@ def test_relist_seconds(
         (
             "router_pod",
             '{"tolerations": [{"key": "gpu", "effect": "Never"}]}',
-            "gpupin: --router-pod: tolerations.0.effect: Input should be 'NoSchedule', 'PreferNoSchedule' or "
-            "'NoExecute' (expected a JSON object with nodeSelector, tolerations, imagePullSecrets, "
+            "gpupin: --router-pod: tolerations.0.effect: Input should be 'NoSchedule', 'PreferNoSchedule', "
+            "'NoExecute' or '' (expected a JSON object with nodeSelector, tolerations, imagePullSecrets, "
             "priorityClassName, resources)",
         ),
     ],

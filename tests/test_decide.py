@@ -419,6 +419,13 @@ def test_a_routed_deployment_reports_its_endpoint_and_whether_its_router_answers
         "its own router only"
     )
 
+    failing = {**router, "status": {"conditions": [
+        {"type": "ReplicaFailure", "status": "True", "message": 'pods "chat-router-1" is forbidden: no PriorityClass'},
+        {"type": "Progressing", "status": "True", "message": "ReplicaSet is progressing."},
+    ]}}  # fmt: skip
+    forbidden = condition(status(ollama, [failing]), reasons.ENDPOINT_READY)
+    assert forbidden is not None and "no PriorityClass" in forbidden["message"], "why no pod could be made"
+    assert "is progressing" not in forbidden["message"], "only what is wrong"
     ready = condition(status(ollama, [{**router, "status": {"readyReplicas": 1}}]), reasons.ENDPOINT_READY)
     assert ready is not None and (ready["status"], ready["reason"]) == ("True", reasons.ROUTER_READY)
 

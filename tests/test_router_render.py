@@ -136,6 +136,27 @@ def test_the_operators_router_pod_settings_reach_the_router_deployment() -> None
         ('{"resources": {"requests": {"nvidia.com/gpu": "1"}}}', "Input should be 'cpu' or 'memory'"),
         ('{"imagePullSecrets": ["regcred"]}', "imagePullSecrets.0: Input should be an object"),
         ('{"priorityClassName": "High"}', "'High' is not an object name"),
+        (
+            '{"tolerations": [{"effect": "NoSchedule"}]}',
+            "a toleration without a key must have operator Exists",
+        ),
+        (
+            '{"tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 300}]}',
+            "tolerationSeconds only goes with effect NoExecute",
+        ),
+        (
+            '{"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}',
+            "operator Exists takes no value",
+        ),
+        ('{"tolerations": [{"key": "bad key", "operator": "Exists"}]}', "'bad key' is not a label key"),
+        ('{"nodeSelector": {"bad key": "x"}}', "'bad key' is not a label key"),
+        ('{"nodeSelector": {"k": "a b"}}', "'a b' is not a label value"),
+        ('{"resources": {"requests": {"cpu": "-1"}}}', "'-1' is not a Kubernetes quantity of at least 0"),
+        (
+            '{"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}',
+            "the cpu request 2 is above its limit 1",
+        ),
+        ('{"resources": {"requests": {"cpu": true}}}', "True is not a Kubernetes quantity"),
         ("[]", "the value: Input should be an object"),
         ("{", "the value: Invalid JSON"),
     ],
@@ -146,3 +167,56 @@ def test_bad_router_pod_settings_name_the_field(given: str, says: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_router_pod(given)
     assert str(caught.value).startswith("--router-pod: ") and says in str(caught.value), caught.value
+
+
+@pytest.mark.parametrize(
+    ("given", "pod", "resources"),
+    [
+        # what Helm values produce: numbers for quantities, null or "" for what was left empty
+        (
+            '{"resources": {"requests": {"cpu": 1, "memory": 134217728}}}',
+            {},
+            {"requests": {"cpu": "1", "memory": "134217728"}},
+        ),
+        (
+            '{"resources": {"requests": {"cpu": 0.5}, "limits": {"cpu": 1.5}}}',
+            {},
+            {"requests": {"cpu": "0.5"}, "limits": {"cpu": "1.5"}},
+        ),
+        (
+            '{"tolerations": null, "nodeSelector": null, "imagePullSecrets": null, "priorityClassName": ""}',
+            {},
+            None,
+        ),
+        ('{"resources": {"requests": {}}}', {}, None),
+        # what the API server accepts: every effect (""), Equal spelt "", a prefixed key
+        (
+            '{"tolerations": [{"key": "d", "operator": "Exists", "effect": ""}, {"key": "e", "operator": "", "value": "x"}]}',
+            {
+                "tolerations": [
+                    {"key": "d", "operator": "Exists", "effect": ""},
+                    {"key": "e", "operator": "", "value": "x"},
+                ]
+            },
+            None,
+        ),
+        ('{"tolerations": [{"operator": "Exists"}]}', {"tolerations": [{"operator": "Exists"}]}, None),
+        (
+            '{"nodeSelector": {"example.com/pool": "cpu"}}',
+            {"nodeSelector": {"example.com/pool": "cpu"}},
+            None,
+        ),
+    ],
+)
+def test_router_pod_settings_kubernetes_accepts_are_accepted(
+    given: str, pod: dict[str, Any], resources: dict[str, Any] | None
+) -> None:
+    from gpupin.routerobjects import parse_router_pod
+
+    settings = parse_router_pod(given)
+    config = RenderConfig(router_image=ROUTED.router_image, router_pod=settings)
+    spec = _router_parts(_objects(config))["Deployment"]["spec"]["template"]["spec"]
+    assert {k: spec[k] for k in pod} == pod
+    assert spec["containers"][0]["resources"] == (
+        resources or {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}
+    )

@@ -24,6 +24,12 @@ from collections.abc import Iterable, Sequence
 
 from gpupin import constants
 
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+"""A label key: an optional DNS-subdomain prefix and ``/``, then a name of at most 63 characters."""
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+"""A label value: empty, or at most 63 letters, digits, ``-``, ``_`` and ``.``, alphanumeric at both ends."""
 MAX_NAME = 63  # a DNS label: pod hostnames and Service names
 HASH_LEN = 6
 _KEY = "\0"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -363,12 +362,6 @@ def network_policy_name(deployment: str, spec: dict[str, Any]) -> str:
     return f"{candidate}-{rules}"
 
 
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-
-
 def parse_namespace_selector(text: str) -> tuple[tuple[str, str | None], ...]:
     """``team=ml,monitoring`` → ``(("team", "ml"), ("monitoring", None))``: namespaces whose labels
     all match (``key=value``, or ``key`` for "has the label"). Raises ValueError naming the part."""
@@ -378,7 +371,7 @@ def parse_namespace_selector(text: str) -> tuple[tuple[str, str | None], ...]:
             continue
         key, eq, value = part.partition("=")
         key = key.strip()
-        if not _LABEL_KEY.match(key) or (eq and not _LABEL_VALUE.match(value.strip())):
+        if not naming.LABEL_KEY.match(key) or (eq and not naming.LABEL_VALUE.match(value.strip())):
             raise ValueError(
                 f"--network-policy-namespaces {part!r}: expected key=value or key (namespace labels, "
                 "comma-separated), e.g. kubernetes.io/metadata.name=ingress-nginx"

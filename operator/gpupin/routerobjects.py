@@ -23,14 +23,23 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from gpupin import naming
 from gpupin.api.v1alpha1 import OBJECT_NAME_PATTERN, LLMDeployment
-from gpupin.quantity import QUANTITY_PATTERN
+from gpupin.quantity import QUANTITY_PATTERN, parse_quantity
 
 ROUTER_LABEL = "gpupin.dev/router"
 """Label of a router's pods: the deployment they route for (label value)."""
@@ -47,7 +56,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "limits": {"memory": "256Mi"},
 }
 """The router container's resources unless :attr:`RouterPod.resources` says otherwise: about
-1 ms of CPU per request on a 2-vCPU VM (``make bench-router``), so 50m is ~50 requests a second
+1 ms of CPU per request on a 2-vCPU VM (``make bench-router``: 0.9 ms), so 50m is ~50 requests a second
 at its request; no CPU limit, so a burst takes what the node has free."""
 
 
@@ -55,14 +64,46 @@ class _Settings(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-class Toleration(_Settings):
-    """A pod toleration (core/v1 Toleration)."""
+def _label_key(text: str) -> str:
+    if not naming.LABEL_KEY.match(text):
+        raise ValueError(f"{text!r} is not a label key (such as pool or example.com/pool)")
+    return text
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+def _label_value(text: str) -> str:
+    if not naming.LABEL_VALUE.match(text):
+        raise ValueError(f"{text!r} is not a label value (at most 63 letters, digits, '-', '_', '.')")
+    return text
+
+
+LabelKey = Annotated[str, AfterValidator(_label_key)]
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+
+class Toleration(_Settings):
+    """A pod toleration (core/v1 Toleration), held to the API server's own rules so that no router
+    Deployment is refused for it: an empty key needs ``Exists``; ``Exists`` takes no value;
+    ``tolerationSeconds`` only with ``NoExecute``. ``""`` is as good as absent (all effects;
+    ``Equal``)."""
+
+    key: LabelKey | None = None
+    operator: Literal["Exists", "Equal", ""] | None = None
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute", ""] | None = None
     toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _as_kubernetes_allows(self) -> Toleration:
+        exists = self.operator == "Exists"
+        if not self.key and not exists:
+            raise ValueError(
+                "a toleration without a key must have operator Exists (it tolerates every taint)"
+            )
+        if exists and self.value:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds only goes with effect NoExecute")
+        return self
 
 
 def _object_name(text: str) -> str:
@@ -71,14 +112,18 @@ def _object_name(text: str) -> str:
     return text
 
 
-def _quantity(text: str) -> str:
-    if not re.fullmatch(QUANTITY_PATTERN, text):
-        raise ValueError(f"{text!r} is not a Kubernetes quantity (such as 100m, 0.5, 128Mi)")
+def _quantity(given: Any) -> str:
+    """A quantity as Kubernetes takes it: a string, or a number (YAML's ``cpu: 1``), not negative."""
+    if isinstance(given, bool) or not isinstance(given, str | int | float):
+        raise ValueError(f"{given!r} is not a Kubernetes quantity (such as 100m, 0.5, 128Mi)")
+    text = given if isinstance(given, str) else format(Decimal(str(given)), "f")
+    if not re.fullmatch(QUANTITY_PATTERN, text) or text.startswith("-"):
+        raise ValueError(f"{given!r} is not a Kubernetes quantity of at least 0 (such as 100m, 0.5, 128Mi)")
     return text
 
 
 ObjectName = Annotated[str, AfterValidator(_object_name)]
-Quantity = Annotated[str, AfterValidator(_quantity)]
+Quantity = Annotated[str, BeforeValidator(_quantity)]
 
 
 class PullSecret(_Settings):
@@ -86,8 +131,19 @@ class PullSecret(_Settings):
 
 
 class Resources(_Settings):
+    """The router container's requests and limits; a request above its limit is refused, as the
+    API server would."""
+
     requests: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
     limits: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        for kind, asked in self.requests.items():
+            limit = self.limits.get(kind)
+            if limit is not None and parse_quantity(asked) > parse_quantity(limit):
+                raise ValueError(f"the {kind} request {asked} is above its limit {limit}")
+        return self
 
 
 class RouterPod(_Settings):
@@ -95,12 +151,20 @@ class RouterPod(_Settings):
     (JSON; the chart's ``operator.router`` values). Pull secrets are looked up in each
     LLMDeployment's own namespace (a pod can use no other), so they must exist there."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[LabelKey, LabelValue] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     image_pull_secrets: tuple[PullSecret, ...] = ()
     priority_class_name: ObjectName | None = None
     resources: Resources | None = None
-    """None: :data:`DEFAULT_RESOURCES`."""
+    """None (or empty): :data:`DEFAULT_RESOURCES`; given, it replaces them whole."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, given: Any) -> Any:
+        """A value left empty in Helm values arrives as null (or ""): unset, as Kubernetes reads it."""
+        if isinstance(given, dict):
+            return {k: v for k, v in given.items() if v not in (None, "")}
+        return given
 
     def pod_spec(self) -> dict[str, Any]:
         """The fields this sets in the router's pod spec (camelCase, none when unset)."""
@@ -222,7 +286,7 @@ def router_objects(
         },
         "resources": (
             settings.resources.model_dump(mode="json", exclude_defaults=True)
-            if settings.resources
+            if settings.resources and (settings.resources.requests or settings.resources.limits)
             else {k: dict(v) for k, v in DEFAULT_RESOURCES.items()}
         ),
         "securityContext": {

@@ -209,7 +209,12 @@ def _endpoint_ready(
     if not workload:
         why = f"router Deployment {endpoint.name} is being created"
     else:
-        said = [c.get("message") for c in status.get("conditions") or [] if c.get("status") == "False"]
+        said = [  # ReplicaFailure is True when pods cannot even be made (quota, a PriorityClass)
+            c.get("message")
+            for c in status.get("conditions") or []
+            if (c.get("type"), c.get("status"))
+            in (("ReplicaFailure", "True"), ("Progressing", "False"), ("Available", "False"))
+        ]
         why = f"router Deployment {endpoint.name} has no ready pod" + (
             f" ({'; '.join(m for m in said if m)})" if any(said) else ""
         )
