@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from gpupin.controller.metrics import GPUsAllocated, LoopSnapshot, NodeInventoryProblems
+from gpupin.controller.metrics import LoopSnapshot, NodeInventoryProblems
+from gpupin.controller.series import ClusterSeries
 
 
 class Source:
@@ -51,7 +52,10 @@ def test_a_scrape_runs_the_reader_on_the_loop_thread_and_gets_a_copy(
     event_loop, loop_thread = loop
     source = Source()
     registry = CollectorRegistry()
-    registry.register(GPUsAllocated(LoopSnapshot(event_loop, source.read)))
+    samples = LoopSnapshot(
+        event_loop, lambda: {"gpupin_gpus_allocated": [((n,), c) for n, c in source.read().items()]}
+    )
+    registry.register(ClusterSeries(samples))
     scraped: list[bytes] = []
     scraper = threading.Thread(target=lambda: scraped.append(generate_latest(registry)), name="scrape")
     scraper.start()
@@ -106,3 +110,49 @@ def test_on_the_loop_itself_the_reader_runs_directly() -> None:
 
     assert asyncio.run(scrape_on_the_loop()) == {"n1": 1}
     assert source.threads == [threading.current_thread()]
+
+
+def test_the_cluster_series_name_each_pinned_gpu_by_uuid_and_count_idle_nodes_as_zero() -> None:
+    """One gpupin_gpu_reserved_bytes series per pod and GPU, labelled as dcgm-exporter labels the
+    same GPU (UUID, gpu) plus who holds it; capacity for every GPU and node; a node with nothing
+    placed shows 0 GPUs allocated instead of no series; each status condition is a series."""
+    from gpupin.controller.series import cluster_samples
+    from gpupin.planner import plan
+    from gpupin.render import RenderConfig, render
+
+    from helpers import RTX_2060, RTX_4070, deployment, inventory, models, node
+
+    cluster = inventory(node("busy", RTX_4070, RTX_2060), node("idle", RTX_4070))
+    item = deployment("chat", namespace="apps", engine="ollama", models=models("qwen2.5:14b"))
+    result = plan(item, cluster)
+    assert result.placed, result.message
+    pods = [o for o in render(item, result, RenderConfig()) if o["kind"] == "Pod"]
+    body = {
+        "metadata": {"namespace": "apps", "name": "chat"},
+        "status": {"conditions": [
+            {"type": "Placed", "status": "True", "reason": "Placed"},
+            {"type": "Ready", "status": "False", "reason": "PodsStarting"},
+        ]},
+    }  # fmt: skip
+    held = {p.node: len(p.gpus) for p in result.placements}
+    samples = cluster_samples(cluster, [(p, "chat") for p in pods], [body], held)
+
+    reserved = samples["gpupin_gpu_reserved_bytes"]
+    expected = {
+        (p.node, g.uuid, str(g.index), "apps", p.pod, "chat"): float(g.vram_bytes or 0)
+        for p in result.placements
+        for g in p.gpus
+    }
+    assert dict(reserved) == expected and all(v > 0 for v in expected.values())
+    assert dict(samples["gpupin_gpus_allocated"]) == {("busy",): float(sum(held.values())), ("idle",): 0.0}
+    assert dict(samples["gpupin_node_gpus"]) == {("busy",): 2.0, ("idle",): 1.0}
+    memory = dict(samples["gpupin_gpu_memory_bytes"])
+    assert memory[("idle", "GPU-idle-0", "0", cluster.nodes[1].gpus[0].name)] == float(
+        cluster.nodes[1].gpus[0].memory
+    )
+    assert sorted(samples["gpupin_llmdeployment_condition"]) == [
+        (("apps", "chat", "Placed", "True", "Placed"), 1.0),
+        (("apps", "chat", "Ready", "False", "PodsStarting"), 1.0),
+    ]
+    (family,) = [f for f in ClusterSeries(lambda: samples).collect() if f.name == "gpupin_gpu_reserved_bytes"]
+    assert {s.labels["UUID"] for s in family.samples} == {k[1] for k in expected}

@@ -459,6 +459,17 @@ def test_plain_kopf_run_serves_the_same_operator(env: Env) -> None:
         assert f'gpupin_gpus_allocated{{node="{env.nodes[0]}"}} 1.0' in text, (
             "counted from the cache at scrape time"
         )
+        node = env.nodes[0]
+        assert f'gpupin_node_gpus{{node="{node}"}} 1.0' in text, "capacity"
+        reserved = [line for line in text.splitlines() if line.startswith("gpupin_gpu_reserved_bytes{")]
+        assert len(reserved) == 1 and f'pod="{pod["metadata"]["name"]}"' in reserved[0], reserved
+        assert 'llmdeployment="chat"' in reserved[0] and 'UUID="GPU-' in reserved[0], reserved
+        assert (
+            f'gpupin_llmdeployment_condition{{condition="Placed",llmdeployment="chat",namespace="{env.namespace}",'
+            'reason="Placed",status="True"} 1.0'
+        ) in text
+        assert 'gpupin_api_requests_total{code="201",resource="pods",verb="POST"} 1.0' in text
+        assert "gpupin_build_info{" in text
     finally:
         process.terminate()
         process.wait(15)

@@ -4,7 +4,7 @@ It uses the official client's configuration loading (kubeconfig or in-cluster se
 account, token refresh included) and its HTTP layer, but speaks plain JSON dicts: the
 renderer produces dicts and the cache holds dicts, so nothing is converted to typed
 models and back. Calls block; the runtime runs them in threads. Every request is reported to
-``on_request(verb, resource)`` when given (the operator counts them for its metrics and the
+``on_request(verb, resource, status)`` once answered (status 0: no answer) when given (the operator counts them for its metrics and the
 benchmark); the client itself knows no metrics.
 """
 
@@ -106,7 +106,7 @@ class Kube:
     def __init__(
         self,
         configuration: client.Configuration | None = None,
-        on_request: Callable[[str, str], None] | None = None,
+        on_request: Callable[[str, str, int], None] | None = None,
         may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.configuration = configuration or load_configuration()
@@ -138,14 +138,18 @@ class Kube:
             raise ApiError(
                 503, "NotLeader", "this operator no longer holds its Lease: it writes nothing more"
             )
-        if self.on_request is not None:
-            self.on_request(method, resource)
+        status = 0  # no answer (a connection refused, a timeout)
         try:
             response = self.api.rest_client.request(  # type: ignore[no-untyped-call]
                 method, url, headers=headers, body=body, _request_timeout=timeout
             )
+            status = response.status
         except client.exceptions.ApiException as exc:  # the HTTP layer raises for some statuses
+            status = exc.status or 0
             raise ApiError(exc.status or 0, exc.reason or "", str(exc.body or "")) from None
+        finally:
+            if self.on_request is not None:
+                self.on_request(method, resource, status)
         data = response.read() if hasattr(response, "read") else response.data
         text = data.decode() if isinstance(data, bytes) else str(data or "")
         if not 200 <= response.status < 300:

@@ -25,7 +25,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import kopftuning, metrics, netpolicies, routerwatch
+from gpupin.controller import kopftuning, metrics, netpolicies, routerwatch, series
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -88,7 +88,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = bool(config.namespaces)
     settings.networking.request_timeout = 60
     STATE.cache.book.grace_seconds = config.gpu_loss_grace_seconds
-    metrics.watch_allocations(STATE.cache.gpus_per_node, asyncio.get_running_loop())
+    series.watch(STATE.cache, asyncio.get_running_loop())
     metrics.watch_node_problems(
         lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()}, asyncio.get_running_loop()
     )

@@ -32,6 +32,7 @@ from typing import Any
 
 import structlog
 
+from gpupin.controller import metrics
 from gpupin.controller.admin import env_bool
 from gpupin.kube import ApiError, Kube
 
@@ -228,6 +229,7 @@ class LeaderLease:
                 "Holding the operator Lease", lease=f"{self.namespace}/{self.name}", identity=self.identity
             )
         self._renewed_at = now
+        metrics.LEASE_HOLDER.labels(identity=self.identity).set(1)
         self._seen, self._seen_at = (self.identity, moment, transitions), now
         self._told = None
         return True
@@ -270,6 +272,7 @@ class LeaderLease:
                 taken = self.holder() not in (None, self.identity)
                 if taken or not self.holding():
                     self.lost.set()
+                    metrics.LEASE_HOLDER.labels(identity=self.identity).set(0)
                     log.error(
                         "Lost the operator Lease: stopping, writes stopped (the pod restarts as a standby)",
                         lease=f"{self.namespace}/{self.name}",
@@ -290,6 +293,7 @@ class LeaderLease:
         if not self.holding():
             return
         self._renewed_at = None
+        metrics.LEASE_HOLDER.labels(identity=self.identity).set(0)
         try:
             lease = self.kube.request("GET", self.path)
             if (lease.get("spec") or {}).get("holderIdentity") != self.identity:

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import platform
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
+from gpupin import __version__
+
 RECONCILES = Counter("gpupin_reconciles_total", "Reconciles of LLMDeployments, by result", ["result"])
-REFUSALS = Counter("gpupin_refusals_total", "Plans refused, by reason", ["reason"])
+REFUSALS = Counter(
+    "gpupin_refusals_total",
+    "Plans that came out refused, by reason: a deployment re-planned while refused counts each time "
+    '(how many are refused now: gpupin_llmdeployment_condition{condition="Placed",status="False"})',
+    ["reason"],
+)
 RECONCILE_SECONDS = Histogram(
     "gpupin_reconcile_duration_seconds",
     "Time to reconcile one LLMDeployment (plan and writes)",
@@ -31,9 +39,16 @@ SPEC_TO_PODS_SECONDS = Histogram(
 )
 API_REQUESTS = Counter(
     "gpupin_api_requests_total",
-    "Requests the operator sent (writes), by verb and resource",
-    ["verb", "resource"],
+    "Requests the operator sent to the API server (reads and writes; kopf's watches not included), "
+    "by verb, resource and HTTP status code (0: no answer)",
+    ["verb", "resource", "code"],
 )
+BUILD_INFO = Info("gpupin_build", "The gpupin version serving these metrics")
+BUILD_INFO.info({"version": __version__, "python_version": platform.python_version()})
+LEASE_HOLDER = Gauge(
+    "gpupin_lease_holder", "1 in the operator process that holds the operator Lease (a standby exports nothing)",
+    ["identity"],
+)  # fmt: skip
 QUEUE_DEPTH = Gauge("gpupin_queue_depth", "LLMDeployments waiting to be reconciled")
 
 SNAPSHOT_SECONDS = 2.0
@@ -85,30 +100,6 @@ class LoopSnapshot(Generic[V]):
         return self.last
 
 
-class GPUsAllocated:
-    """gpupin_gpus_allocated{node}, counted from the operator's cache when Prometheus scrapes — not
-    recomputed after every write (and a node that loses its last pod drops to 0 rather than lingering)."""
-
-    def __init__(self, count: Callable[[], Mapping[str, int]]) -> None:
-        self.count = count
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "gpupin_gpus_allocated", "GPUs held by gpupin pods, by node", labels=["node"]
-        )
-        for node, gpus in sorted(self.count().items()):
-            family.add_metric([node], gpus)
-        yield family
-
-
-def watch_allocations(count: Callable[[], Mapping[str, int]], loop: asyncio.AbstractEventLoop) -> None:
-    """Register the scrape-time GPU gauge (once per process); ``count`` runs on ``loop``, the loop
-    that owns what it reads (see :class:`LoopSnapshot`)."""
-    if "allocations" not in _registered:
-        REGISTRY.register(GPUsAllocated(LoopSnapshot(loop, count)))
-        _registered.add("allocations")
-
-
 class NodeInventoryProblems:
     """gpupin_node_inventory_problem{node,problem}: 1 while a node's GPU facts are not used as they
     are (problem: unreadable, missing, duplicate-uuid, mig, gfd-changed, gpu-gone); read from the
@@ -148,6 +139,6 @@ def serve(port: int) -> None:
         _serving.add(port)
 
 
-def count_request(verb: str, resource: str) -> None:
-    """The REST client's ``on_request`` hook: one API request sent."""
-    API_REQUESTS.labels(verb=verb, resource=resource).inc()
+def count_request(verb: str, resource: str, code: int) -> None:
+    """The REST client's ``on_request`` hook: one API request answered with ``code``."""
+    API_REQUESTS.labels(verb=verb, resource=resource, code=str(code)).inc()
