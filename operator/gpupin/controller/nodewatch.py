@@ -17,8 +17,8 @@ import structlog
 
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import EventSpec
+from gpupin.controller.events import post_event
 from gpupin.controller.nodeinventory import EVENT_REASONS, RESTORED, NodeProblem
-from gpupin.controller.writes import post_event
 from gpupin.kube import Kube
 
 log = structlog.get_logger("gpupin.operator")

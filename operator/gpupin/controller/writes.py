@@ -26,6 +26,7 @@ import structlog
 from gpupin import constants
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.decide import Actions, EventSpec
+from gpupin.controller.events import post_event
 from gpupin.controller.podstate import is_terminating
 from gpupin.controller.rollout import create_stages
 from gpupin.controller.status import failed_status
@@ -280,33 +281,3 @@ class ApiWrites:
             await self.patch_status(key, body, failed_status(body, reason, message, datetime.now(UTC)))
         except ApiError as exc:
             log.info("Could not write status", namespace=key[0], name=key[1], status=exc.status)
-
-
-def post_event(kube: Kube, involved: dict[str, Any], event: EventSpec, namespace: str | None = None) -> None:
-    """Post a core/v1 Event about ``involved`` (apiVersion, kind, name, uid, namespace when it has
-    one) in its namespace, or ``namespace`` for a cluster-scoped object. An Event that cannot be
-    posted is logged, not retried: it is news for people, not state."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    try:
-        kube.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {
-                    "generateName": f"{involved.get('name')}.",
-                    "namespace": involved.get("namespace") or namespace,
-                },
-                "involvedObject": involved,
-                "type": event.type,
-                "reason": event.reason,
-                "message": event.message[:1024],
-                "source": {"component": "gpupin-operator"},
-                "reportingComponent": "gpupin.dev/operator",
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            }
-        )
-    except ApiError as exc:
-        log.warning("Could not post Event", kind=involved.get("kind"), name=involved.get("name"),
-                    reason=event.reason, status=exc.status)  # fmt: skip
