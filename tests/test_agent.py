@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +307,32 @@ def test_publishes_on_change_only(cluster: Cluster, bare_node: str, tmp_path: Pa
         )
         assert ERROR_ANNOTATION not in meta["annotations"]
         assert agent.healthy()
+
+        def sample(name: str, **labels: str) -> float | None:
+            return agent.metrics.registry.get_sample_value(name, labels)
+
+        assert (
+            sample("gpupin_agent_reads_total", result="ok"),
+            sample("gpupin_agent_reads_total", result="error"),
+        ) == (5, 2)
+        assert sample("gpupin_agent_publishes_total", result="unchanged") == 3, "the steady state"
+        assert sample("gpupin_agent_publishes_total", result="updated") == 4
+        assert sample("gpupin_agent_gpus", node=bare_node) == 1
+        last = sample("gpupin_agent_last_publish_timestamp_seconds", node=bare_node)
+        assert last is not None and abs(last - time.time()) < 60
+
+        proxy.inject("GET", patches, status=503, times=1)
+        agent.step()
+        assert sample("gpupin_agent_publishes_total", result="error") == 1
+        assert sample("gpupin_agent_last_publish_timestamp_seconds", node=bare_node) == last, "not a publish"
     finally:
         proxy.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) -> None:
@@ -315,8 +342,20 @@ def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) 
         yaml.safe_dump({"nodes": [node(bare_node, RTX_4070, RTX_2060).model_dump(by_alias=True)]})
     )
     env = {"KUBECONFIG": str(cluster.kubeconfig), "NODE_NAME": bare_node, "GPUPIN_FAKE_INVENTORY": str(fake)}
+    metrics_port = free_port()
     agent = subprocess.Popen(
-        [sys.executable, "-m", "gpupin", "agent", "--health-port", "0", "--interval", "1"],
+        [
+            sys.executable,
+            "-m",
+            "gpupin",
+            "agent",
+            "--health-port",
+            "0",
+            "--interval",
+            "1",
+            "--metrics-port",
+            str(metrics_port),
+        ],
         env={**__import__("os").environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -352,6 +391,11 @@ def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) 
             what="the pod, scheduled",
         )
         assert pod["spec"]["nodeName"] == bare_node
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        )
+        assert f'gpupin_agent_gpus{{node="{bare_node}"}} 2.0' in scraped, scraped
+        assert f'gpupin_agent_last_publish_timestamp_seconds{{node="{bare_node}"}}' in scraped
     finally:
         operator.stop()
         agent.terminate()

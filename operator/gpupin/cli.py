@@ -188,6 +188,12 @@ def _parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("GPUPIN_AGENT_HEALTH_PORT", "8081")),
         help="port of /healthz and /readyz, 0 to disable (env GPUPIN_AGENT_HEALTH_PORT; default 8081)",
     )
+    agent.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("GPUPIN_AGENT_METRICS_PORT", "9400")),
+        help="port of Prometheus /metrics, 0 to disable (env GPUPIN_AGENT_METRICS_PORT; default 9400)",
+    )
     agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
     agent.set_defaults(run=_agent)
 
@@ -281,6 +287,8 @@ def _agent(args: argparse.Namespace) -> int:
 
     logs.configure()
     agent = Agent(Kube(), _source(args), args.node_name, args.interval)
+    if not args.once:
+        agent.metrics.serve(args.metrics_port)
     if args.health_port:
         serve_health(args.health_port, agent.healthy)
     stop = threading.Event()

@@ -27,6 +27,7 @@ import structlog
 
 from gpupin import constants
 from gpupin.agent.gpus import GPUReadError, GPUSource
+from gpupin.agent.metrics import AgentMetrics
 from gpupin.inventory import NodeInventory
 from gpupin.kube import ApiError, Kube
 
@@ -72,8 +73,16 @@ def metadata_patch(
 
 
 class Agent:
-    def __init__(self, kube: Kube, source: GPUSource, node_name: str, interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        source: GPUSource,
+        node_name: str,
+        interval: float = 60.0,
+        metrics: AgentMetrics | None = None,
+    ) -> None:
         self.kube = kube
+        self.metrics = metrics or AgentMetrics(node_name)
         self.source = source
         self.node_name = node_name
         self.interval = interval
@@ -88,6 +97,7 @@ class Agent:
         try:
             reading = self.source.read(self.node_name)
         except GPUReadError as exc:
+            self.metrics.read(False, None)
             self.failures += 1
             self.last_error = str(exc)
             delay = float(min(self.interval, 2.0 * 2 ** min(self.failures, 6)))
@@ -108,13 +118,15 @@ class Agent:
                     products=sorted({g.name for g in reading.inventory.gpus}),
                     seconds=round(reading.seconds, 4),
                 )
+            self.metrics.read(True, len(reading.inventory.gpus))
             self.failures = 0
             self.last_error = None
             self.last_good = reading.inventory
             delay = self.interval
         try:
-            self.publish()
+            self.metrics.published("updated" if self.publish() else "unchanged")
         except ApiError as exc:
+            self.metrics.published("error")
             log.warning(
                 "Could not update the Node", node=self.node_name, status=exc.status, reason=exc.reason
             )
@@ -122,11 +134,12 @@ class Agent:
         self.healthy_until = time.monotonic() + max(3 * self.interval, 30.0)
         return delay
 
-    def publish(self) -> None:
+    def publish(self) -> bool:
+        """Bring the Node's annotation and labels up to date: True when it was patched."""
         node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
         patch = metadata_patch(node, self.last_good, self.last_error)
         if patch is None:
-            return
+            return False
         self.kube.request(
             "PATCH", f"/api/v1/nodes/{self.node_name}", patch, content_type="application/merge-patch+json"
         )
@@ -137,6 +150,7 @@ class Agent:
             patch=sorted(patch["metadata"].get("annotations", {}))
             + sorted(patch["metadata"].get("labels", {})),
         )
+        return True
 
     def run(self, stop: threading.Event, once: bool = False) -> None:
         while not stop.is_set():
