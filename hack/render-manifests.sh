@@ -3,6 +3,7 @@
 # values, so `kubectl apply -f manifests/` installs what `helm install` does.
 #   hack/render-manifests.sh HELM          rewrite manifests/gpupin.yaml
 #   hack/render-manifests.sh HELM --check  exit 1 if it is stale
+#   hack/render-manifests.sh HELM --set …  rewrite it with these values too (the release pins the image digest)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 helm=${1:?usage: render-manifests.sh HELM [--check]}
@@ -14,7 +15,8 @@ rendered=$(
   echo "kind: Namespace"
   echo "metadata:"
   echo "  name: gpupin-system"
-  "$helm" template gpupin "$root/charts/gpupin" --namespace gpupin-system
+  if [ "${2:-}" = "--check" ]; then extra=(); else extra=("${@:2}"); fi
+  "$helm" template gpupin "$root/charts/gpupin" --namespace gpupin-system ${extra[@]+"${extra[@]}"}
 )
 if [ "${2:-}" = "--check" ]; then
   if [ "$rendered" != "$(cat "$out" 2>/dev/null)" ]; then
