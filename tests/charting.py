@@ -7,6 +7,7 @@ are skipped with :data:`needs_helm` when helm has not been built (``make cluster
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -139,3 +140,12 @@ def balanced(expr: str) -> bool:
         elif char in ")}]" and (not stack or "({["[")}]".index(char)] != stack.pop()):
             return False
     return not stack and expr.count('"') % 2 == 0
+
+
+def chart_readme() -> Any:
+    """hack/chart-readme.py as a module (a file name with a dash cannot be imported)."""
+    spec = importlib.util.spec_from_file_location("chart_readme", REPO / "hack" / "chart-readme.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

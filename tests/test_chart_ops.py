@@ -5,12 +5,15 @@ nodes that opted out; nodeSelector and affinity overrides); scheduling values, p
 and pull secrets reaching the operator and agent pods; the image tag; ports that 0 disables (no
 Service, port or probe then); the Prometheus Operator objects (off by default; their selectors
 match the Service and pods actually rendered, the engine pods as the operator renders them); the
-alert rules; NOTES.txt as `helm install` prints it; Chart.yaml's metadata.
+alert rules; NOTES.txt as `helm install` prints it; Chart.yaml's metadata; the README's values
+table up to date with values.yaml.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from charting import (
     CHART,
     NAMESPACE,
     balanced,
+    chart_readme,
     env_of,
     failure,
     needs_helm,
@@ -35,7 +39,7 @@ from gpupin.planner import plan
 from gpupin.render import RenderConfig
 from gpupin.render import render as render_objects
 
-from helpers import T4, deployment, inventory, models, node, workstation
+from helpers import REPO, T4, deployment, inventory, models, node, workstation
 
 pytestmark = needs_helm
 
@@ -369,3 +373,27 @@ def test_notes_say_where_the_agent_runs(tmp_path: Path) -> None:
     assert "WARNING: agent.restrictNodeWrites=false" in notes("agent.restrictNodeWrites=false")
     monitored = notes("monitoring.prometheusRule.enabled=true", "monitoring.labels.release=prom")
     assert "PrometheusRule (alerts)" in monitored and '{"release":"prom"}' in monitored
+
+
+def test_readme_values_table_is_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "chart-readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    module = chart_readme()
+    values_text = (CHART / "values.yaml").read_text()
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    table = module.rows(values_text, schema)
+    readme = (CHART / "README.md").read_text()
+    assert "\n".join(table) in readme
+    documented = {line.split("`")[1] for line in table[2:]}
+    assert {"agent.gpuNodeLabels", "monitoring.prometheusRule.alerts.GpupinOperatorNotLeading"} <= documented
+    added = values_text.replace("  logLevel: INFO\n", "  logLevel: INFO\n  # Something new\n  newValue: 1\n")
+    assert "| `operator.newValue` | `1` | Something new |" in module.rows(added, schema), (
+        "a new value is a row"
+    )
+    with pytest.raises(ValueError, match=r"undocumented values .*: operator\.newValue"):
+        module.rows(added.replace("  # Something new\n", ""), schema)
