@@ -2,11 +2,13 @@
 
 Aspects: `helm lint`; `helm template` with default and non-default values, every rendered
 object valid Kubernetes v1.37 (strict schema); the operator's ClusterRole is exactly
-rbac.RULES; the agent DaemonSet (GPU-node selector, NVML without a GPU, fake inventory);
+rbac.RULES; the agent DaemonSet (GPU-node affinity, NVML without a GPU, fake inventory);
 security contexts; CRDs switchable and kept; contradictory values fail with a message;
 generated files (CRD copies, RBAC rules, manifests/) have not drifted; the samples pass the
 real API server's schema and CEL (server-side dry run); `helm install`/`upgrade`/`uninstall`
-on the cluster, CRD kept.
+on the cluster, CRD kept. The rendered-template tests need helm alone; those on the cluster
+skip themselves (the `cluster` fixture) without the control-plane binaries. The chart's
+operations surface (agent targeting, monitoring, ports, NOTES, README) is tests/test_chart_ops.py.
 """
 
 from __future__ import annotations
@@ -20,42 +22,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from charting import CHART, by_kind, helm, needs_helm, render, runs_on
 from gpupin import generate
 from gpupin.controller import rbac
 
 from helpers import REPO
-from kwok import Cluster, missing_tools, tools_bin
+from kwok import Cluster, tools_bin
 
-CHART = REPO / "charts" / "gpupin"
-
-pytestmark = pytest.mark.skipif(
-    bool(missing_tools()) or not (tools_bin() / "helm").exists(),
-    reason="helm and the control-plane binaries are built by `make cluster-tools`",
-)
-
-
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(tools_bin() / "helm"), *args], capture_output=True, text=True, check=False, timeout=120
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)}: {result.stderr}")
-    return result
-
-
-def render(*sets: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> list[dict[str, Any]]:
-    args = ["template", "gpupin", str(CHART), "--namespace", "gpupin-system"]
-    for item in sets:
-        args += ["--set", item]
-    if values is not None and tmp is not None:
-        path = tmp / "values.yaml"
-        path.write_text(yaml.safe_dump(values))
-        args += ["-f", str(path)]
-    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+pytestmark = needs_helm
 
 
 FAKE_VALUES = {
@@ -126,7 +100,8 @@ def test_default_install() -> None:
     )
     (daemonset,) = by_kind(docs, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "nodeSelector" not in pod, "GPU nodes are found by a node affinity (tests/test_chart_ops.py)"
+    assert runs_on(pod, {"nvidia.com/gpu.present": "true"}) and not runs_on(pod, {})
     assert pod["runtimeClassName"] == "nvidia"
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "all" and env["NODE_NAME"] == {
@@ -160,6 +135,7 @@ def test_non_default_values(tmp_path: Path) -> None:
     (daemonset,) = by_kind(docs, "DaemonSet")
     pod = daemonset["spec"]["template"]["spec"]
     assert "nodeSelector" not in pod and "runtimeClassName" not in pod, "fake mode needs no GPU node, no NVML"
+    assert runs_on(pod, {}), "fake mode: every node (that has not opted out)"
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["GPUPIN_FAKE_INVENTORY"] == "/etc/gpupin/inventory.yaml"
     roles = {r["metadata"]["name"]: r["rules"] for r in by_kind(docs, "ClusterRole")}
