@@ -41,8 +41,9 @@ kind: $(STAMP) cluster-tools ## the kind tier: chart, images and a real Ollama p
 generate: $(STAMP) ## regenerate the CRDs (crds/ and the chart) and the chart's RBAC rules from the code
 	$(BIN)/python -m gpupin.generate
 
-manifests: $(STAMP) cluster-tools ## render manifests/gpupin.yaml from the chart (plain kubectl apply install)
+manifests: $(STAMP) cluster-tools ## render manifests/gpupin.yaml from the chart (plain kubectl apply install) and the chart README's values table
 	hack/render-manifests.sh "$$(hack/build-cluster-tools.sh)/helm"
+	$(BIN)/python hack/chart-readme.py
 
 examples: $(STAMP) ## plan the seed's examples on the seed's workstation (RTX 4070 + RTX 2060)
 	@for f in examples/seed/*.yaml; do \

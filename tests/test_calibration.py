@@ -8,7 +8,6 @@ import re
 import pytest
 
 from calibration import TOLERANCE, rows, table
-
 from helpers import REPO
 
 

@@ -19,6 +19,7 @@ from gpupin.cli import main
 from gpupin.engines import ENGINES
 from gpupin.quantity import GiB
 from gpupin.sizing import ModelCatalog
+
 from model_hub import ModelHub
 
 CASES = Path(__file__).parent / "fixtures" / "cases"

@@ -22,10 +22,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from charting import CHART, by_kind, helm, needs_helm, render, runs_on
 from gpupin import generate
 from gpupin.controller import rbac
 
+from charting import CHART, by_kind, helm, needs_helm, render, runs_on
 from helpers import REPO
 from kwok import Cluster, tools_bin
 

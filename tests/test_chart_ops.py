@@ -20,6 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
+from gpupin.planner import plan
+from gpupin.render import RenderConfig
+from gpupin.render import render as render_objects
+
 from charting import (
     CHART,
     NAMESPACE,
@@ -35,10 +39,6 @@ from charting import (
     render,
     runs_on,
 )
-from gpupin.planner import plan
-from gpupin.render import RenderConfig
-from gpupin.render import render as render_objects
-
 from helpers import REPO, T4, deployment, inventory, models, node, workstation
 
 pytestmark = needs_helm

@@ -13,9 +13,9 @@ from gpupin.controller.metadata import ModelMetadata, cluster_catalog
 from gpupin.engines import ENGINES
 from gpupin.modelsource import ModelSource
 from gpupin.sizing import ModelDataError
-from model_hub import ModelHub
 
 from helpers import deployment, models
+from model_hub import ModelHub
 
 
 @pytest.fixture

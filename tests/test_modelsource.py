@@ -26,9 +26,9 @@ from gpupin.modelsource import (
 from gpupin.planner import Planner
 from gpupin.quantity import GiB
 from gpupin.sizing import ModelCatalog
-from model_hub import GATED_TOKEN, ModelHub
 
 from helpers import RTX_4090, inventory, node
+from model_hub import GATED_TOKEN, ModelHub
 
 
 @pytest.fixture(autouse=True)
@@ -271,6 +271,7 @@ def test_header_reader_agrees_with_the_gguf_package(tmp_path: Path) -> None:
     import gguf
 
     from gpupin.modelfacts.gguf_header import read_header
+
     from model_hub import FIXTURES, _gguf_header
 
     for folder, tag in (("library/qwen3", "30b-a3b"), ("library/llava", "7b"), ("library/tinyllama", "1.1b")):
@@ -294,6 +295,7 @@ def test_header_reader_agrees_with_the_gguf_package(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cut", [3, 40, 5000, 300_000])
 def test_cut_headers_say_so(cut: int) -> None:
     from gpupin.modelfacts.gguf_header import GGUFHeaderError, read_header
+
     from model_hub import FIXTURES, _gguf_header
 
     header = _gguf_header(str(FIXTURES / "ollama" / "library" / "tinyllama"), "1.1b")

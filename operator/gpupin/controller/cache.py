@@ -83,6 +83,18 @@ class ClusterCache:
             self._inventory = None
         return changed
 
+    def load_nodes(self, nodes: Iterable[dict[str, Any]], slices: Iterable[dict[str, Any]]) -> None:
+        """Every Node and ResourceSlice of a LIST, judged together (no node is the incumbent of a
+        UUID another reports)."""
+        self.begin_node_batch()
+        try:
+            for node in nodes:
+                self.set_node(node)
+            for item in slices:
+                self.set_slice(item)
+        finally:
+            self.end_node_batch()
+
     def _refresh_node(self, name: str) -> bool:
         node = self.raw_nodes.get(name)
         if node is None:

@@ -29,7 +29,7 @@ from gpupin.controller import kopftuning, metrics, netpolicies, routerwatch, ser
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
-from gpupin.controller.listing import Lister, list_objects, unlisted
+from gpupin.controller.listing import Lister, list_nodes, list_objects, unlisted
 from gpupin.controller.podstate import is_ready, is_terminating
 from gpupin.controller.runtime import Reconciler
 from gpupin.controller.store import key_of
@@ -173,21 +173,8 @@ async def _initial_lists(kube: Kube, cache: ClusterCache) -> None:
                 continue
             for item in items:
                 getattr(cache, lister[0]).upsert(item)
-    nodes = await asyncio.to_thread(kube.request, "GET", "/api/v1/nodes")
-    cache.begin_node_batch()  # judged together: no node is the incumbent of a UUID another reports
-    try:
-        for node in nodes.get("items") or []:
-            cache.set_node(node)
-        try:
-            slices = await asyncio.to_thread(kube.request, "GET", "/apis/resource.k8s.io/v1/resourceslices")
-        except ApiError as exc:  # a cluster without DRA: GPUs come from annotations and GFD
-            if exc.status not in (403, 404):
-                raise
-            slices = {}
-        for item in slices.get("items") or []:
-            cache.set_slice(item)
-    finally:
-        cache.end_node_batch()
+    nodes, slices = await asyncio.to_thread(list_nodes, kube)
+    cache.load_nodes(nodes, slices)
 
 
 async def _relist_forever(kube: Kube, seconds: float) -> None:

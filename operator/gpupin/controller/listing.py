@@ -41,3 +41,16 @@ def unlisted(namespace: str, lister: Lister, exc: ApiError) -> None:
         kind=lister[1],
         status=exc.status,
     )
+
+
+def list_nodes(kube: Kube) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every Node, and every DRA ResourceSlice (none in a cluster without DRA, or where the
+    operator may not read them): the GPUs' sources, listed together."""
+    nodes = kube.request("GET", "/api/v1/nodes").get("items") or []
+    try:
+        slices = kube.request("GET", "/apis/resource.k8s.io/v1/resourceslices").get("items") or []
+    except ApiError as exc:  # GPUs then come from annotations and GFD labels
+        if exc.status not in (403, 404):
+            raise
+        slices = []
+    return nodes, slices
