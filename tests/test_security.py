@@ -213,6 +213,8 @@ def test_a_namespaced_operator_may_act_only_where_it_serves(env: Env) -> None:
             assert answer.stdout.strip() == allowed, f"{user} {verb} {resource} {where}: {answer.stdout}"
         log = operator.log.read_text()
         assert "Not enough permissions" not in log and "namespaces is forbidden" not in log, operator.tail()
+        operator.stop()  # before its rights go (it releases its Lease on the way out)
+        assert "Forbidden" not in operator.log.read_text(), operator.tail()
     finally:
         cluster.kubectl("delete", "-f", "-", "--wait=false", input=manifest, check=False)
 
