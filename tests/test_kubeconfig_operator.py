@@ -61,14 +61,19 @@ def test_the_operator_uses_the_chosen_context_and_names_itself(env: Env) -> None
     operator = env.operator("--kubeconfig", str(both), "--context", "proxy", kubeconfig=nowhere)
     env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}])
     wait_for(env.placed("assistant"), what="Placed=True through the chosen context")
-    wait_for(lambda: len(env.pods()) == 1, what="its pod")
+    ours = f"gpupin/{__version__} (operator)"
+    kopfs = f"{ours} kopf/{metadata.version('kopf')}"
+    # kopf logs in after gpupin's start-up (which may have listed the first deployment already):
+    # a deployment applied once kopf watches is seen through kopf's watch, on the chosen context
+    wait_for(lambda: kopfs in proxy.user_agents, what="kopf's requests through the chosen context")
+    env.apply("second", engine="ollama", models=[{"name": "llama3.1:8b"}])
+    wait_for(env.placed("second"), what="the second deployment, seen by kopf's watch")
+    wait_for(lambda: len(env.pods()) == 2, what="their pods")
     assert operator.alive(), operator.tail()
     assert proxy.count("PUT", r"/leases/gpupin-operator$") + proxy.count("POST", r"/leases$") >= 1
-    assert proxy.count("GET", r"/llmdeployments$") >= 1, "kopf's watch goes through the chosen context"
-    assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") == 1
-    assert proxy.count("PATCH", r"/llmdeployments/assistant/status$") >= 1
-    ours = f"gpupin/{__version__} (operator)"
-    assert set(proxy.user_agents) == {ours, f"{ours} kopf/{metadata.version('kopf')}"}
+    assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") == 2
+    assert proxy.count("PATCH", r"/llmdeployments/second/status$") >= 1
+    assert set(proxy.user_agents) == {ours, kopfs}
 
 
 @pytest.fixture
