@@ -67,6 +67,8 @@ class FaultProxy:
         self.token = user.get("token")
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, int]] = []
+        self.user_agents: list[str] = []
+        """The User-Agent of every request that reached the proxy, in order."""
         self.lists: list[str] = []
         """Paths of the plain (not watch) GETs forwarded, in order: the LISTs among them."""
         self._watches: set[web.StreamResponse] = set()
@@ -230,6 +232,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path_qs
+        self.user_agents.append(request.headers.get("User-Agent", ""))
         watching = request.method == "GET" and request.query.get("watch") in ("true", "1")
         if watching:
             await self._held(request.path)

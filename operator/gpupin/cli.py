@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import re
-import socket
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Literal, NoReturn
 
-import yaml
-
-from gpupin import __version__, modelcli
+from gpupin import __version__, clitools, inventorycli, modelcli
 from gpupin.engines import ENGINES
-from gpupin.loading import InputError, load_deployments, load_inventory
+from gpupin.loading import STDIN, InputError, load_deployments, load_inventory, shown
 from gpupin.packing import plan_all
 from gpupin.pinning import PINNING_MODES
 from gpupin.planner import Planner
@@ -108,13 +104,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="FILE",
-        help="YAML file with LLMDeployments (repeatable)",
+        help="YAML file with LLMDeployments (repeatable; - reads standard input)",
     )
     plan.add_argument(
         "--inventory",
         required=True,
         metavar="FILE",
-        help="GPU inventory file, or the output of `kubectl get nodes -o yaml`",
+        help="GPU inventory file, or the output of `kubectl get nodes -o yaml` (- reads standard input)",
     )
     plan.add_argument(
         "-o",
@@ -160,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     from gpupin.controller import config as operator_config
 
     operator_config.add_arguments(operator)
+    clitools.add_cluster_arguments(operator)
     operator.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     operator.add_argument(
         "--log-format",
@@ -175,7 +172,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Read the node's GPUs and keep the gpupin.dev/gpu-inventory annotation and the "
         "gpupin.dev/gpu-count and gpupin.dev/mixed labels of its own Node current.",
     )
-    _source_arguments(agent)
+    inventorycli.source_arguments(agent)
+    clitools.add_cluster_arguments(agent)
     agent.add_argument(
         "--interval",
         type=float,
@@ -208,73 +206,10 @@ def _parser() -> argparse.ArgumentParser:
     router_main.add_arguments(router)
     router.set_defaults(run=router_main.run)
 
-    inventory = sub.add_parser("inventory", help="print this node's GPUs as gpupin sees them")
-    _source_arguments(inventory)
-    inventory.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    modelcli.add_debug_argument(inventory)
-    inventory.set_defaults(run=_inventory)
+    inventorycli.add_inventory_command(sub)
+    clitools.add_version_command(sub)
+    clitools.add_completion_command(sub, parser)
     return parser
-
-
-def _source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--node-name",
-        default=os.environ.get("NODE_NAME") or socket.gethostname(),
-        help="this node's name (env NODE_NAME, from the downward API; default the hostname)",
-    )
-    parser.add_argument(
-        "--fake-inventory",
-        default=os.environ.get("GPUPIN_FAKE_INVENTORY"),
-        metavar="FILE",
-        help="take the GPUs from this inventory file instead of NVML (env GPUPIN_FAKE_INVENTORY)",
-    )
-
-
-def _source(args: argparse.Namespace) -> Any:
-    from gpupin.agent.gpus import FakeSource, NvmlSource
-
-    return FakeSource(Path(args.fake_inventory)) if args.fake_inventory else NvmlSource()
-
-
-def _inventory(args: argparse.Namespace) -> int:
-    from gpupin.agent.gpus import GPUReadError
-
-    try:
-        reading = _source(args).read(args.node_name)
-    except GPUReadError as exc:
-        if args.fake_inventory:  # the file or --node-name is wrong: invalid input, not a failed read
-            raise InputError(str(exc)) from None
-        print(f"gpupin: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    node = reading.inventory
-    if args.output == "json":
-        print(json.dumps(node.model_dump(by_alias=True, exclude_none=True), indent=2))
-    elif args.output == "yaml":
-        yaml.safe_dump(
-            {"nodes": [node.model_dump(by_alias=True, exclude_none=True)]}, sys.stdout, sort_keys=False
-        )
-    else:
-        print(
-            f"node {node.name}: driver {node.driver_version or '-'}, CUDA {node.cuda_driver_version or '-'}, "
-            f"read in {reading.seconds * 1e3:.1f} ms"
-        )
-        rows = [("INDEX", "NAME", "MEMORY", "CC", "UUID", "PCI BUS ID", "MIG")]
-        rows += [
-            (
-                str(g.index),
-                g.name,
-                f"{g.memory / 2**20:.0f} MiB",
-                g.compute_capability,
-                g.uuid,
-                g.pci_bus_id or "-",
-                "on" if g.mig_enabled else "off",
-            )
-            for g in node.gpus
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            print("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
-    return EXIT_OK
 
 
 def _agent(args: argparse.Namespace) -> int:
@@ -285,8 +220,9 @@ def _agent(args: argparse.Namespace) -> int:
     from gpupin.agent.publish import Agent, serve_health
     from gpupin.kube import Kube
 
+    clitools.connect(args, "agent")
     logs.configure()
-    agent = Agent(Kube(), _source(args), args.node_name, args.interval)
+    agent = Agent(Kube(), inventorycli.source(args), args.node_name, args.interval)
     if not args.once:
         agent.metrics.serve(args.metrics_port)
     if args.health_port:
@@ -309,6 +245,7 @@ def _operator(args: argparse.Namespace) -> int:
         config = operator_config.from_arguments(args)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    clitools.connect(args, "operator")
     logs.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     identity = operator_config.operator_identity()
     held = _hold_lease(config, identity) if config.leader_election else None
@@ -386,10 +323,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _plan_uncollected(args: argparse.Namespace) -> int:
+    if args.filename.count(STDIN) > 1:
+        raise InputError("-f -: given twice; standard input can be read only once")
+    if STDIN in args.filename and args.inventory == STDIN:
+        raise InputError("-f - and --inventory -: standard input can be read only once; name a file for one")
     deployments = load_deployments(args.filename)
     inventory, problems = load_inventory(args.inventory)
     for problem in problems:
-        print(f"gpupin: warning: {args.inventory}: skipped {problem}", file=sys.stderr)
+        print(f"gpupin: warning: {shown(args.inventory)}: skipped {problem}", file=sys.stderr)
     from gpupin.controller.config import for_plan
 
     try:
@@ -402,7 +343,9 @@ def _plan_uncollected(args: argparse.Namespace) -> int:
     seen: set[str] = set()
     for deployment in deployments:
         if deployment.key in seen:
-            raise InputError(f"LLMDeployment {deployment.key} appears twice in {', '.join(args.filename)}")
+            raise InputError(
+                f"LLMDeployment {deployment.key} appears twice in {', '.join(map(shown, args.filename))}"
+            )
         seen.add(deployment.key)
     results = list(zip(deployments, plan_all(planner, deployments), strict=True))
     write_plan(results, args.output, config, sys.stdout)

@@ -4,22 +4,25 @@ It uses the official client's configuration loading (kubeconfig or in-cluster se
 account, token refresh included) and its HTTP layer, but speaks plain JSON dicts: the
 renderer produces dicts and the cache holds dicts, so nothing is converted to typed
 models and back. Calls block; the runtime runs them in threads. Every request is reported to
-``on_request(verb, resource, status)`` once answered (status 0: no answer) when given (the operator counts them for its metrics and the
-benchmark); the client itself knows no metrics.
+``on_request(verb, resource, status)`` once answered (status 0: no answer) when given (the
+operator counts them for its metrics and the benchmark); the client itself knows no metrics.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
+from gpupin import __version__
 from gpupin.constants import KUBELET_READINESS_FAILED
 
 CORE_KINDS = {"Pod": "pods", "Service": "services", "Event": "events", "ConfigMap": "configmaps"}
@@ -86,17 +89,87 @@ def _resource(path: str) -> str:
     return parts[0] if parts else ""
 
 
-def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """``kubeconfig`` if given, else in-cluster service account when running in a pod, else
-    $KUBECONFIG (read now: the client reads it only once, at import) or ~/.kube/config."""
+@dataclass
+class Connection:
+    """Where and as what this process talks to the API server; set once, by :func:`connect`,
+    before any :class:`Kube` is made (the CLI's ``--kubeconfig``/``--context``)."""
+
+    kubeconfig: str | None = None
+    """A kubeconfig file (None: in-cluster when in a pod, else $KUBECONFIG or ~/.kube/config)."""
+    context: str | None = None
+    """A context of that kubeconfig (None: its current-context)."""
+    component: str = ""
+    """``operator`` or ``agent``: named in the User-Agent of every request."""
+
+
+CONNECTION = Connection()
+
+
+class KubeconfigError(ValueError):
+    """The kubeconfig or context cannot be used; the message names the flag (or variable) and why."""
+
+
+def user_agent(component: str | None = None) -> str:
+    """``gpupin/<version> (<component>)``, the User-Agent of every request: API server audit logs then
+    tell gpupin's requests apart (``component`` None: the process's, from :func:`connect`)."""
+    component = CONNECTION.component if component is None else component
+    return f"gpupin/{__version__}" + (f" ({component})" if component else "")
+
+
+def connect(kubeconfig: str | None, context: str | None, component: str) -> client.Configuration:
+    """Use this kubeconfig and context, and name ``component`` in the User-Agent, for every later
+    :class:`Kube` and :func:`load_configuration` of this process. Loads the configuration once now,
+    so a bad path or an unknown context is found before anything runs: raises
+    :class:`KubeconfigError` naming ``--kubeconfig`` or ``--context``."""
+    configuration = load_configuration(kubeconfig, context)
+    CONNECTION.kubeconfig, CONNECTION.context, CONNECTION.component = kubeconfig, context, component
+    return configuration
+
+
+def load_configuration(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
+    """The client configuration: ``kubeconfig`` if given (with ``context``, else its current one);
+    else the process's (:func:`connect`); else the in-cluster service account when running in a pod,
+    else $KUBECONFIG (read now: the client reads it only once, at import) or ~/.kube/config. Raises
+    :class:`KubeconfigError` (a :class:`ValueError`) naming the file, or the context and the
+    contexts there are."""
+    if kubeconfig is None and context is None:
+        kubeconfig, context = CONNECTION.kubeconfig, CONNECTION.context
     configuration = client.Configuration()
-    if kubeconfig is None:
+    if kubeconfig is None and context is None:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return configuration
         except ConfigException:
-            kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+            pass
+    if kubeconfig is not None:
+        where = f"--kubeconfig {kubeconfig}"
+        if not os.path.isfile(os.path.expanduser(kubeconfig)):
+            raise KubeconfigError(f"{where}: no such file (name a kubeconfig file)")
+    elif os.environ.get("KUBECONFIG"):
+        kubeconfig = os.environ["KUBECONFIG"]
+        where = f"KUBECONFIG={kubeconfig}"
+    else:
+        kubeconfig = os.path.expanduser("~/.kube/config")
+        where = kubeconfig
+        if not os.path.isfile(kubeconfig) and context is None:
+            raise KubeconfigError(
+                f"not in a pod (no service account) and no kubeconfig at {kubeconfig}: "
+                "name one with --kubeconfig or KUBECONFIG"
+            )
+    try:
+        if context is not None:
+            contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            names = [str(c.get("name")) for c in contexts or []]
+            if context not in names:
+                raise KubeconfigError(
+                    f"--context {context}: no such context in {kubeconfig} (its contexts: {', '.join(names) or 'none'})"
+                )
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        message = re.sub(r"\s+", " ", str(exc)).strip()
+        raise KubeconfigError(f"{where}: not a usable kubeconfig ({message or type(exc).__name__})") from None
     return configuration
 
 
@@ -108,8 +181,11 @@ class Kube:
         configuration: client.Configuration | None = None,
         on_request: Callable[[str, str, int], None] | None = None,
         may_write: Callable[[], bool] | None = None,
+        component: str | None = None,
     ) -> None:
         self.configuration = configuration or load_configuration()
+        self.user_agent = user_agent(component)
+        """Sent with every request (``component`` None: the process's, see :func:`connect`)."""
         self.on_request = on_request
         self.may_write = may_write
         """Asked before every request that is not a read: False refuses it (503 ``NotLeader``),
@@ -126,7 +202,7 @@ class Kube:
         timeout: float = 30.0,
     ) -> Any:
         url = self.configuration.host + path + (f"?{urlencode(params)}" if params else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": self.user_agent}
         # the client's auth settings: a bearer token (kubeconfig token, exec plugin or the
         # in-cluster service account, refreshed by the client as it rotates)
         settings: dict[str, dict[str, Any]] = dict(self.configuration.auth_settings())  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ what is allowed — never a traceback. Nothing here writes anything.
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -18,15 +19,24 @@ from gpupin import constants, safeyaml
 from gpupin.api.v1alpha1 import PATTERN_HELP, LLMDeployment
 from gpupin.inventory import Inventory, NodeReadError, inventory_from_nodes
 
+STDIN = "-"
+"""The file name that means standard input (``gpupin plan -f -``)."""
+
 
 class InputError(Exception):
     """Bad input: the message names the file, the document, the field and what is allowed."""
 
 
+def shown(path: str | Path) -> str:
+    """A file's name as messages give it: ``<stdin>`` for :data:`STDIN`."""
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
 def read_text(path: str | Path) -> str:
-    """A file's text: UTF-8 (or UTF-16 with a byte-order mark), at most
-    :data:`~gpupin.safeyaml.MAX_BYTES`; :class:`InputError` naming the file otherwise. ``-`` is
-    not supported (name a file; ``<(command)`` works)."""
+    """A file's text (``-``: standard input's): UTF-8 (or UTF-16 with a byte-order mark), at most
+    :data:`~gpupin.safeyaml.MAX_BYTES`; :class:`InputError` naming the file otherwise."""
+    if str(path) == STDIN:
+        return _decoded(shown(path), sys.stdin.buffer.read(safeyaml.MAX_BYTES + 1), None)
     path = Path(path)
     try:
         with path.open("rb") as file:
@@ -39,33 +49,37 @@ def read_text(path: str | Path) -> str:
         raise InputError(f"{path}: cannot read it (permission denied)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    return _decoded(str(path), data, path)
+
+
+def _decoded(name: str, data: bytes, path: Path | None) -> str:
+    """``data`` read from the file called ``name`` (``path``; None: standard input) as text."""
     if len(data) > safeyaml.MAX_BYTES:
         limit = safeyaml.MAX_BYTES // 2**20
         try:
-            size = path.stat().st_size  # a pipe or a device has none: "more than" the limit, then
+            size = path.stat().st_size if path else 0  # a pipe or a device has none: "more than" the limit
         except OSError:  # pragma: no cover - it was just read
             size = 0
         figure = f"{size / 2**20:.1f} MiB" if size > safeyaml.MAX_BYTES else f"more than {limit} MiB"
-        raise InputError(f"{path}: too large to read ({figure}); a file may hold at most {limit} MiB")
+        raise InputError(f"{name}: too large to read ({figure}); a file may hold at most {limit} MiB")
     try:
         return safeyaml.decode(data)
     except safeyaml.YAMLInputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{name}: {exc}") from None
 
 
 def read_documents(path: str | Path) -> list[tuple[int, Any]]:
     """Every YAML document in a file as (1-based index, data), empty ones left out. Read within
     :mod:`gpupin.safeyaml`'s limits (size, nesting, aliases); :class:`InputError` naming the file
     and the line otherwise."""
-    path = Path(path)
     try:
         documents = safeyaml.load_all(read_text(path))
     except safeyaml.YAMLInputError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{shown(path)}: {exc}") from None
     return [(i, doc) for i, doc in enumerate(documents, start=1) if doc is not None]
 
 
-def _items(path: Path, documents: list[tuple[int, Any]]) -> Iterator[tuple[str, Any]]:
+def _items(path: str, documents: list[tuple[int, Any]]) -> Iterator[tuple[str, Any]]:
     for index, doc in documents:
         if isinstance(doc, dict) and str(doc.get("kind", "")).endswith("List") and "items" in doc:
             items = doc.get("items") or []
@@ -80,13 +94,13 @@ def _items(path: Path, documents: list[tuple[int, Any]]) -> Iterator[tuple[str, 
 
 
 def load_deployments(paths: Sequence[str | Path]) -> list[LLMDeployment]:
-    """Every LLMDeployment in the files, in order. Other kinds (a Namespace, a Secret) are skipped;
+    """Every LLMDeployment in the files (``-``: standard input), in order. Other kinds (a Namespace, a Secret) are skipped;
     a file with no LLMDeployment at all is an error."""
     result: list[LLMDeployment] = []
     for raw_path in paths:
-        path = Path(raw_path)
+        path = shown(raw_path)
         found = 0
-        for where, doc in _items(path, read_documents(path)):
+        for where, doc in _items(path, read_documents(raw_path)):
             if not isinstance(doc, dict):
                 raise InputError(
                     f"{path}: {where}: expected a Kubernetes object (a mapping), got {_kind_of(doc)}"
@@ -111,10 +125,10 @@ def load_deployments(paths: Sequence[str | Path]) -> list[LLMDeployment]:
 
 
 def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
-    """An inventory file, or the output of ``kubectl get nodes -o yaml``; plus one line per node
+    """An inventory file (``-``: standard input), or the output of ``kubectl get nodes -o yaml``; plus one line per node
     that had to be skipped (and why)."""
-    path = Path(path)
     documents = read_documents(path)
+    path = shown(path)
     if not documents:
         raise InputError(
             f"{path}: empty; expected an inventory (nodes: [...]) or `kubectl get nodes -o yaml` output"
@@ -139,7 +153,7 @@ def load_inventory(path: str | Path) -> tuple[Inventory, list[str]]:
         raise InputError(f"{path}: {exc}") from None
 
 
-def _check_node(path: Path, where: str, node: dict[str, Any]) -> None:
+def _check_node(path: str, where: str, node: dict[str, Any]) -> None:
     """The parts of a Node object gpupin reads have the shapes Kubernetes gives them: metadata,
     status and metadata.labels/annotations are mappings, labels and annotations map to strings."""
     metadata = node.get("metadata")

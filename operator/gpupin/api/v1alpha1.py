@@ -260,15 +260,28 @@ class ObjectMeta(BaseModel):
     uid: str | None = None
 
 
-class Condition(ApiModel):
-    """A Kubernetes condition (metav1.Condition)."""
+CONDITION_TYPE_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_MESSAGE_MAX = 32768
+"""metav1.Condition's limit on a message, in characters: a longer one is cut (the API server
+would refuse the whole status)."""
 
-    type: str
+
+class Condition(ApiModel):
+    """A Kubernetes condition, with metav1.Condition's schema: the same required fields, patterns
+    and limits, so that tools that read conditions (kubectl wait, kstatus) read gpupin's."""
+
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN)
+    """Placed, Ready, Degraded or EndpointReady."""
     status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
+    """Why the condition is as it is, in CamelCase (e.g. InsufficientGPUs); scripts match on it."""
+    message: str = Field(max_length=CONDITION_MESSAGE_MAX)
+    """What happened, for people; may be empty."""
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    """When the status last changed (RFC 3339, UTC)."""
+    observed_generation: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int64"})
+    """The spec's metadata.generation the condition was set for."""
 
 
 class GPUStatus(ApiModel):
@@ -312,7 +325,10 @@ class LLMDeploymentStatus(ApiModel):
     """Written by the operator; observedGeneration says which spec it describes."""
 
     observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     placements: list[PlacementStatus] = Field(default_factory=list)
     sizing: list[ModelSizingStatus] = Field(default_factory=list)
     """How each model was sized and from what, so a surprising plan can be checked."""

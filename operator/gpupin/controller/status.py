@@ -14,6 +14,7 @@ from typing import Any
 
 from gpupin import reasons
 from gpupin.api.v1alpha1 import (
+    CONDITION_MESSAGE_MAX,
     Condition,
     GPUStatus,
     LLMDeployment,
@@ -57,6 +58,8 @@ def _condition(
         if old and old.get("status") == status and old.get("lastTransitionTime")
         else now.strftime("%Y-%m-%dT%H:%M:%SZ")
     )
+    if len(message) > CONDITION_MESSAGE_MAX:
+        message = message[: CONDITION_MESSAGE_MAX - 1] + "…"
     return Condition(
         type=kind,
         status=status,
