@@ -102,7 +102,10 @@ def test_completion_offers_flags_and_their_choices(bash_script: str) -> None:
     assert _complete(bash_script, ["gpupin", "plan", "-f", ""]) == []  # files: bash's default
     assert _complete(bash_script, ["gpupin", "operator", "--kubec"]) == ["--kubeconfig"]
     assert _complete(bash_script, ["gpupin", "agent", "--cont"]) == ["--context"]
-    assert "--context" not in _complete(bash_script, ["gpupin", "plan", "--"])
+    assert "--context" in _complete(bash_script, ["gpupin", "plan", "--"]), (
+        "plan --cluster talks to a cluster"
+    )
+    assert "--context" not in _complete(bash_script, ["gpupin", "crd", "--"])
 
 
 # -- standard input --------------------------------------------------------------------------

@@ -32,6 +32,8 @@ from gpupin.render import RenderConfig
 if TYPE_CHECKING:
     from gpupin.controller.config import OperatorConfig
     from gpupin.controller.lease import LeaderLease
+    from gpupin.inventory import Inventory
+    from gpupin.placement import Hold
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -108,10 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--inventory",
-        required=True,
         metavar="FILE",
         help="GPU inventory file, or the output of `kubectl get nodes -o yaml` (- reads standard input)",
     )
+    plan.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead of --inventory: plan against a live cluster's GPUs and the pods already on them "
+        "(read-only; --kubeconfig, --context)",
+    )
+    clitools.add_cluster_arguments(plan)
     plan.add_argument(
         "-o",
         "--output",
@@ -322,15 +330,47 @@ def _plan(args: argparse.Namespace) -> int:
             gc.enable()
 
 
+def _cluster_state(args: argparse.Namespace, planned: set[str]) -> tuple[Inventory, list[Hold]]:
+    """The live cluster's planning inventory and what its pods hold, less the pods of the
+    deployments being planned (they are planned afresh, as if replaced). InputError when it
+    cannot be read."""
+    from gpupin.controller.snapshot import read_cluster
+    from gpupin.kube import ApiError, Kube
+
+    clitools.connect(args, "plan")
+    try:
+        found = read_cluster(Kube())
+    except ApiError as exc:
+        raise InputError(f"--cluster: cannot read the cluster: {exc}") from None
+    for node, problem in sorted(found.problems.items()):
+        print(f"gpupin: warning: --cluster: node {node}: {problem}", file=sys.stderr)
+    holds = [h for h in found.holds if h.owner not in planned]
+    print(
+        f"gpupin: --cluster: {len(found.inventory.nodes)} node(s), {sum(len(n.gpus) for n in found.inventory.nodes)} "
+        f"GPU(s); {found.pods} pod(s) of {found.deployments} LLMDeployment(s) in place, "
+        f"{len({h.uuid for h in holds})} GPU(s) held by deployments not in the files",
+        file=sys.stderr,
+    )
+    return found.inventory, holds
+
+
 def _plan_uncollected(args: argparse.Namespace) -> int:
     if args.filename.count(STDIN) > 1:
         raise InputError("-f -: given twice; standard input can be read only once")
     if STDIN in args.filename and args.inventory == STDIN:
         raise InputError("-f - and --inventory -: standard input can be read only once; name a file for one")
+    if bool(args.inventory) == bool(args.cluster):
+        raise InputError(
+            "gpupin plan: give --inventory FILE or --cluster (the GPUs to plan on), one of the two"
+        )
     deployments = load_deployments(args.filename)
-    inventory, problems = load_inventory(args.inventory)
-    for problem in problems:
-        print(f"gpupin: warning: {shown(args.inventory)}: skipped {problem}", file=sys.stderr)
+    holds: list[Hold] = []
+    if args.cluster:
+        inventory, holds = _cluster_state(args, {d.key for d in deployments})
+    else:
+        inventory, problems = load_inventory(args.inventory)
+        for problem in problems:
+            print(f"gpupin: warning: {shown(args.inventory)}: skipped {problem}", file=sys.stderr)
     from gpupin.controller.config import for_plan
 
     try:
@@ -340,6 +380,7 @@ def _plan_uncollected(args: argparse.Namespace) -> int:
     config = operator.render
     engines = modelcli.engines_for(args, [d.spec for d in deployments])
     planner = Planner(inventory, pinning=args.pinning, engines=engines, policy=operator.policy)
+    planner.hold(holds)
     seen: set[str] = set()
     for deployment in deployments:
         if deployment.key in seen:
