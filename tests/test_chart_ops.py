@@ -312,7 +312,10 @@ METRICS = {  # what the operator and the agent export (the rules are written aga
 
 
 def alert_rules(*sets: str) -> dict[str, dict[str, Any]]:
-    rule = one(render("monitoring.prometheusRule.enabled=true", *sets), "PrometheusRule")
+    rule = one(
+        render("monitoring.prometheusRule.enabled=true", "monitoring.serviceMonitor.enabled=true", *sets),
+        "PrometheusRule",
+    )
     (group,) = rule["spec"]["groups"]
     return {r["alert"]: r for r in group["rules"]}
 
@@ -352,8 +355,13 @@ def test_alert_rules() -> None:
         "info",
     )
     assert set(tuned) == ALERTS - {"GpupinDeploymentRefused"}
-    assert set(alert_rules("operator.metricsPort=0")) == {"GpupinAgentNotPublishing"}, "no operator metrics"
+    assert set(alert_rules("operator.metricsPort=0", "monitoring.serviceMonitor.enabled=false")) == {
+        "GpupinAgentNotPublishing"
+    }, "no operator metrics"
     assert set(alert_rules("operator.replicas=0")) == ALERTS - {"GpupinOperatorNotLeading"}
+    assert set(alert_rules("monitoring.serviceMonitor.enabled=false")) == ALERTS - {
+        "GpupinOperatorNotLeading"
+    }, "absent() would fire where nothing of this chart scrapes the operator"
     assert set(alert_rules("agent.enabled=false")) == ALERTS - {"GpupinAgentNotPublishing"}
 
 

@@ -110,7 +110,9 @@ def test_first_reconcile_creates_and_reports() -> None:
     assert actions.delete == [] and actions.status is not None
     placed = next(c for c in actions.status["conditions"] if c["type"] == reasons.PLACED)
     assert (placed["status"], placed["observedGeneration"]) == ("True", 1)
-    assert {e.reason for e in actions.events} == {"Placed", "CreatedPod"}
+    assert {e.reason for e in actions.events} == {"CreatedPod"}, (
+        "its CreatedPod Events say where it was placed"
+    )
 
 
 def test_steady_state_writes_nothing() -> None:

@@ -77,7 +77,7 @@ def test_seed_setup_end_to_end(env: Env) -> None:
     services = env.cluster.get(f"/api/v1/namespaces/{env.namespace}/services")["items"]
     assert len(services) == 3
     events = {e["reason"] for e in env.cluster.events(env.namespace, "assistant")}
-    assert {"Placed", "CreatedPod"} <= events
+    assert "CreatedPod" in events and "Placed" not in events, "one Event per pod, none more per deployment"
 
 
 def test_heterogeneous_tensor_parallel_is_refused(env: Env) -> None:

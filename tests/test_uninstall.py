@@ -1,7 +1,8 @@
 """hack/uninstall.sh against the real API server, garbage collector and kubectl: every
 LLMDeployment goes and, through its ownerReferences, every pod and Service gpupin made; the
-labels and annotations the agents wrote leave the Nodes. (--no-helm: no release in this
-cluster; --keep-crd: the cluster is shared with the other tests.)"""
+labels and annotations the agents wrote leave the Nodes, the operator's Lease goes. (--no-helm:
+no release in this cluster — the operator runs as a process here, stopped first as `helm
+uninstall` would; --keep-crd: the cluster is shared with the other tests.)"""
 
 from __future__ import annotations
 
@@ -20,17 +21,22 @@ def test_uninstall_leaves_nothing_gpupin_made(env: Env) -> None:
     env.cluster.kubectl(
         "label", "node", inventory.name, f"{constants.GPU_COUNT_LABEL}=2", f"{constants.MIXED_LABEL}=true"
     )
-    env.operator()
+    operator = env.operator()
     env.apply("assistant", engine="ollama", models=[{"name": "qwen2.5:14b"}, {"name": "llama3.1:8b"}])
     wait_for(lambda: len(env.pods()) == 2, what="its pods")
-    refused = subprocess.run(
-        [str(REPO / "hack" / "uninstall.sh"), "--no-helm", "--keep-crd"],
-        input="n\n", capture_output=True, text=True, timeout=60,
+    script = [str(REPO / "hack" / "uninstall.sh"), "--no-helm", "--keep-crd", "--namespace", env.namespace]
+    unasked = subprocess.run(
+        script, input="y\n", capture_output=True, text=True, timeout=60,
         env={**os.environ, "KUBECONFIG": str(env.cluster.kubeconfig), "KUBECTL": str(tools_bin() / "kubectl")},
     )  # fmt: skip
-    assert refused.returncode == 1 and "nothing removed" in refused.stdout and len(env.pods()) == 2
+    assert unasked.returncode == 2 and "pass --yes" in unasked.stderr and len(env.pods()) == 2, (
+        "no terminal: no"
+    )
+    lease = f"/apis/coordination.k8s.io/v1/namespaces/{env.namespace}/leases/gpupin-operator"
+    assert env.cluster.get(lease)
+    operator.stop()  # as helm uninstall would, before the rest
     done = subprocess.run(
-        [str(REPO / "hack" / "uninstall.sh"), "--no-helm", "--keep-crd", "--yes"],
+        [*script, "--yes"],
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "KUBECONFIG": str(env.cluster.kubeconfig), "KUBECTL": str(tools_bin() / "kubectl")},
     )  # fmt: skip
@@ -50,3 +56,9 @@ def test_uninstall_leaves_nothing_gpupin_made(env: Env) -> None:
     meta = env.cluster.get(node)["metadata"]
     assert constants.INVENTORY_ANNOTATION not in (meta.get("annotations") or {})
     assert not {constants.GPU_COUNT_LABEL, constants.MIXED_LABEL} & set(meta.get("labels") or {})
+    assert lease not in {
+        f"/apis/coordination.k8s.io/v1/namespaces/{env.namespace}/leases/{item['metadata']['name']}"
+        for item in env.cluster.get(f"/apis/coordination.k8s.io/v1/namespaces/{env.namespace}/leases")[
+            "items"
+        ]
+    }, "the Lease goes too"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal, NoReturn
 
 from gpupin import __version__, clitools, inventorycli, modelcli
 from gpupin.engines import ENGINES
+from gpupin.kernel.state import NOT_FROZEN, Frozen
 from gpupin.loading import STDIN, InputError, load_deployments, load_inventory, shown
 from gpupin.packing import plan_all
 from gpupin.pinning import PINNING_MODES
@@ -247,7 +248,7 @@ def _operator(args: argparse.Namespace) -> int:
 
     from gpupin import logs
     from gpupin.controller import config as operator_config
-    from gpupin.controller import handlers
+    from gpupin.controller import handlers, liveness, metrics
 
     try:
         config = operator_config.from_arguments(args)
@@ -256,16 +257,18 @@ def _operator(args: argparse.Namespace) -> int:
     clitools.connect(args, "operator")
     logs.configure(args.log_level, None if args.log_format == "auto" else args.log_format == "json")
     identity = operator_config.operator_identity()
+    if config.health_port:  # gpupin's own /healthz, standby and writer alike (see controller/liveness.py)
+        liveness.serve(config.health_port)
+    metrics.serve(config.metrics_port)  # a standby is a scrape target too: it says it holds no Lease
     held = _hold_lease(config, identity) if config.leader_election else None
     if held is False:
         return EXIT_OK  # stopped while a standby
-    handlers.configure(config, may_write=held.holding if held else None)
+    handlers.configure(config, write_budget=held.write_budget if held else None)
     try:
         kopf.run(
             standalone=True,  # kopf's own peering is not needed: the Lease makes one writer
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
             identity=identity,  # type: ignore[arg-type]  # kopf's Identity is a NewType of str
         )
     finally:
@@ -278,14 +281,15 @@ def _operator(args: argparse.Namespace) -> int:
 
 
 def _hold_lease(config: OperatorConfig, identity: str) -> LeaderLease | Literal[False]:
-    """Wait for the operator Lease (serving /healthz meanwhile): the held
+    """Wait for the operator Lease: the held
     :class:`~gpupin.controller.lease.LeaderLease`, renewed from now on, or False when SIGTERM or
     SIGINT came first. Raises InputError when the API server refuses the Lease outright."""
     import os
     import signal
     import threading
 
-    from gpupin.controller.lease import LeaderLease, LeaseLost, LeaseTiming, serve_standby_health
+    from gpupin.controller.lease import LeaderLease, LeaseLost, LeaseTiming
+    from gpupin.controller.liveness import LIVENESS
     from gpupin.kube import Kube
 
     lease = LeaderLease(
@@ -294,17 +298,16 @@ def _hold_lease(config: OperatorConfig, identity: str) -> LeaderLease | Literal[
     )  # fmt: skip
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    stop_health = serve_standby_health(config.health_port) if config.health_port else None
+    LIVENESS.phase = "standby"
     try:
         if not lease.acquire(stop):
             return False
     except LeaseLost as exc:
         raise InputError(str(exc)) from None
     finally:
-        if stop_health:
-            stop_health()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    LIVENESS.phase = "starting"
     lease.keep(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))  # kopf stops as on SIGTERM
     return lease
 
@@ -330,7 +333,7 @@ def _plan(args: argparse.Namespace) -> int:
             gc.enable()
 
 
-def _cluster_state(args: argparse.Namespace, planned: set[str]) -> tuple[Inventory, list[Hold]]:
+def _cluster_state(args: argparse.Namespace, planned: set[str]) -> tuple[Inventory, list[Hold], Frozen]:
     """The live cluster's planning inventory and what its pods hold, less the pods of the
     deployments being planned (they are planned afresh, as if replaced). InputError when it
     cannot be read."""
@@ -351,7 +354,7 @@ def _cluster_state(args: argparse.Namespace, planned: set[str]) -> tuple[Invento
         f"{len({h.uuid for h in holds})} GPU(s) held by deployments not in the files",
         file=sys.stderr,
     )
-    return found.inventory, holds
+    return found.inventory, holds, found.frozen
 
 
 def _plan_uncollected(args: argparse.Namespace) -> int:
@@ -365,8 +368,9 @@ def _plan_uncollected(args: argparse.Namespace) -> int:
         )
     deployments = load_deployments(args.filename)
     holds: list[Hold] = []
+    frozen = NOT_FROZEN
     if args.cluster:
-        inventory, holds = _cluster_state(args, {d.key for d in deployments})
+        inventory, holds, frozen = _cluster_state(args, {d.key for d in deployments})
     else:
         inventory, problems = load_inventory(args.inventory)
         for problem in problems:
@@ -379,7 +383,7 @@ def _plan_uncollected(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     config = operator.render
     engines = modelcli.engines_for(args, [d.spec for d in deployments])
-    planner = Planner(inventory, pinning=args.pinning, engines=engines, policy=operator.policy)
+    planner = Planner(inventory, pinning=args.pinning, engines=engines, policy=operator.policy, frozen=frozen)
     planner.hold(holds)
     seen: set[str] = set()
     for deployment in deployments:

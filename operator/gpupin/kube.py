@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
@@ -180,16 +181,17 @@ class Kube:
         self,
         configuration: client.Configuration | None = None,
         on_request: Callable[[str, str, int], None] | None = None,
-        may_write: Callable[[], bool] | None = None,
+        write_budget: Callable[[], float] | None = None,
         component: str | None = None,
     ) -> None:
         self.configuration = configuration or load_configuration()
         self.user_agent = user_agent(component)
         """Sent with every request (``component`` None: the process's, see :func:`connect`)."""
         self.on_request = on_request
-        self.may_write = may_write
-        """Asked before every request that is not a read: False refuses it (503 ``NotLeader``),
-        so an operator that lost its Lease writes nothing more (:mod:`gpupin.controller.lease`)."""
+        self.write_budget = write_budget
+        """Asked before every request that is not a read: the seconds this process may still write
+        (0 or less refuses it: 503 ``NotLeader``; the request's timeout is cut to it), so an
+        operator that lost its Lease writes nothing more (:mod:`gpupin.controller.lease`)."""
         self.api = client.ApiClient(self.configuration)
 
     def request(
@@ -210,10 +212,13 @@ class Kube:
             if setting.get("in") == "header" and setting.get("value"):
                 headers[str(setting["key"]).title()] = str(setting["value"])
         resource = _resource(path)
-        if self.may_write is not None and method not in ("GET", "HEAD") and not self.may_write():
-            raise ApiError(
-                503, "NotLeader", "this operator no longer holds its Lease: it writes nothing more"
-            )
+        if self.write_budget is not None and method not in ("GET", "HEAD"):
+            budget = self.write_budget()
+            if budget <= 0:
+                raise ApiError(
+                    503, "NotLeader", "this operator no longer holds its Lease: it writes nothing more"
+                )
+            timeout = min(timeout, budget)  # an answer later than this could land after a new writer began
         status = 0  # no answer (a connection refused, a timeout)
         try:
             response = self.api.rest_client.request(  # type: ignore[no-untyped-call]
@@ -223,6 +228,8 @@ class Kube:
         except client.exceptions.ApiException as exc:  # the HTTP layer raises for some statuses
             status = exc.status or 0
             raise ApiError(exc.status or 0, exc.reason or "", str(exc.body or "")) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # no answer: refused, reset, timed out
+            raise ApiError(0, type(exc).__name__, str(exc)) from None
         finally:
             if self.on_request is not None:
                 self.on_request(method, resource, status)

@@ -62,7 +62,8 @@ agent's its own (agent.enabled, agent.metricsPort). */}}
       for {{ .for }}. Run `kubectl describe node {{ "{{ $labels.node }}" }}`: the gpupin.dev/ annotations
       and the node's Events (namespace default) say what is wrong; check the gpupin agent pod on it.
 {{- end }}{{ end }}
-{{- if gt (int $.Values.operator.replicas) 0 }}
+{{- /* absent() fires when nothing scrapes the operator: only where this chart's ServiceMonitor does */}}
+{{- if and (gt (int $.Values.operator.replicas) 0) $.Values.monitoring.serviceMonitor.enabled }}
 {{- with $alerts.GpupinOperatorNotLeading }}{{ if .enabled }}
 - alert: GpupinOperatorNotLeading
   expr: >-
@@ -97,7 +98,8 @@ agent's its own (agent.enabled, agent.metricsPort). */}}
       {{ "{{ $value | humanizeDuration }}" }} ago: the operator plans with what it published last.
       Find its pod with `kubectl get pods -n {{ $.Release.Namespace }} -l app.kubernetes.io/component=agent
       --field-selector spec.nodeName={{ "{{ $labels.node }}" }}` and read its logs (NVML errors, a
-      refused Node patch); no pod there means the DaemonSet no longer targets the node.
+      refused Node patch; an agent that never published counts from its start). An agent that is
+      gone altogether leaves no series: watch the DaemonSet's ready count for that.
 {{- end }}{{ end }}
 {{- end }}
 {{- end -}}

@@ -4,7 +4,8 @@
 - ``gpupin_agent_publishes_total{result}``: steps that ``updated`` the Node, found it
   ``unchanged``, or ended in an API ``error``;
 - ``gpupin_agent_last_publish_timestamp_seconds{node}``: Unix seconds of the last step whose
-  Node update succeeded (or was not needed) — alert when it falls behind (the chart's rules do);
+  Node update succeeded (or was not needed), the agent's start until one has — alert when it
+  falls behind (the chart's rules do);
 - ``gpupin_agent_gpus{node}``: GPUs in the inventory the agent last read (the last good one
   while reads fail);
 - ``gpupin_build_info{version}``.
@@ -39,6 +40,8 @@ class AgentMetrics:
             "Unix time of the last step whose Node update succeeded or was not needed",
             ["node"], registry=self.registry,
         )  # fmt: skip
+        # from the start, so an agent that never manages a publish falls behind too (and alerts)
+        self.last_publish.labels(node=node).set(time.time())
         self.gpus = Gauge(
             "gpupin_agent_gpus", "GPUs in the inventory last read", ["node"], registry=self.registry
         )

@@ -240,7 +240,13 @@ def decide(
         or (old_placed["status"], old_placed["reason"]) != (new_placed["status"], new_placed["reason"])
     ):
         kind = "Normal" if new_placed["status"] == "True" else "Warning"
-        actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
+        # placed as planned and its pods made now: their CreatedPod Events say where, one Event
+        # per pod instead of one more per deployment (a burst of new deployments posts half as many)
+        said = new_placed["reason"] == reasons.PLACED_OK and any(
+            e.reason == "CreatedPod" for e in actions.events
+        )
+        if not said:
+            actions.events.append(EventSpec(kind, new_placed["reason"], new_placed["message"]))
     old_ready = condition(previous, reasons.READY) or {}
     new_ready = condition(actions.status, reasons.READY) or {}
     # one Warning per new reason: messages carry volatile details (image pull back-off texts)

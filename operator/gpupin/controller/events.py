@@ -43,6 +43,9 @@ class Recorder:
         self._posted: OrderedDict[tuple[Any, ...], tuple[str, str, int, float]] = OrderedDict()
         """(namespace, uid or name, type, reason, message) → (namespace, Event name, count, when)."""
         self._lock = threading.Lock()
+        self._posting = [threading.Lock() for _ in range(16)]
+        """One of these per Event key while it is posted or updated: two threads posting the same
+        Event take turns (no lost count, no second Event), different Events go at once."""
 
     def post(
         self, kube: Kube, involved: dict[str, Any], event: EventSpec, namespace: str | None = None
@@ -52,6 +55,18 @@ class Recorder:
         where = involved.get("namespace") or namespace or "default"
         message = event.message[:1024]
         key = (where, involved.get("uid") or involved.get("name"), event.type, event.reason, message)
+        with self._posting[hash(key) % len(self._posting)]:
+            self._post(kube, involved, event, key, where, message)
+
+    def _post(
+        self,
+        kube: Kube,
+        involved: dict[str, Any],
+        event: EventSpec,
+        key: tuple[Any, ...],
+        where: str,
+        message: str,
+    ) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with self._lock:
             earlier = self._posted.get(key)

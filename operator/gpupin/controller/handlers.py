@@ -25,7 +25,7 @@ import kopf
 import structlog
 
 from gpupin import constants
-from gpupin.controller import kopftuning, metrics, netpolicies, routerwatch, series
+from gpupin.controller import kopftuning, liveness, metrics, netpolicies, routerwatch, series
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.config import OperatorConfig, from_environment
 from gpupin.controller.diagnose import diagnose
@@ -46,7 +46,7 @@ class _State:
         self.cache = ClusterCache()
         self.reconciler: Reconciler | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self.may_write: Callable[[], bool] | None = None
+        self.write_budget: Callable[[], float] | None = None
         self.foreign_logged: set[str] = set()
         """uids of pods already logged as not gpupin's (bounded)."""
 
@@ -54,10 +54,10 @@ class _State:
 STATE = _State()
 
 
-def configure(config: OperatorConfig, may_write: Callable[[], bool] | None = None) -> None:
+def configure(config: OperatorConfig, write_budget: Callable[[], float] | None = None) -> None:
     """Before kopf starts: the configuration and the Lease's gate on every write (``kopf run``: env)."""
     STATE.config = config
-    STATE.may_write = may_write
+    STATE.write_budget = write_budget
 
 
 def _owner_key(obj: dict[str, Any]) -> tuple[str, str] | None:
@@ -75,7 +75,7 @@ def _served(namespace: str | None) -> bool:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = STATE.config = await routerwatch.usable(STATE.config or from_environment())
-    settings.posting.level = 40  # kopf's own Events only for errors; gpupin posts its own
+    settings.posting.enabled = False  # gpupin posts its own Events (kopf's would pass the Lease's gate)
     kopftuning.listen_only(settings)
     settings.watching.label_selectors["v1", "pods"] = MANAGED
     settings.watching.label_selectors["v1", "services"] = MANAGED
@@ -93,7 +93,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         lambda: {n: p.kind for n, p in STATE.cache.book.problems().items()}, asyncio.get_running_loop()
     )
     metrics.serve(config.metrics_port)  # here, so that `kopf run -m` serves /metrics too
-    kube = Kube(on_request=metrics.count_request, may_write=STATE.may_write)
+    kube = Kube(on_request=metrics.count_request, write_budget=STATE.write_budget)
     reconciler = STATE.reconciler = Reconciler(STATE.cache, kube, config)
     await _initial_lists(kube, STATE.cache)
     reconciler.nodes.changed(False)  # problems found at start are news to this process
@@ -106,6 +106,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     gc.freeze()
     reconciler.ready.set()
     STATE.tasks = [asyncio.create_task(reconciler.run()), asyncio.create_task(reconciler.resync())]
+    STATE.tasks.append(liveness.LIVENESS.run_on(asyncio.get_running_loop()))
     if config.relist_seconds > 0:
         STATE.tasks.append(asyncio.create_task(_relist_forever(kube, config.relist_seconds)))
     log.info(

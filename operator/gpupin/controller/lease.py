@@ -21,6 +21,7 @@ one setting (15 s: 10 s deadline, 2 s retry).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import threading
@@ -153,6 +154,7 @@ class LeaderLease:
         self._seen_at = 0.0
         self._told: str | None = None
         self._thread: threading.Thread | None = None
+        metrics.LEASE_HOLDER.labels(identity=identity).set(0)  # a standby's series says so
 
     @property
     def path(self) -> str:
@@ -167,6 +169,20 @@ class LeaderLease:
             and self.clock() - renewed < self.timing.renew_deadline
         )
 
+    def write_budget(self) -> float:
+        """Seconds this process may still write: until the renew deadline it may send, and what it
+        sends must be answered before anyone else may take the Lease (the last renewal plus its
+        duration); 0 once it may not (the gate of :class:`gpupin.kube.Kube`)."""
+        renewed = self._renewed_at
+        if renewed is None or not self.holding():
+            return 0.0
+        return renewed + self.timing.duration - self.clock()
+
+    @property
+    def _timeout(self) -> float:
+        """A Lease request waits at most half the renew deadline: a slow answer is a failed try."""
+        return max(0.5, self.timing.renew_deadline / 2)
+
     def holder(self) -> str | None:
         """Who holds the Lease as last seen (None: nobody)."""
         return self._seen[0] if self._seen else None
@@ -176,20 +192,21 @@ class LeaderLease:
     def try_hold(self) -> bool:
         """Take or renew the Lease once: True when this process holds it now. Raises
         :class:`LeaseLost` when the API server forbids it; other failures are False."""
-        now = self.clock()
+        now = self.clock()  # a renewal counts from before it was sent: the holder's side errs early
         try:
-            lease = self.kube.request("GET", self.path)
+            lease = self.kube.request("GET", self.path, timeout=self._timeout)
         except ApiError as exc:
             if exc.status == 404:
                 return self._write("POST", LEASES.format(namespace=self.namespace), None, now)
             return self._failed(exc)
+        observed = self.clock()  # a change counts from when it was seen: the standby's side errs late
         spec = lease.get("spec") or {}
         seen = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
         if seen != self._seen:
-            self._seen, self._seen_at = seen, now
+            self._seen, self._seen_at = seen, observed
         holder = spec.get("holderIdentity")
         duration = float(spec.get("leaseDurationSeconds") or self.timing.duration)
-        if holder and holder != self.identity and now - self._seen_at < duration:
+        if holder and holder != self.identity and observed - self._seen_at < duration:
             if self._told != holder:
                 self._told = holder
                 log.info(
@@ -213,7 +230,7 @@ class LeaderLease:
             },
             "spec": {
                 "holderIdentity": self.identity,
-                "leaseDurationSeconds": max(1, round(self.timing.duration)),
+                "leaseDurationSeconds": max(1, math.ceil(self.timing.duration)),
                 "acquireTime": spec.get("acquireTime") if ours and spec.get("acquireTime") else moment,
                 "renewTime": moment,
                 "leaseTransitions": int(spec.get("leaseTransitions") or 0)
@@ -221,7 +238,7 @@ class LeaderLease:
             },
         }
         try:
-            self.kube.request(method, path, body)
+            self.kube.request(method, path, body, timeout=self._timeout)
         except ApiError as exc:
             return self._failed(exc)
         if self._renewed_at is None or not ours:
@@ -251,7 +268,17 @@ class LeaderLease:
     def acquire(self, stop: threading.Event) -> bool:
         """Wait until this process holds the Lease (True) or ``stop`` is set (False)."""
         while not stop.is_set():
-            if self.try_hold():
+            try:
+                held = self.try_hold()
+            except LeaseLost:
+                raise
+            except Exception:  # the API server unreachable at start: wait, as for a held Lease
+                log.exception("Could not read the operator Lease", lease=f"{self.namespace}/{self.name}")
+                held = False
+            if held and stop.is_set():  # stopped while winning it: give it straight back
+                self.release()
+                return False
+            if held:
                 return True
             stop.wait(self.timing.retry)
         return False
@@ -266,6 +293,9 @@ class LeaderLease:
                     held = self.try_hold()
                 except LeaseLost as exc:
                     log.error(str(exc))
+                    held = False
+                except Exception:  # whatever failed, it was not a renewal; the deadline decides
+                    log.exception("Could not renew the operator Lease", lease=f"{self.namespace}/{self.name}")
                     held = False
                 if held:
                     continue
@@ -309,33 +339,3 @@ class LeaderLease:
         except ApiError as exc:
             log.warning("Could not release the operator Lease; a standby takes it when it expires",
                         lease=f"{self.namespace}/{self.name}", error=str(exc))  # fmt: skip
-
-
-def serve_standby_health(port: int) -> Callable[[], None]:
-    """Answer ``/healthz`` on ``port`` while the process waits for the Lease (kopf's endpoint comes
-    up only once it runs), so the liveness probe does not restart a standby; returns the function
-    that stops it (before kopf binds the port)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Health(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path.split("?")[0] == "/healthz"
-            body = b'{"standby": "waiting for the operator Lease"}' if found else b"{}"
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: Any) -> None:  # probes are not news
-            return
-
-    server = ThreadingHTTPServer(("0.0.0.0", port), Health)
-    thread = threading.Thread(target=server.serve_forever, name="gpupin-standby-health", daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return stop

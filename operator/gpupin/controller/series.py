@@ -7,7 +7,8 @@ of no series.
   pod's placement reserves on one GPU, one series per pod and GPU. ``UUID`` and ``gpu`` (the NVML
   index) are dcgm-exporter's label names, so its series join on ``UUID`` even where it cannot map
   a GPU to a pod itself (visible-devices pinning uses no device-plugin allocation), e.g.
-  ``DCGM_FI_DEV_FB_USED * on(UUID) group_left(llmdeployment, pod) gpupin_gpu_reserved_bytes``.
+  ``DCGM_FI_DEV_FB_USED * on(UUID) group_right() (0 * gpupin_gpu_reserved_bytes + 1)`` (gpupin's
+  side may hold several pods per GPU: Ollama pods share).
 - ``gpupin_gpu_memory_bytes{node, UUID, gpu, model_name}``: each GPU's total memory, bytes.
 - ``gpupin_node_gpus{node}``: GPUs in each node's inventory (capacity; 0 for a node reporting none).
 - ``gpupin_gpus_allocated{node}``: GPUs gpupin's pods hold on each node, 0 where none.

@@ -15,6 +15,7 @@ from gpupin import constants
 from gpupin.controller.cache import ClusterCache
 from gpupin.controller.listing import list_nodes
 from gpupin.inventory import Inventory
+from gpupin.kernel.state import Frozen
 from gpupin.kube import Kube
 from gpupin.placement import Hold
 
@@ -26,10 +27,13 @@ class ClusterSnapshot:
     inventory: Inventory
     holds: list[Hold]
     """GPU memory held by the pods of every LLMDeployment (owner ``namespace/name``)."""
+    frozen: Frozen
+    """Nodes and GPUs that keep their pods but take no new ones (as the operator plans)."""
     problems: dict[str, str]
     """Node → why its GPU facts are not used as they are."""
     deployments: int
     pods: int
+    """Pods of a live LLMDeployment (what holds GPUs)."""
 
 
 def read_cluster(kube: Kube) -> ClusterSnapshot:
@@ -44,4 +48,7 @@ def read_cluster(kube: Kube) -> ClusterSnapshot:
     for pod in pods:
         cache.pods.upsert({**pod, "kind": "Pod", "apiVersion": "v1"})
     cache.load_nodes(*list_nodes(kube))
-    return ClusterSnapshot(cache.inventory(), cache.holds(), cache.node_problems, len(deployments), len(pods))
+    owned = sum(1 for pod in cache.pods.values() if cache.owner_of(pod) is not None)
+    return ClusterSnapshot(
+        cache.inventory(), cache.holds(), cache.frozen(), cache.node_problems, len(deployments), owned
+    )
