@@ -38,9 +38,9 @@ def _holder(env: Env) -> str | None:
         raise
 
 
-def _operator(env: Env, name: str, **kwargs: Any) -> Operator:
+def _operator(env: Env, name: str, extra: tuple[str, ...] = (), **kwargs: Any) -> Operator:
     return env.operator(
-        "--lease-namespace", env.namespace, "--lease-duration", str(DURATION),
+        "--lease-namespace", env.namespace, "--lease-duration", str(DURATION), *extra,
         environment={"POD_NAME": name}, **kwargs,
     )  # fmt: skip
 
@@ -135,3 +135,34 @@ def test_a_holder_cut_off_from_the_api_server_stops_writing_before_the_standby_s
     env.apply("one", engine="ollama", models=[{"name": "qwen2.5:14b"}])
     wait_for(env.placed("one"), what="one placed by the new holder")
     assert "Created pod" not in first.log.read_text()
+
+
+def test_healthz_answers_for_a_standby_and_for_the_writer(env: Env) -> None:
+    """gpupin's own /healthz: a standby is alive while it waits (kopf's endpoint would not be up),
+    and the writer says it runs once its event loop beats."""
+    import json as jsonlib
+    import socket
+    import urllib.request
+
+    def free() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    def health(port: int) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+            return dict(jsonlib.loads(answer.read()))
+
+    env.node("workstation", RTX_4070, RTX_2060)
+    first_port, second_port = free(), free()
+    first = _operator(env, "gpupin-a", extra=("--health-port", str(first_port)))
+    wait_for(lambda: _started(first), what="gpupin-a started")
+    wait_for(lambda: health(first_port)["phase"] == "running", what="the writer running")
+    second = _operator(env, "gpupin-b", extra=("--health-port", str(second_port)))
+    wait_for(
+        lambda: '"event": "Waiting for the operator Lease"' in second.log.read_text(), what="gpupin-b waiting"
+    )
+    assert health(second_port)["phase"] == "standby"
+    first.stop()
+    wait_for(lambda: health(second_port)["phase"] == "running", what="the standby, now the writer, running")
