@@ -274,6 +274,8 @@ def test_the_chart_runs_the_operator_and_agent_from_the_image(kind: Kind) -> Non
         "exec", "-n", SYSTEM, name, "--", "python", "-c", "import os; print(os.getuid())"
     ).stdout
     assert uid.strip() == "65532", uid  # the image's USER, which has no passwd entry
+    lease = kind.cluster.get(f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM}/leases/{RELEASE}-operator")
+    assert lease["spec"]["holderIdentity"] == name, "the operator pod holds the chart's Lease (its own RBAC)"
     node = kind.cluster.get(f"/api/v1/nodes/{kind.node}")
     inventory = wait_for(
         lambda: kind.cluster.get(f"/api/v1/nodes/{kind.node}")["metadata"]["annotations"].get(
@@ -685,6 +687,8 @@ def test_helm_upgrade_replacing_the_operator_mid_way_keeps_the_serving_pod(kind:
         timeout=60,
         what="the replacement operator to start",
     )
+    lease = kind.cluster.get(f"/apis/coordination.k8s.io/v1/namespaces/{SYSTEM}/leases/{RELEASE}-operator")
+    assert lease["spec"]["holderIdentity"] == current["metadata"]["name"], lease["spec"]
     # it reconciles the deployment (resync at start) and leaves the pod as it is
     time.sleep(5)
     after = _the_pod(kind, SERVE, "tiny")
