@@ -66,3 +66,20 @@ def env(cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest) -> Ite
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print("operator log tail:\n" + environment.logs)
+
+
+@pytest.fixture
+def bare_node(cluster: Cluster) -> Iterator[str]:
+    """A KWOK node with no GPU facts yet (for the agent to publish); deleted after the test."""
+    name = f"bare-{uuid.uuid4().hex[:6]}"
+    cluster.kube.request(
+        "POST",
+        "/api/v1/nodes",
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+        },
+    )
+    yield name
+    cluster.delete_node(name)

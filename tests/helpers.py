@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,10 @@ def strictly_equal(a: Any, b: Any) -> bool:
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

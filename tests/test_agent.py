@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from gpupin.inventory import UUID_ALLOWED, NodeInventory
 from gpupin.resourceslices import inventory_from_resource_slices
 
 from faultproxy import FaultProxy
-from helpers import A10, EXAMPLES, FIXTURES, RTX_2060, RTX_4070, node
+from helpers import A10, EXAMPLES, FIXTURES, RTX_2060, RTX_4070, free_port, node
 from kwok import Cluster, Operator, wait_for
 
 CAPTURE = FIXTURES / "nvml" / "h100-80gb-hbm3.json"
@@ -239,22 +238,6 @@ class FlakySource:
         return Reading(self.inventory, 0.001)
 
 
-@pytest.fixture
-def bare_node(cluster: Cluster) -> Any:
-    name = f"agent-{__import__('uuid').uuid4().hex[:6]}"
-    cluster.kube.request(
-        "POST",
-        "/api/v1/nodes",
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}},
-        },
-    )
-    yield name
-    cluster.delete_node(name)
-
-
 def test_publishes_on_change_only(cluster: Cluster, bare_node: str, tmp_path: Path) -> None:
     from gpupin.kube import Kube, load_configuration
 
@@ -327,12 +310,6 @@ def test_publishes_on_change_only(cluster: Cluster, bare_node: str, tmp_path: Pa
         assert sample("gpupin_agent_last_publish_timestamp_seconds", node=bare_node) == last, "not a publish"
     finally:
         proxy.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_fake_mode_end_to_end(cluster: Cluster, bare_node: str, tmp_path: Path) -> None:

@@ -170,6 +170,12 @@ def test_relist_seconds(
         ),
         ("lease_duration_seconds", "0.5", "gpupin: --lease-duration must be at least 1 (seconds)"),
         ("lease_namespace", "Ops_NS", "gpupin: --lease-namespace 'Ops_NS': not a namespace name"),
+        ("lease_namespace", "a" * 64, f"gpupin: --lease-namespace '{'a' * 64}': not a namespace name"),
+        (
+            "namespaces",
+            "a" * 64,
+            f"gpupin: --namespace '{'a' * 64}': not a namespace name (lowercase letters, digits and '-', at most 63)",
+        ),
         ("leader_election", "maybe", "gpupin: GPUPIN_LEADER_ELECTION='maybe': expected true or false"),
         (
             "router_pod",

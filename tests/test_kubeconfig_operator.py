@@ -13,10 +13,8 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -74,22 +72,6 @@ def test_the_operator_uses_the_chosen_context_and_names_itself(env: Env) -> None
     assert proxy.count("POST", rf"/namespaces/{env.namespace}/pods$") == 2
     assert proxy.count("PATCH", r"/llmdeployments/second/status$") >= 1
     assert set(proxy.user_agents) == {ours, kopfs}
-
-
-@pytest.fixture
-def bare_node(cluster: Cluster) -> Any:
-    name = f"ua-{uuid.uuid4().hex[:6]}"
-    cluster.kube.request(
-        "POST",
-        "/api/v1/nodes",
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}},
-        },
-    )
-    yield name
-    cluster.delete_node(name)
 
 
 def test_the_agent_uses_the_chosen_context_and_names_itself(

@@ -14,7 +14,7 @@ import pytest
 
 from gpupin.controller.podstate import placement_of
 
-from helpers import RTX_2060, RTX_4070
+from helpers import RTX_2060, RTX_4070, free_port
 from kwok import Env, Operator, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -141,13 +141,7 @@ def test_healthz_answers_for_a_standby_and_for_the_writer(env: Env) -> None:
     """gpupin's own /healthz: a standby is alive while it waits (kopf's endpoint would not be up),
     and the writer says it runs once its event loop beats."""
     import json as jsonlib
-    import socket
     import urllib.request
-
-    def free() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
 
     def health(port: int) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
@@ -155,7 +149,7 @@ def test_healthz_answers_for_a_standby_and_for_the_writer(env: Env) -> None:
             return dict(jsonlib.loads(answer.read()))
 
     env.node("workstation", RTX_4070, RTX_2060)
-    first_port, second_port = free(), free()
+    first_port, second_port = free_port(), free_port()
     first = _operator(env, "gpupin-a", extra=("--health-port", str(first_port)))
     wait_for(lambda: _started(first), what="gpupin-a started")
     wait_for(lambda: health(first_port)["phase"] == "running", what="the writer running")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiohttp.test_utils import TestServer
 from gpupin.router.proxy import Router
 from gpupin.router.table import Backend, RouteTable
 
+from helpers import free_port
 from ollama_server import OllamaServer, engine_problem, write_tiny_gguf
 
 Servers = dict[str, OllamaServer]
@@ -30,16 +30,10 @@ Routed = tuple[Router, TestServer, aiohttp.ClientSession]
 GENERATE = {"options": {"num_predict": 6, "temperature": 0}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _server(models: dict[str, bool], folder: Path) -> OllamaServer:
     """A real Ollama server on the host's loopback holding ``models`` (name → is an embedding model)."""
     server = OllamaServer(
-        {"OLLAMA_HOST": f"127.0.0.1:{_free_port()}", "OLLAMA_MODELS": "/models", "OLLAMA_KEEP_ALIVE": "10m"},
+        {"OLLAMA_HOST": f"127.0.0.1:{free_port()}", "OLLAMA_MODELS": "/models", "OLLAMA_KEEP_ALIVE": "10m"},
         host_network=True,
     )
     server.start()

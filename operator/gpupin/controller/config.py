@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ _OLLAMA_IMAGE = ENGINES.get("ollama").default_image
 _VLLM_IMAGE = ENGINES.get("vllm").default_image
 
 
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE_RE = lease.NAMESPACE_RE
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ def from_arguments(args: argparse.Namespace) -> OperatorConfig:
     if not args.gpu_loss_grace_seconds >= 0:  # NaN too
         raise ValueError("--gpu-loss-grace-seconds must be 0 or more")
     for name in args.namespaces:
-        if not _NAMESPACE_RE.match(name):
+        if len(name) > 63 or not _NAMESPACE_RE.match(name):
             raise ValueError(
                 f"--namespace {name!r}: not a namespace name (lowercase letters, digits and '-', at most 63)"
             )

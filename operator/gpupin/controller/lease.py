@@ -33,6 +33,7 @@ from typing import Any
 
 import structlog
 
+from gpupin.api.v1alpha1 import DNS_LABEL_PATTERN, OBJECT_NAME_PATTERN
 from gpupin.controller import metrics
 from gpupin.controller.admin import env_bool
 from gpupin.kube import ApiError, Kube
@@ -40,8 +41,8 @@ from gpupin.kube import ApiError, Kube
 log = structlog.get_logger("gpupin.lease")
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+NAMESPACE_RE = re.compile(DNS_LABEL_PATTERN)
+"""A namespace name (a DNS label); length is checked beside it."""
 
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -94,9 +95,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The Lease settings from the arguments, checked: ValueError naming the flag."""
     if not args.lease_duration_seconds >= 1:  # NaN too
         raise ValueError("--lease-duration must be at least 1 (seconds)")
-    if not _NAMESPACE.match(args.lease_namespace):
+    if len(args.lease_namespace) > 63 or not NAMESPACE_RE.match(args.lease_namespace):
         raise ValueError(f"--lease-namespace {args.lease_namespace!r}: not a namespace name")
-    if not _NAME.match(args.lease_name):
+    if len(args.lease_name) > 253 or not re.fullmatch(OBJECT_NAME_PATTERN, args.lease_name):
         raise ValueError(
             f"--lease-name {args.lease_name!r}: not an object name (lowercase letters, digits, '-', '.')"
         )
