@@ -6,8 +6,9 @@ running. So ``gpupin operator`` takes the Lease ``gpupin-operator`` in its own n
 kopf starts — a standby neither watches nor writes, it waits — and then:
 
 - renews it every ``retry`` seconds. When it has not renewed for ``renew_deadline`` seconds it has
-  lost the Lease: writes stop at once (:meth:`LeaderLease.holding` gates every write of
-  :class:`gpupin.kube.Kube`), the process stops, and its pod restarts as a standby;
+  lost the Lease: writes stop at once (:meth:`LeaderLease.write_budget` gates every write of
+  :class:`gpupin.kube.Kube`, and cuts its timeout to end before the Lease could pass to another),
+  the process stops (exit 4), and its pod restarts as a standby;
 - releases it on shutdown (the holder emptied), so a standby takes over within ``retry`` seconds
   instead of waiting out ``duration``.
 
