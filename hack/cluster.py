@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +180,8 @@ def up() -> Cluster:
                 str(inventory_path),
                 "--health-port",
                 "0",
+                "--metrics-port",  # several agents on one host: one port each would collide
+                "0",
                 "--interval",
                 "10",
             ],
@@ -193,7 +196,7 @@ def up() -> Cluster:
             what=f"agent on {node.name}",
         )
     operator_config = token_kubeconfig(cluster, NAMESPACE, "gpupin-operator", STATE / "operator.kubeconfig")
-    _spawn(
+    operator = _spawn(
         "operator",
         [
             sys.executable,
@@ -212,15 +215,32 @@ def up() -> Cluster:
             "json",
             "--router-image",  # KWOK runs no container: the router's objects are made, not run
             "gpupin.local/gpupin:demo",
+            "--lease-namespace",  # outside a pod it would be default; the chart grants it here
+            NAMESPACE,
         ],
         operator_config,
     )
+    started_operator = time.monotonic()
+    while not _answers_health(9801):  # it holds the Lease and serves /healthz, or it died saying why
+        if operator.poll() is not None or time.monotonic() - started_operator > 60:
+            log = (STATE / "logs" / "operator.log").read_text(errors="replace").strip().splitlines()
+            raise SystemExit(f"cluster: the operator did not start: {log[-1] if log else 'no log'} "
+                             "(.cluster/logs/operator.log)")  # fmt: skip
+        time.sleep(0.2)
     _say(f"agents and operator running (logs in .cluster/logs/); up in {time.monotonic() - started:.1f} s")
     print(f"\nexport KUBECONFIG={kubeconfig}\n")
     return cluster
 
 
-def _spawn(name: str, command: list[str], kubeconfig: Path) -> None:
+def _answers_health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+            return bool(json.loads(answer.read()).get("phase") == "running")
+    except (OSError, ValueError):
+        return False
+
+
+def _spawn(name: str, command: list[str], kubeconfig: Path) -> subprocess.Popen[bytes]:
     log = (STATE / "logs" / f"{name}.log").open("ab")
     process = subprocess.Popen(
         command,
@@ -230,6 +250,7 @@ def _spawn(name: str, command: list[str], kubeconfig: Path) -> None:
         start_new_session=True,
     )
     (STATE / "pids" / f"{name}.pid").write_text(str(process.pid))
+    return process
 
 
 def down() -> None:

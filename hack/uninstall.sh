@@ -3,8 +3,9 @@
 #   1. every LLMDeployment in the cluster (the garbage collector removes their pods, Services,
 #      routers and claim templates through ownerReferences), waiting until their pods are gone;
 #   2. the release (operator, agents, RBAC): `helm uninstall`, or with --no-helm (a
-#      `kubectl apply -f manifests/gpupin.yaml` install) its Deployment and DaemonSet by label —
-#      the agents must be gone before the node labels go, or they write them again;
+#      `kubectl apply -f manifests/gpupin.yaml` install) every object of it by its labels (the
+#      namespace itself is left) — the agents must be gone before the node labels go, or they
+#      write them again;
 #   3. the operator's Lease, the CRD, and the labels and annotations the agents put on Nodes.
 # LLMDeployments, the CRD and the node labels are cluster-wide: with another gpupin operator
 # running (another release), it stops unless --all-releases says to remove them anyway.
@@ -22,6 +23,7 @@ while [ $# -gt 0 ]; do
     --keep-crd) crd=keep; shift ;;
     --all-releases) others=remove; shift ;;
     --yes) yes=yes; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
 done
@@ -54,7 +56,12 @@ if [ "$helm" = yes ]; then
     echo "uninstall: no Helm release $release in $namespace"
   fi
 else
-  "$kubectl" delete deployments,daemonsets --namespace "$namespace" -l app.kubernetes.io/name=gpupin --wait=true
+  selector="app.kubernetes.io/name=gpupin,app.kubernetes.io/instance=$release"
+  "$kubectl" delete deployments,daemonsets --namespace "$namespace" -l "$selector" --wait=true
+  "$kubectl" delete services,configmaps,serviceaccounts,roles,rolebindings --namespace "$namespace" -l "$selector"
+  "$kubectl" delete roles,rolebindings --namespace default -l "$selector"
+  "$kubectl" delete clusterroles,clusterrolebindings,validatingadmissionpolicies,validatingadmissionpolicybindings \
+    -l "$selector" --ignore-not-found
 fi
 "$kubectl" delete lease --namespace "$namespace" --ignore-not-found "$release-operator" gpupin-operator
 [ "$crd" = keep ] || "$kubectl" delete crd llmdeployments.gpupin.dev --ignore-not-found

@@ -166,8 +166,8 @@ def test_metrics_service_and_ports_that_zero_disables() -> None:
     assert ports(container) == {"metrics": 8000, "health": 8080}
     assert container["livenessProbe"]["httpGet"]["port"] == "health"
     agent = pod_spec(docs, "DaemonSet")["containers"][0]
-    assert ports(agent) == {"health": 8081, "metrics": 9400}
-    assert env_of(agent)["GPUPIN_AGENT_METRICS_PORT"] == "9400"
+    assert ports(agent) == {"health": 8081, "metrics": 9402}
+    assert env_of(agent)["GPUPIN_AGENT_METRICS_PORT"] == "9402"
 
     no_metrics = render("operator.metricsPort=0")
     assert not [s for s in no_metrics if s["kind"] == "Service"], "no metrics, no metrics Service"

@@ -198,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     agent.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("GPUPIN_AGENT_METRICS_PORT", "9400")),
-        help="port of Prometheus /metrics, 0 to disable (env GPUPIN_AGENT_METRICS_PORT; default 9400)",
+        default=int(os.environ.get("GPUPIN_AGENT_METRICS_PORT", "9402")),
+        help="port of Prometheus /metrics, 0 to disable (env GPUPIN_AGENT_METRICS_PORT; default 9402)",
     )
     agent.add_argument("--once", action="store_true", help="read and publish once, then exit")
     agent.set_defaults(run=_agent)

@@ -39,7 +39,11 @@ class ApiError(Exception):
     """A non-2xx answer from the API server."""
 
     def __init__(self, status: int, reason: str, body: str) -> None:
-        super().__init__(f"{status} {reason}: {body[:300]}")
+        super().__init__(
+            f"{status} {reason}: {body[:300]}"
+            if status
+            else f"no answer from the API server ({reason}: {body[:300]})"
+        )
         self.status = status
         self.reason = reason
         self.body = body

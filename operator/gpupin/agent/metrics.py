@@ -1,4 +1,4 @@
-"""The agent's Prometheus metrics (``gpupin agent --metrics-port``, default 9400; 0: none).
+"""The agent's Prometheus metrics (``gpupin agent --metrics-port``, default 9402; 0: none).
 
 - ``gpupin_agent_reads_total{result}``: GPU reads, ``ok`` or ``error`` (NVML or the fake file);
 - ``gpupin_agent_publishes_total{result}``: steps that ``updated`` the Node, found it

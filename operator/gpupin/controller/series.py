@@ -9,7 +9,7 @@ of no series.
   a GPU to a pod itself (visible-devices pinning uses no device-plugin allocation), e.g.
   ``DCGM_FI_DEV_FB_USED * on(UUID) group_right() (0 * gpupin_gpu_reserved_bytes + 1)`` (gpupin's
   side may hold several pods per GPU: Ollama pods share).
-- ``gpupin_gpu_memory_bytes{node, UUID, gpu, model_name}``: each GPU's total memory, bytes.
+- ``gpupin_gpu_memory_bytes{node, UUID, gpu, modelName}``: each GPU's total memory, bytes.
 - ``gpupin_node_gpus{node}``: GPUs in each node's inventory (capacity; 0 for a node reporting none).
 - ``gpupin_gpus_allocated{node}``: GPUs gpupin's pods hold on each node, 0 where none.
 - ``gpupin_llmdeployment_condition{namespace, llmdeployment, condition, status, reason}``: 1 for
@@ -37,7 +37,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         "Bytes a gpupin pod's placement reserves on a GPU (UUID and gpu as dcgm-exporter labels them)",
         ("node", "UUID", "gpu", "namespace", "pod", "llmdeployment"),
     ),
-    "gpupin_gpu_memory_bytes": ("Total memory of each GPU in the inventory, bytes", ("node", "UUID", "gpu", "model_name")),
+    "gpupin_gpu_memory_bytes": ("Total memory of each GPU in the inventory, bytes", ("node", "UUID", "gpu", "modelName")),
     "gpupin_node_gpus": ("GPUs in each node's GPU inventory", ("node",)),
     "gpupin_gpus_allocated": ("GPUs held by gpupin pods, by node (0 where none)", ("node",)),
     "gpupin_llmdeployment_condition": (
