@@ -36,8 +36,11 @@ from gpupin.loading import load_inventory  # noqa: E402
 
 from kwok import Cluster, resource_slice, start_cluster, token_kubeconfig, tools_bin, wait_for  # noqa: E402
 
-STATE = REPO / ".cluster"
-NAME = "gpupin"
+# A second local cluster beside the usual one (the tests run one): its own state, name and ports
+STATE = Path(os.environ.get("GPUPIN_CLUSTER_STATE") or REPO / ".cluster")
+NAME = os.environ.get("GPUPIN_CLUSTER_NAME") or "gpupin"
+METRICS_PORT = int(os.environ.get("GPUPIN_CLUSTER_PORT") or 9800)
+"""The local operator's /metrics; its /healthz is the next port."""
 NAMESPACE = "gpupin-system"
 DEFAULT_INVENTORY = REPO / "examples" / "inventory" / "cluster-up.yaml"
 
@@ -208,9 +211,9 @@ def up() -> Cluster:
             "--runtime-class",
             "",
             "--metrics-port",
-            "9800",
+            str(METRICS_PORT),
             "--health-port",
-            "9801",
+            str(METRICS_PORT + 1),
             "--log-format",
             "json",
             "--router-image",  # KWOK runs no container: the router's objects are made, not run
@@ -221,7 +224,9 @@ def up() -> Cluster:
         operator_config,
     )
     started_operator = time.monotonic()
-    while not _answers_health(9801):  # it holds the Lease and serves /healthz, or it died saying why
+    while not _answers_health(
+        METRICS_PORT + 1
+    ):  # it holds the Lease and serves /healthz, or it died saying why
         if operator.poll() is not None or time.monotonic() - started_operator > 60:
             log = (STATE / "logs" / "operator.log").read_text(errors="replace").strip().splitlines()
             raise SystemExit(f"cluster: the operator did not start: {log[-1] if log else 'no log'} "
