@@ -37,13 +37,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from helpers import free_port  # noqa: E402
 from ollama_server import OllamaServer, engine_problem, write_tiny_gguf  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -144,7 +139,7 @@ def main(argv: list[str]) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="gpupin-router-bench-") as tmp:
         folder = Path(tmp)
-        port = _free_port()
+        port = free_port()
         server = OllamaServer({"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": "/models",
                                "OLLAMA_KEEP_ALIVE": "10m", "OLLAMA_NUM_PARALLEL": "4"}, host_network=True)  # fmt: skip
         router: subprocess.Popen[bytes] | None = None
@@ -157,7 +152,7 @@ def main(argv: list[str]) -> int:
             routes = folder / "routes.yaml"
             routes.write_text(json.dumps({"engine": "ollama", "backends": [
                 {"address": f"127.0.0.1:{port}", "models": ["chat:1b", "embed:1b"]}]}))  # fmt: skip
-            router_port, management = _free_port(), _free_port()
+            router_port, management = free_port(), free_port()
             router = subprocess.Popen(
                 [sys.executable, "-m", "gpupin", "router", "--routes", str(routes), "--port", str(router_port),
                  "--management-port", str(management), "--log-level", "WARNING"],

@@ -395,8 +395,13 @@ class Env:
         return self.cluster.pods(self.namespace)
 
     def placed(self, name: str, status: str = "True") -> Callable[[], dict[str, Any] | None]:
+        return self.condition_is(name, "Placed", status)
+
+    def condition_is(self, name: str, kind: str, status: str = "True") -> Callable[[], dict[str, Any] | None]:
+        """For wait_for: deployment ``name``'s condition ``kind`` once it has ``status``."""
+
         def check() -> dict[str, Any] | None:
-            condition = self.cluster.condition(self.namespace, name, "Placed")
+            condition = self.cluster.condition(self.namespace, name, kind)
             return condition if condition and condition["status"] == status else None
 
         return check

@@ -103,11 +103,7 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
         assert "describe deployment assistant-router" in waiting["message"], waiting
         env.cluster.kubectl("label", "node", workstation, f"{role}=yes")
         routed = wait_for(
-            lambda: (
-                (c := env.cluster.condition(env.namespace, "assistant", "EndpointReady"))
-                and c["status"] == "True"
-                and c
-            ),
+            env.condition_is("assistant", "EndpointReady"),
             what="EndpointReady=True once the router's pod is ready",
         )
         assert routed["reason"] == "RouterReady"
@@ -126,14 +122,7 @@ def test_an_ollama_deployment_gets_one_endpoint_that_follows_its_models(env: Env
             ],
             what="the router's pod",
         )
-        ready = wait_for(
-            lambda: (
-                (c := env.cluster.condition(env.namespace, "assistant", "Ready"))
-                and c["status"] == "True"
-                and c
-            ),
-            what="Ready=True",
-        )
+        ready = wait_for(env.condition_is("assistant", "Ready"), what="Ready=True")
         assert ready["message"] == "2/2 pods ready"
 
         # a model leaves the spec: the routes follow, the router's Deployment stays (no restart)

@@ -28,6 +28,8 @@ ENGINE_LABEL: Final = "gpupin.dev/engine"
 SPEC_HASH_LABEL: Final = "gpupin.dev/spec-hash"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "gpupin"
+MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+"""Label selector of every object gpupin makes (its watches, lists and relists)."""
 # On pods: one label per GPU the pod holds (key prefix + GPU UUID, value "true"),
 # so `kubectl get pods -l gpu.gpupin.dev/GPU-…` finds the holder of a GPU.
 GPU_LABEL_PREFIX: Final = "gpu.gpupin.dev/"

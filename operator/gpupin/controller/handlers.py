@@ -37,7 +37,7 @@ from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
 
-MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
+MANAGED = constants.MANAGED_SELECTOR
 
 
 class _State:

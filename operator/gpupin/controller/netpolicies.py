@@ -13,7 +13,7 @@ import kopf
 from gpupin import constants
 from gpupin.controller.config import OperatorConfig
 
-MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
+MANAGED = constants.MANAGED_SELECTOR
 _watched: list[bool] = []
 
 

@@ -20,7 +20,7 @@ from gpupin.kube import ApiError, Kube
 
 log = structlog.get_logger("gpupin.operator")
 
-MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
+MANAGED = constants.MANAGED_SELECTOR
 Kind = tuple[str, str, str, str, str]
 """(cache store, kind, API group, version, plural)."""
 ROUTER_KINDS: tuple[Kind, ...] = (

@@ -19,7 +19,7 @@ from gpupin.kernel.state import Frozen
 from gpupin.kube import Kube
 from gpupin.placement import Hold
 
-MANAGED = f"{constants.MANAGED_BY_LABEL}={constants.MANAGED_BY}"
+MANAGED = constants.MANAGED_SELECTOR
 
 
 @dataclass(frozen=True)
